@@ -1,0 +1,45 @@
+"""FastAPI application factory."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from app import __version__
+from app.api import health, ingest, tasks
+from app.api.auth import jwt_secret
+from app.api.problems import install_problem_handlers
+from app.runtime import Runtime
+from app.settings import Settings, get_settings
+
+
+def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> FastAPI:
+    """Build the app. With `runtime` given (tests), the caller owns its lifecycle."""
+    settings = settings or (runtime.settings if runtime else get_settings())
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if runtime is not None:
+            app.state.runtime = runtime
+            yield
+            return
+        owned = Runtime(settings)
+        app.state.runtime = owned
+        await owned.start()
+        try:
+            yield
+        finally:
+            await owned.stop()
+
+    app = FastAPI(title="carecoord", version=__version__, lifespan=lifespan)
+    app.state.settings = settings
+    app.state.jwt_secret = jwt_secret(settings)
+    if runtime is not None:
+        app.state.runtime = runtime
+    install_problem_handlers(app)
+    app.include_router(health.router)
+    app.include_router(tasks.router)
+    app.include_router(ingest.router)
+    return app

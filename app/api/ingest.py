@@ -1,0 +1,84 @@
+"""`POST /ingest/hl7v2`: accept an HL7 v2 message over HTTP and publish it to the ADT topic.
+
+The message is decoded first, so a sender gets a 400 naming the bad field instead of a silent
+dead letter; 202 is answered only once the broker has acknowledged the record.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from aiokafka.errors import KafkaError
+from fastapi import APIRouter, Request, status
+
+from app.api.auth import CurrentPrincipal
+from app.api.problems import Problem
+from app.api.schemas import IngestAccepted
+from app.consumers.hl7v2_decode import Hl7DecodeError
+from app.messaging.keys import patient_partition_key
+from app.state.audit import AuditAction, record_audit
+from app.state.inbound import event_id_for
+
+log = logging.getLogger(__name__)
+router = APIRouter(tags=["ingest"])
+
+HL7_MEDIA_TYPES = ("text/plain", "application/hl7-v2", "x-application/hl7-v2+er7")
+
+
+@router.post(
+    "/ingest/hl7v2",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=IngestAccepted,
+    openapi_extra={"requestBody": {"content": {t: {"schema": {"type": "string"}} for t in HL7_MEDIA_TYPES}}},
+)
+async def ingest_hl7v2(request: Request, principal: CurrentPrincipal) -> IngestAccepted:
+    settings = request.app.state.settings
+    runtime = request.app.state.runtime
+    if not principal.has_any_role(settings.ingest_roles):
+        raise Problem(403, "Forbidden", f"ingest requires one of the roles {settings.ingest_roles}")
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type not in HL7_MEDIA_TYPES:
+        raise Problem(415, "Unsupported media type", f"send one of {', '.join(HL7_MEDIA_TYPES)}", field="Content-Type")
+    body = await request.body()
+    if len(body) > settings.ingest_max_bytes:
+        raise Problem(413, "Message too large", f"limit is {settings.ingest_max_bytes} bytes")
+    try:
+        msg = runtime.adt_handler.decode(body)
+    except Hl7DecodeError as exc:
+        raise Problem(400, "Invalid HL7 v2 message", exc.reason, field=exc.field) from None
+
+    event_id = event_id_for(msg.idempotency_key)
+    key = patient_partition_key(msg.patient_key.system, msg.patient_key.value)
+    try:
+        meta = await runtime.publisher.publish(
+            settings.topics.adt,
+            body,
+            key=key,
+            headers={
+                "carecoord-event-id": str(event_id),
+                "carecoord-source": "http",
+                "content-type": media_type,
+            },
+        )
+    except KafkaError as exc:
+        log.warning("publish failed", extra={"event_id": str(event_id), "error": type(exc).__name__})
+        raise Problem(
+            503,
+            "Broker unavailable",
+            "the message was not accepted; retry later",
+            headers={"Retry-After": "5"},
+        ) from None
+    async with runtime.sessions() as session, session.begin():
+        record_audit(
+            session,
+            principal.subject,
+            principal.roles,
+            action=AuditAction.CREATE,
+            resource_type="Bundle",
+            request=f"POST /ingest/hl7v2 event={event_id}",
+        )
+    log.info(
+        "message accepted",
+        extra={"event_id": str(event_id), "partition": meta.partition, "offset": meta.offset},
+    )
+    return IngestAccepted(event_id=event_id, topic=meta.topic, partition=meta.partition, offset=meta.offset)

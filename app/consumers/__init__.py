@@ -1,0 +1,1 @@
+"""Inbound adapters: Kafka consumers, HL7 v2 decoding, dead letters."""

@@ -1,0 +1,153 @@
+"""Kafka consumer loop: at-least-once delivery with offsets committed only after the DB commit.
+
+Each message is applied (or dead-lettered) in its own transaction; the batch's offsets are
+committed afterwards. A crash between the two re-delivers messages the handler already applied,
+which the idempotency ledger turns into no-ops. A transient database failure is retried on the
+same message with backoff, and the consumer reports not-ready meanwhile, so nothing is skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from aiokafka.structs import OffsetAndMetadata
+
+from app.consumers.adt_handler import HandleResult, Outcome
+from app.consumers.transient import is_transient
+from app.state.inbound import Position
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[bytes, Position], Awaitable[HandleResult]]
+DeadLetter = Callable[[ConsumerRecord, HandleResult], Awaitable[None]]
+
+
+class ConsumerRunner:
+    def __init__(
+        self,
+        *,
+        bootstrap: str,
+        topic: str,
+        group_id: str,
+        client_id: str,
+        handler: Handler,
+        dead_letter: DeadLetter,
+        max_batch: int,
+        poll_timeout_ms: int,
+        session_timeout_ms: int,
+        heartbeat_interval_ms: int,
+        retry_initial_s: float,
+        retry_max_s: float,
+    ) -> None:
+        self.topic = topic
+        self._handler = handler
+        self._dead_letter = dead_letter
+        self._max_batch = max_batch
+        self._poll_timeout_ms = poll_timeout_ms
+        self._retry_initial_s = retry_initial_s
+        self._retry_max_s = retry_max_s
+        self._consumer = AIOKafkaConsumer(
+            topic,
+            bootstrap_servers=bootstrap,
+            group_id=group_id,
+            client_id=client_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=session_timeout_ms,
+            heartbeat_interval_ms=heartbeat_interval_ms,
+        )
+        self._stopping = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.healthy = False
+        self.processed = 0
+
+    async def start(self) -> None:
+        await self._consumer.start()
+        self.healthy = True
+        self._task = asyncio.create_task(self._run(), name=f"consumer:{self.topic}")
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        if self._task is not None:
+            await self._task
+        await self._consumer.stop()  # leaves the group so partitions move on promptly
+        self.healthy = False
+
+    async def caught_up(self) -> bool:
+        """True when every assigned partition has been consumed and committed to its high-water mark."""
+        assignment = self._consumer.assignment()
+        if not assignment:
+            return False
+        for tp in assignment:
+            highwater = self._consumer.highwater(tp)
+            committed = await self._consumer.committed(tp)
+            if highwater is None or (committed or 0) < highwater:
+                return False
+        return True
+
+    async def _run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                batch = await self._consumer.getmany(timeout_ms=self._poll_timeout_ms, max_records=self._max_batch)
+            except KafkaError:
+                log.warning("poll failed; retrying", exc_info=True)
+                await asyncio.sleep(self._retry_initial_s)
+                continue
+            for tp, records in batch.items():
+                done = await self._process_partition(records)
+                if done is not None:
+                    await self._commit(tp, done + 1)
+                if self._stopping.is_set():
+                    break
+
+    async def _process_partition(self, records: list[ConsumerRecord]) -> int | None:
+        """Apply records in order; return the last offset whose effects are durable."""
+        last_done: int | None = None
+        for record in records:
+            if not await self._process_with_retry(record):
+                break
+            last_done = record.offset
+        return last_done
+
+    async def _process_with_retry(self, record: ConsumerRecord) -> bool:
+        delay = self._retry_initial_s
+        position = Position(record.topic, record.partition, record.offset)
+        while True:
+            try:
+                result = await self._handler(record.value or b"", position)
+                if result.outcome is Outcome.REJECTED:
+                    await self._dead_letter(record, result)
+                self.healthy = True
+                self.processed += 1
+                return True
+            except Exception as exc:
+                self.healthy = False
+                log.warning(
+                    "transient failure; retrying the same event"
+                    if is_transient(exc) or isinstance(exc, KafkaError)
+                    else "unexpected failure; retrying the same event",
+                    extra={
+                        "topic": record.topic,
+                        "partition": record.partition,
+                        "offset": record.offset,
+                        "error": type(exc).__name__,
+                        "retry_in_s": delay,
+                    },
+                )
+            try:
+                await asyncio.wait_for(self._stopping.wait(), timeout=delay)
+                return False  # stopping: leave this event uncommitted for the next owner
+            except TimeoutError:
+                delay = min(delay * 2, self._retry_max_s)
+
+    async def _commit(self, tp: TopicPartition, next_offset: int) -> None:
+        try:
+            await self._consumer.commit({tp: OffsetAndMetadata(next_offset, "")})
+        except (CommitFailedError, IllegalStateError):
+            # Partition was revoked in a rebalance: its new owner re-reads from the last commit,
+            # and the idempotency ledger makes the re-read harmless.
+            log.warning("offset commit skipped after rebalance", extra={"partition": tp.partition})

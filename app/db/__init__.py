@@ -1,0 +1,1 @@
+"""Relational state: models, engine/session factory and the portable column types they need."""

@@ -1,0 +1,1 @@
+"""Kafka plumbing: producer, topic admin, the embedded broker for one-machine runs."""

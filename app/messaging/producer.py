@@ -1,0 +1,37 @@
+"""Publishing to Kafka, answering only after the broker acknowledged the record."""
+
+from __future__ import annotations
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.structs import RecordMetadata
+
+from app.settings import Settings
+
+
+class Publisher:
+    def __init__(self, bootstrap: str, settings: Settings) -> None:
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap,
+            client_id=settings.kafka_client_id,
+            acks="all",
+            enable_idempotence=settings.kafka_enable_idempotence,
+            request_timeout_ms=settings.kafka_request_timeout_ms,
+        )
+
+    async def start(self) -> None:
+        await self._producer.start()
+
+    async def stop(self) -> None:
+        await self._producer.stop()
+
+    async def publish(self, topic: str, value: bytes, *, key: bytes | None, headers: dict[str, str]) -> RecordMetadata:
+        return await self._producer.send_and_wait(
+            topic, value, key=key, headers=[(k, v.encode()) for k, v in headers.items()]
+        )
+
+    async def broker_reachable(self) -> bool:
+        try:
+            await self._producer.client.fetch_all_metadata()
+        except Exception:
+            return False
+        return True

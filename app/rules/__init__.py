@@ -1,0 +1,1 @@
+"""Rule handlers, due-date policies and role routing: pure functions of facts -> task effects."""

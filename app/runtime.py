@@ -1,0 +1,144 @@
+"""Everything the service needs at run time, started and stopped in the right order.
+
+Used by the API (`serve`), the consumer-only process (`consume`) and the tests. In embedded mode it
+starts the local broker and auto-migrates SQLite; in production it only connects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from zoneinfo import ZoneInfo
+
+from aiokafka import ConsumerRecord
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+
+from app.consumers.adt_handler import AdtHandler, HandleResult
+from app.consumers.runner import ConsumerRunner
+from app.db.migrate import upgrade_to_head
+from app.db.session import create_engine, session_factory
+from app.messaging.embedded_broker import EmbeddedBroker
+from app.messaging.producer import Publisher
+from app.messaging.topics import ensure_topics
+from app.rules.config import load_rules
+from app.rules.engine import RuleEngine
+from app.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class Runtime:
+    def __init__(self, settings: Settings, *, run_consumers: bool = True) -> None:
+        self.settings = settings
+        self.run_consumers = run_consumers
+        self.zone = ZoneInfo(settings.facility_timezone)
+        # Fail fast on a bad rules file, before anything is started.
+        self.rule_engine = RuleEngine(load_rules(settings.rules_file), self.zone)
+        self.broker: EmbeddedBroker | None = None
+        self.engine: AsyncEngine | None = None
+        self.sessions: async_sessionmaker | None = None
+        self.publisher: Publisher | None = None
+        self.adt_handler: AdtHandler | None = None
+        self.consumers: list[ConsumerRunner] = []
+
+    @property
+    def bootstrap(self) -> str:
+        if self.broker is not None:
+            return self.broker.bootstrap_servers
+        assert self.settings.kafka_bootstrap_servers
+        return self.settings.kafka_bootstrap_servers
+
+    async def start(self) -> None:
+        s = self.settings
+        if s.embedded_broker:
+            self.broker = EmbeddedBroker(log_file=s.var_dir / "broker.log")
+            await self.broker.start()
+        self.engine = create_engine(s.effective_database_url, echo=s.database_echo)
+        if s.should_auto_migrate:
+            await upgrade_to_head(self.engine)
+        self.sessions = session_factory(self.engine)
+        if s.kafka_create_topics:
+            await ensure_topics(
+                self.bootstrap,
+                [s.topics.adt, s.topics.adt_dead_letter],
+                s.kafka_partitions,
+                s.kafka_replication_factor,
+            )
+        self.publisher = Publisher(self.bootstrap, s)
+        await self.publisher.start()
+        self.adt_handler = AdtHandler(self.sessions, self.rule_engine, self.zone, s.assigning_authority_systems)
+        if self.run_consumers:
+            runner = ConsumerRunner(
+                bootstrap=self.bootstrap,
+                topic=s.topics.adt,
+                group_id=s.consumer_group,
+                client_id=f"{s.kafka_client_id}-adt",
+                handler=self.adt_handler.handle,
+                dead_letter=self._dead_letter,
+                max_batch=s.consumer_max_batch,
+                poll_timeout_ms=s.consumer_poll_timeout_ms,
+                session_timeout_ms=s.consumer_session_timeout_ms,
+                heartbeat_interval_ms=s.consumer_heartbeat_interval_ms,
+                retry_initial_s=s.consumer_db_retry_initial_s,
+                retry_max_s=s.consumer_db_retry_max_s,
+            )
+            await runner.start()
+            self.consumers.append(runner)
+        log.info("runtime started", extra={"embedded_broker": s.embedded_broker, "consumers": len(self.consumers)})
+
+    async def stop(self) -> None:
+        if self.broker is not None and self.consumers:
+            await self._drain(self.settings.shutdown_drain_timeout_s)
+        for runner in self.consumers:
+            await runner.stop()
+        self.consumers.clear()
+        if self.publisher is not None:
+            await self.publisher.stop()
+        if self.engine is not None:
+            await self.engine.dispose()
+        if self.broker is not None:
+            await self.broker.stop()
+        log.info("runtime stopped")
+
+    async def __aenter__(self) -> Runtime:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def _drain(self, timeout_s: float) -> None:
+        """The embedded broker forgets its topics on stop: let consumers apply what was accepted."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if all([await r.caught_up() for r in self.consumers]):
+                return
+            await asyncio.sleep(0.1)
+        log.warning("stopping before consumers caught up", extra={"timeout_s": timeout_s})
+
+    async def _dead_letter(self, record: ConsumerRecord, result: HandleResult) -> None:
+        assert self.publisher is not None
+        await self.publisher.publish(
+            self.settings.topics.adt_dead_letter,
+            record.value or b"",
+            key=record.key,
+            headers={
+                "carecoord-reason": (result.reason or "")[:1000],
+                "carecoord-field": result.field or "",
+                "carecoord-source-topic": record.topic,
+                "carecoord-source-partition": str(record.partition),
+                "carecoord-source-offset": str(record.offset),
+            },
+        )
+
+    async def database_ready(self) -> bool:
+        if self.engine is None:
+            return False
+        try:
+            async with self.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+        except Exception:
+            return False
+        return True

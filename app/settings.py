@@ -1,0 +1,116 @@
+"""Runtime configuration: every knob is a `CARECOORD_*` environment variable (or `.env` entry).
+
+Leaving the database URL and Kafka bootstrap servers unset selects the embedded defaults
+(SQLite file under `var_dir`, a local Tansu broker), so a fresh checkout runs with no setup.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_RULES_FILE = Path(__file__).parent / "rules" / "default_rules.toml"
+
+
+class Topics(BaseModel):
+    """Kafka topic names; override with e.g. `CARECOORD_TOPICS__ADT=hospital.adt`."""
+
+    adt: str = "carecoord.adt.v1"
+    adt_dead_letter: str = "carecoord.adt.dlq.v1"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="CARECOORD_", env_nested_delimiter="__", env_file=".env", extra="ignore"
+    )
+
+    environment: Literal["development", "production"] = "development"
+    var_dir: Path = Path("var")
+
+    database_url: str | None = Field(default=None, description="SQLAlchemy async URL; unset = SQLite file in var_dir")
+    database_echo: bool = False
+    auto_migrate: bool | None = Field(
+        default=None, description="run Alembic upgrade on start; default true in development"
+    )
+
+    kafka_bootstrap_servers: str | None = Field(
+        default=None, description="comma-separated host:port; unset = start the embedded Tansu broker"
+    )
+    kafka_client_id: str = "carecoord"
+    kafka_enable_idempotence: bool = False
+    kafka_create_topics: bool = True
+    kafka_partitions: int = Field(default=6, ge=1)
+    kafka_replication_factor: int = Field(default=1, ge=1)
+    kafka_request_timeout_ms: int = Field(default=15000, ge=1000)
+    topics: Topics = Topics()
+    consumer_group: str = "carecoord-adt"
+    consumer_session_timeout_ms: int = Field(default=10000, ge=1000)
+    consumer_heartbeat_interval_ms: int = Field(default=3000, ge=100)
+    consumer_max_batch: int = Field(default=200, ge=1)
+    consumer_poll_timeout_ms: int = Field(default=500, ge=10)
+    consumer_db_retry_initial_s: float = Field(default=0.5, gt=0)
+    consumer_db_retry_max_s: float = Field(default=30.0, gt=0)
+    shutdown_drain_timeout_s: float = Field(
+        default=10.0, ge=0, description="embedded mode: wait this long for consumers to catch up on stop"
+    )
+
+    jwt_secret: SecretStr | None = Field(
+        default=None, description="HS256 key; development generates one in var_dir if unset"
+    )
+    jwt_issuer: str = "carecoord"
+    jwt_audience: str = "carecoord"
+    jwt_leeway_s: int = Field(default=30, ge=0)
+    dev_token_ttl_s: int = Field(default=12 * 3600, gt=0)
+    ingest_roles: list[str] = ["INTEGRATION"]
+    supervisor_roles: list[str] = ["SUPERVISOR"]
+
+    rules_file: Path = DEFAULT_RULES_FILE
+    facility_timezone: str = Field(default="America/New_York", description="zone for HL7 timestamps without an offset")
+    assigning_authority_systems: dict[str, str] = Field(
+        default_factory=dict, description="PID-3.4 assigning authority -> identifier system URI"
+    )
+
+    ingest_max_bytes: int = Field(default=1_048_576, ge=1024)
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _production_needs_real_infrastructure(self) -> Settings:
+        if self.environment == "production":
+            missing = [
+                name
+                for name, value in (
+                    ("CARECOORD_DATABASE_URL", self.database_url),
+                    ("CARECOORD_KAFKA_BOOTSTRAP_SERVERS", self.kafka_bootstrap_servers),
+                    ("CARECOORD_JWT_SECRET", self.jwt_secret),
+                )
+                if not value
+            ]
+            if missing:
+                raise ValueError(f"production requires {', '.join(missing)}")
+        return self
+
+    @property
+    def embedded_broker(self) -> bool:
+        return not self.kafka_bootstrap_servers
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.var_dir / 'carecoord.db').resolve()}"
+
+    @property
+    def should_auto_migrate(self) -> bool:
+        return self.environment == "development" if self.auto_migrate is None else self.auto_migrate
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,1 @@
+"""Database adapters that apply decoded events to stored state. Thin: decisions live in app/rules."""

@@ -1,0 +1,48 @@
+"""Audit trail of patient-data access (who, what, when, outcome); FHIR AuditEvent semantics."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from enum import StrEnum
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.db.models import AuditEvent
+
+
+class AuditAction(StrEnum):  # FHIR AuditEvent.action
+    CREATE = "C"
+    READ = "R"
+    UPDATE = "U"
+    DELETE = "D"
+    EXECUTE = "E"
+
+
+class AuditOutcome(StrEnum):  # FHIR AuditEvent.outcome
+    SUCCESS = "0"
+    MINOR_FAILURE = "4"
+    SERIOUS_FAILURE = "8"
+
+
+def record_audit(
+    session: AsyncSession,
+    actor: str,
+    roles: Iterable[str],
+    *,
+    action: AuditAction,
+    resource_type: str,
+    request: str,
+    patient_ids: Iterable[str] = (),
+    outcome: AuditOutcome = AuditOutcome.SUCCESS,
+) -> None:
+    session.add(
+        AuditEvent(
+            actor=actor,
+            roles=sorted(roles),
+            action=action.value,
+            resource_type=resource_type,
+            request=request[:255],
+            outcome=outcome.value,
+            patient_ids=sorted(set(patient_ids)),
+        )
+    )

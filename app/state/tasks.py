@@ -1,0 +1,48 @@
+"""Persist rule effects as tasks, once each, with a history row explaining where they came from."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.db.models import Task, TaskHistory
+from app.rules.engine import CreateTask
+
+INITIAL_STATUS = "ready"  # FHIR Task.status: ready to be performed, no action taken yet
+ACTIVE_STATUSES = ("requested", "received", "accepted", "ready", "in-progress", "on-hold")
+
+
+async def create_task_once(session: AsyncSession, effect: CreateTask, patient_id: uuid.UUID) -> Task | None:
+    """Insert the task unless its dedupe key exists; returns the new task or None."""
+    exists = await session.scalar(select(Task.id).where(Task.dedupe_key == effect.dedupe_key))
+    if exists is not None:
+        return None
+    task = Task(
+        dedupe_key=effect.dedupe_key,
+        type=effect.type,
+        status=INITIAL_STATUS,
+        priority=effect.priority,
+        role=effect.role,
+        patient_id=patient_id,
+        encounter_id=uuid.UUID(effect.encounter_id),
+        due_at=effect.due_at,
+        due_basis=effect.due_basis,
+        rule_id=effect.rule_id,
+        rule_version=effect.rule_version,
+        triggering_event_ids=list(effect.triggering_event_ids),
+    )
+    session.add(task)
+    await session.flush()
+    session.add(
+        TaskHistory(
+            task_id=task.id,
+            actor=f"rule:{effect.rule_id}@{effect.rule_version}",
+            action="created",
+            from_status=None,
+            to_status=INITIAL_STATUS,
+            detail={"triggering_event_ids": list(effect.triggering_event_ids), "due_basis": effect.due_basis},
+        )
+    )
+    return task

@@ -1,0 +1,141 @@
+"""Shared fixtures: one real Tansu broker per session, a real database (SQLite by default,
+PostgreSQL when CARECOORD_DATABASE_URL says so), fresh topics and clean tables per test."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import TypeVar
+
+import httpx
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.api.app import create_app
+from app.api.auth import mint_token
+from app.db.migrate import upgrade_to_head
+from app.db.models import Base
+from app.db.session import create_engine
+from app.messaging.embedded_broker import EmbeddedBroker
+from app.runtime import Runtime
+from app.settings import Settings, Topics
+
+T = TypeVar("T")
+
+TEST_JWT_SECRET = "test-secret-" + "x" * 40
+
+
+@pytest.fixture(scope="session")
+def session_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("carecoord")
+
+
+@pytest.fixture(scope="session")
+async def broker(session_dir: Path) -> AsyncIterator[EmbeddedBroker]:
+    b = EmbeddedBroker(log_file=session_dir / "broker.log")
+    await b.start()
+    yield b
+    await b.stop()
+
+
+@pytest.fixture(scope="session")
+def database_url(session_dir: Path) -> str:
+    return os.environ.get("CARECOORD_DATABASE_URL") or f"sqlite+aiosqlite:///{session_dir / 'test.db'}"
+
+
+async def reset_database(engine: AsyncEngine) -> None:
+    """Start from nothing: PostgreSQL drops the schema, SQLite drops every table."""
+    async with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            await conn.execute(text("DROP SCHEMA public CASCADE"))
+            await conn.execute(text("CREATE SCHEMA public"))
+        else:
+            await conn.run_sync(Base.metadata.drop_all)
+            await conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
+
+
+@pytest.fixture(scope="session")
+async def migrated_engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(database_url)
+    await reset_database(engine)
+    await upgrade_to_head(engine)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+async def db(migrated_engine: AsyncEngine) -> AsyncEngine:
+    async with migrated_engine.begin() as conn:
+        for table in reversed(Base.metadata.sorted_tables):
+            await conn.execute(table.delete())
+    return migrated_engine
+
+
+@pytest.fixture
+def settings(tmp_path: Path, broker: EmbeddedBroker, database_url: str) -> Settings:
+    suffix = uuid.uuid4().hex[:8]
+    return Settings(
+        var_dir=tmp_path,
+        database_url=database_url,
+        auto_migrate=False,
+        kafka_bootstrap_servers=broker.bootstrap_servers,
+        kafka_partitions=3,
+        topics=Topics(adt=f"adt-{suffix}", adt_dead_letter=f"adt-dlq-{suffix}"),
+        consumer_group=f"g-{suffix}",
+        consumer_session_timeout_ms=2000,
+        consumer_heartbeat_interval_ms=500,
+        consumer_poll_timeout_ms=100,
+        consumer_db_retry_initial_s=0.1,
+        jwt_secret=TEST_JWT_SECRET,
+        facility_timezone="America/New_York",
+    )
+
+
+async def wait_until_assigned(runtime: Runtime, timeout_s: float = 15) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if all(c._consumer.assignment() for c in runtime.consumers):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("consumer got no partitions")
+
+
+@pytest.fixture
+async def runtime(settings: Settings, db: AsyncEngine) -> AsyncIterator[Runtime]:
+    async with Runtime(settings) as rt:
+        await wait_until_assigned(rt)
+        yield rt
+
+
+@pytest.fixture
+async def client(runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(runtime=runtime)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://carecoord.test") as c:
+        yield c
+
+
+@pytest.fixture
+def token_for(settings: Settings) -> Callable[..., str]:
+    def _mint(*roles: str, sub: str = "tester", teams: tuple[str, ...] = ()) -> str:
+        return mint_token(settings, sub, list(roles), list(teams), 600)
+
+    return _mint
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def eventually(probe: Callable[[], Awaitable[T]], timeout_s: float = 20, interval_s: float = 0.1) -> T:
+    """Poll until `probe` returns a truthy value; the consumer is asynchronous by design."""
+    deadline = time.monotonic() + timeout_s
+    last: T = await probe()
+    while not last and time.monotonic() < deadline:
+        await asyncio.sleep(interval_s)
+        last = await probe()
+    return last

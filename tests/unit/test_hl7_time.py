@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from app.consumers.hl7_time import Hl7TimeError, parse_date, parse_instant
+
+NY = ZoneInfo("America/New_York")
+
+
+@given(
+    moment=st.datetimes(min_value=datetime(1900, 1, 2), max_value=datetime(2199, 12, 30)),
+    offset_minutes=st.integers(min_value=-12 * 60, max_value=14 * 60).map(lambda m: m - m % 15),
+)
+def test_round_trip_with_offset(moment: datetime, offset_minutes: int) -> None:
+    zone = timezone(timedelta(minutes=offset_minutes))
+    local = moment.replace(microsecond=0, tzinfo=zone)
+    sign = "+" if offset_minutes >= 0 else "-"
+    hh, mm = divmod(abs(offset_minutes), 60)
+    text = local.strftime("%Y%m%d%H%M%S") + f"{sign}{hh:02d}{mm:02d}"
+    parsed = parse_instant(text, NY)
+    assert parsed == local
+    assert parsed.tzinfo == UTC
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2026", datetime(2026, 1, 1, 5, tzinfo=UTC)),
+        ("20260704", datetime(2026, 7, 4, 4, tzinfo=UTC)),
+        ("202607041230", datetime(2026, 7, 4, 16, 30, tzinfo=UTC)),
+        ("20260704123015.25-0700", datetime(2026, 7, 4, 19, 30, 15, 250000, tzinfo=UTC)),
+        ("202601011200-0330", datetime(2026, 1, 1, 15, 30, tzinfo=UTC)),
+        # python-hl7 alone reads -0015 as +00:15; found by the property test above.
+        ("202601011200-0015", datetime(2026, 1, 1, 12, 15, tzinfo=UTC)),
+    ],
+)
+def test_precisions(text: str, expected: datetime) -> None:
+    assert parse_instant(text, NY) == expected
+
+
+@pytest.mark.parametrize("text", ["", "abc", "2026-07-04", "20260704T1230", "20261304", "2026070412301", "20260704+05", "202607041230+1560"])
+def test_rejects_malformed(text: str) -> None:
+    with pytest.raises(Hl7TimeError):
+        parse_instant(text, NY)
+
+
+def test_birth_date_is_a_calendar_date() -> None:
+    assert parse_date("19700412").isoformat() == "1970-04-12"
+    assert parse_date("197004120830-0500").isoformat() == "1970-04-12"
+    with pytest.raises(Hl7TimeError):
+        parse_date("1970")
