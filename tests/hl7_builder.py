@@ -37,8 +37,18 @@ def adt(
     version: str = "2.5.1",
 ) -> str:
     msh = "MSH|^~\\&|" + "|".join(
-        ["ADT1", facility, "CARECOORD", "ACO", message_time, "", f"ADT^{trigger}^ADT_{trigger}", control_id, "P",
-         version]
+        [
+            "ADT1",
+            facility,
+            "CARECOORD",
+            "ACO",
+            message_time,
+            "",
+            f"ADT^{trigger}^ADT_{trigger}",
+            control_id,
+            "P",
+            version,
+        ]
     )
     evn = segment("EVN", {1: trigger, 2: event_time})
     pid = segment(

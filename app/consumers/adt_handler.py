@@ -138,7 +138,7 @@ class AdtHandler:
                 position=position,
                 reason=reason,
                 field=field,
-                payload=payload.decode("utf-8", errors="replace"),
+                payload=payload,
             )
         log.warning(
             "event rejected",

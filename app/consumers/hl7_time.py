@@ -8,7 +8,6 @@ from zoneinfo import ZoneInfo
 
 import hl7
 
-
 # DTM: YYYY[MM[DD[HH[MM[SS[.S[S[S[S]]]]]]]]][+/-ZZZZ]. python-hl7 is lenient (it reads
 # "2026-11-20" as year 2026 at offset -11), so the shape is checked before it parses.
 _DTM = re.compile(

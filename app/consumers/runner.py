@@ -98,23 +98,27 @@ class ConsumerRunner:
                 await asyncio.sleep(self._retry_initial_s)
                 continue
             for tp, records in batch.items():
-                done = await self._process_partition(records)
-                if done is not None:
-                    await self._commit(tp, done + 1)
+                await self._process_partition(tp, records)
                 if self._stopping.is_set():
                     break
 
-    async def _process_partition(self, records: list[ConsumerRecord]) -> int | None:
-        """Apply records in order; return the last offset whose effects are durable."""
+    async def _process_partition(self, tp: TopicPartition, records: list[ConsumerRecord]) -> None:
+        """Apply records in order, then commit up to the last one whose effects are durable."""
         last_done: int | None = None
+
+        async def commit_progress() -> None:
+            if last_done is not None:
+                await self._commit(tp, last_done + 1)
+
         for record in records:
-            if not await self._process_with_retry(record):
+            if not await self._process_with_retry(record, commit_progress):
                 break
             last_done = record.offset
-        return last_done
+        await commit_progress()
 
-    async def _process_with_retry(self, record: ConsumerRecord) -> bool:
+    async def _process_with_retry(self, record: ConsumerRecord, commit_progress: Callable[[], Awaitable[None]]) -> bool:
         delay = self._retry_initial_s
+        stalled = False
         position = Position(record.topic, record.partition, record.offset)
         while True:
             try:
@@ -125,11 +129,17 @@ class ConsumerRunner:
                 self.processed += 1
                 return True
             except Exception as exc:
+                # Not even the rejected-events table would take it: the dead-letter topic still
+                # keeps it, so one bad record can never stall the partition.
+                permanent = not (is_transient(exc) or isinstance(exc, KafkaError))
+                if permanent and await self._last_resort_dead_letter(record, exc):
+                    return True
                 self.healthy = False
+                if not stalled:
+                    stalled = True
+                    await commit_progress()  # an outage may be long: record what is already durable
                 log.warning(
-                    "transient failure; retrying the same event"
-                    if is_transient(exc) or isinstance(exc, KafkaError)
-                    else "unexpected failure; retrying the same event",
+                    "transient failure; retrying the same event",
                     extra={
                         "topic": record.topic,
                         "partition": record.partition,
@@ -144,10 +154,29 @@ class ConsumerRunner:
             except TimeoutError:
                 delay = min(delay * 2, self._retry_max_s)
 
+    async def _last_resort_dead_letter(self, record: ConsumerRecord, exc: Exception) -> bool:
+        log.error(
+            "event could not be applied or recorded; dead-lettered to topic only",
+            extra={
+                "topic": record.topic,
+                "partition": record.partition,
+                "offset": record.offset,
+                "error": type(exc).__name__,
+            },
+        )
+        try:
+            await self._dead_letter(
+                record, HandleResult(Outcome.REJECTED, reason=f"unrecordable: {type(exc).__name__}: {exc}"[:1000])
+            )
+        except KafkaError:
+            return False
+        self.processed += 1
+        return True
+
     async def _commit(self, tp: TopicPartition, next_offset: int) -> None:
         try:
             await self._consumer.commit({tp: OffsetAndMetadata(next_offset, "")})
-        except (CommitFailedError, IllegalStateError):
-            # Partition was revoked in a rebalance: its new owner re-reads from the last commit,
-            # and the idempotency ledger makes the re-read harmless.
-            log.warning("offset commit skipped after rebalance", extra={"partition": tp.partition})
+        except (CommitFailedError, IllegalStateError, KafkaError) as exc:
+            # Revoked in a rebalance, or the broker is away: the next owner re-reads from the last
+            # commit, and the idempotency ledger makes the re-read harmless.
+            log.warning("offset commit skipped", extra={"partition": tp.partition, "error": type(exc).__name__})

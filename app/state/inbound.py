@@ -61,7 +61,7 @@ def record_applied(
 
 
 async def record_rejected(
-    session: AsyncSession, *, source: str, position: Position, reason: str, field: str | None, payload: str
+    session: AsyncSession, *, source: str, position: Position, reason: str, field: str | None, payload: bytes
 ) -> RejectedEvent:
     """Idempotent per broker position, so a redelivered bad message is recorded once."""
     if position.topic is not None:

@@ -58,7 +58,7 @@ def upgrade() -> None:
         sa.Column("offset", sa.BigInteger(), nullable=True),
         sa.Column("reason", sa.Text(), nullable=False),
         sa.Column("field", sa.String(length=64), nullable=True),
-        sa.Column("payload", sa.Text(), nullable=False),
+        sa.Column("payload", sa.LargeBinary(), nullable=False),
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("created_at", app.db.types.UTCDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_rejected_events")),

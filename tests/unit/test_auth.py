@@ -40,8 +40,14 @@ def test_development_secret_is_generated_once_and_private(tmp_path: Path) -> Non
 )
 def test_rejects_bad_claims(tmp_path: Path, claims: dict, detail: str) -> None:
     s = dev_settings(tmp_path)
-    base = {"sub": "u", "roles": ["PMC"], "teams": [], "iss": s.jwt_issuer, "aud": s.jwt_audience,
-            "exp": int(time.time()) + 60}
+    base = {
+        "sub": "u",
+        "roles": ["PMC"],
+        "teams": [],
+        "iss": s.jwt_issuer,
+        "aud": s.jwt_audience,
+        "exp": int(time.time()) + 60,
+    }
     token = jwt.encode({**base, **claims}, jwt_secret(s), algorithm="HS256")
     with pytest.raises(Problem) as err:
         verify_token(s, jwt_secret(s), token)
@@ -57,13 +63,18 @@ def test_rejects_token_signed_with_another_key(tmp_path: Path) -> None:
 
 def test_rejects_alg_none(tmp_path: Path) -> None:
     s = dev_settings(tmp_path)
-    token = jwt.encode({"sub": "u", "iss": s.jwt_issuer, "aud": s.jwt_audience, "exp": int(time.time()) + 60},
-                       None, algorithm="none")
+    token = jwt.encode(
+        {"sub": "u", "iss": s.jwt_issuer, "aud": s.jwt_audience, "exp": int(time.time()) + 60}, None, algorithm="none"
+    )
     with pytest.raises(Problem):
         verify_token(s, jwt_secret(s), token)
 
 
 def test_production_refuses_to_start_without_real_settings(tmp_path: Path) -> None:
     with pytest.raises(ValidationError, match="CARECOORD_JWT_SECRET"):
-        Settings(environment="production", var_dir=tmp_path, database_url="postgresql+asyncpg://x/y",
-                 kafka_bootstrap_servers="kafka:9092")
+        Settings(
+            environment="production",
+            var_dir=tmp_path,
+            database_url="postgresql+asyncpg://x/y",
+            kafka_bootstrap_servers="kafka:9092",
+        )

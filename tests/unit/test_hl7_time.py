@@ -43,7 +43,9 @@ def test_precisions(text: str, expected: datetime) -> None:
     assert parse_instant(text, NY) == expected
 
 
-@pytest.mark.parametrize("text", ["", "abc", "2026-07-04", "20260704T1230", "20261304", "2026070412301", "20260704+05", "202607041230+1560"])
+@pytest.mark.parametrize(
+    "text", ["", "abc", "2026-07-04", "20260704T1230", "20261304", "2026070412301", "20260704+05", "202607041230+1560"]
+)
 def test_rejects_malformed(text: str) -> None:
     with pytest.raises(Hl7TimeError):
         parse_instant(text, NY)
