@@ -12,7 +12,7 @@ import pytest
 from app.consumers.hl7v2_decode import Hl7DecodeError, decode_adt, decode_text
 from tests.hl7_builder import adt
 
-SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "samples"
+SAMPLES = Path(__file__).resolve().parents[1] / "fixtures" / "samples"
 NY = ZoneInfo("America/New_York")
 
 
