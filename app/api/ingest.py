@@ -14,10 +14,8 @@ from fastapi import APIRouter, Request, status
 from app.api.auth import CurrentPrincipal
 from app.api.problems import Problem
 from app.api.schemas import IngestAccepted
-from app.consumers.hl7v2_decode import Hl7DecodeError
-from app.messaging.keys import patient_partition_key
+from app.ingest.publish import Hl7DecodeError, MessageTooLarge, publish_hl7v2
 from app.state.audit import AuditAction, record_audit
-from app.state.inbound import event_id_for
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["ingest"])
@@ -40,34 +38,18 @@ async def ingest_hl7v2(request: Request, principal: CurrentPrincipal) -> IngestA
     if media_type not in HL7_MEDIA_TYPES:
         raise Problem(415, "Unsupported media type", f"send one of {', '.join(HL7_MEDIA_TYPES)}", field="Content-Type")
     body = await request.body()
-    if len(body) > settings.ingest_max_bytes:
-        raise Problem(413, "Message too large", f"limit is {settings.ingest_max_bytes} bytes")
     try:
-        msg = runtime.adt_handler.decode(body)
+        published = await publish_hl7v2(runtime, body, source="http", media_type=media_type)
+    except MessageTooLarge as exc:
+        raise Problem(413, "Message too large", str(exc)) from None
     except Hl7DecodeError as exc:
         raise Problem(400, "Invalid HL7 v2 message", exc.reason, field=exc.field) from None
-
-    event_id = event_id_for(msg.idempotency_key)
-    key = patient_partition_key(msg.patient_key.system, msg.patient_key.value)
-    try:
-        meta = await runtime.publisher.publish(
-            settings.topics.adt,
-            body,
-            key=key,
-            headers={
-                "carecoord-event-id": str(event_id),
-                "carecoord-source": "http",
-                "content-type": media_type,
-            },
-        )
     except KafkaError as exc:
-        log.warning("publish failed", extra={"event_id": str(event_id), "error": type(exc).__name__})
+        log.warning("publish failed", extra={"error": type(exc).__name__})
         raise Problem(
-            503,
-            "Broker unavailable",
-            "the message was not accepted; retry later",
-            headers={"Retry-After": "5"},
+            503, "Broker unavailable", "the message was not accepted; retry later", headers={"Retry-After": "5"}
         ) from None
+    event_id = published.event_id
     async with runtime.sessions() as session, session.begin():
         record_audit(
             session,
@@ -79,6 +61,8 @@ async def ingest_hl7v2(request: Request, principal: CurrentPrincipal) -> IngestA
         )
     log.info(
         "message accepted",
-        extra={"event_id": str(event_id), "partition": meta.partition, "offset": meta.offset},
+        extra={"event_id": str(event_id), "partition": published.partition, "offset": published.offset},
     )
-    return IngestAccepted(event_id=event_id, topic=meta.topic, partition=meta.partition, offset=meta.offset)
+    return IngestAccepted(
+        event_id=event_id, topic=published.topic, partition=published.partition, offset=published.offset
+    )
