@@ -1,4 +1,4 @@
-"""`carecoord` command line: serve, consume, migrate, token."""
+"""`carecoord` command line: serve, consume, mllp, migrate, token."""
 
 from __future__ import annotations
 
@@ -48,6 +48,44 @@ def consume() -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         async with Runtime(settings, run_consumers=True):
+            await stop.wait()
+
+    asyncio.run(_main())
+
+
+@cli.command()
+def mllp(
+    host: Annotated[str | None, typer.Option(help="bind address (default CARECOORD_MLLP_HOST)")] = None,
+    port: Annotated[int | None, typer.Option(help="port (default CARECOORD_MLLP_PORT, 2575)")] = None,
+    consumers: Annotated[
+        bool | None,
+        typer.Option(
+            "--consumers/--no-consumers",
+            help="also run the Kafka consumers in this process; default: yes with the embedded broker "
+            "(it is private to this process), no with a configured Kafka (run `consume` or `serve` for them)",
+        ),
+    ] = None,
+) -> None:
+    """Run the HL7 v2 MLLP listener: each message is published to Kafka, then acknowledged (AA/AE/AR)."""
+    from app.ingest.mllp import MllpServer
+    from app.runtime import Runtime
+
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    run_consumers = settings.embedded_broker if consumers is None else consumers
+    if settings.embedded_broker and not run_consumers:
+        raise typer.BadParameter(
+            "without CARECOORD_KAFKA_BOOTSTRAP_SERVERS the broker is embedded in this process and nothing "
+            "else would consume it: accepted messages would be lost on stop",
+            param_hint="--no-consumers",
+        )
+
+    async def _main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        async with Runtime(settings, run_consumers=run_consumers) as runtime, MllpServer(runtime, host=host, port=port):
             await stop.wait()
 
     asyncio.run(_main())

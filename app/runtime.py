@@ -9,16 +9,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from functools import partial
 from zoneinfo import ZoneInfo
 
 from aiokafka import ConsumerRecord
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
-from app.consumers.adt_handler import AdtHandler, HandleResult
+from app.consumers.hl7v2_decode import DecodeOptions, decode_hl7v2
+from app.consumers.notice_handler import HandleResult, NoticeHandler
 from app.consumers.runner import ConsumerRunner
 from app.db.migrate import upgrade_to_head
 from app.db.session import create_engine, session_factory
+from app.encounters.sensitivity import SensitivityPolicy
 from app.messaging.embedded_broker import EmbeddedBroker
 from app.messaging.producer import Publisher
 from app.messaging.topics import ensure_topics
@@ -40,7 +43,7 @@ class Runtime:
         self.engine: AsyncEngine | None = None
         self.sessions: async_sessionmaker | None = None
         self.publisher: Publisher | None = None
-        self.adt_handler: AdtHandler | None = None
+        self.adt_handler: NoticeHandler | None = None
         self.consumers: list[ConsumerRunner] = []
 
     @property
@@ -68,7 +71,14 @@ class Runtime:
             )
         self.publisher = Publisher(self.bootstrap, s)
         await self.publisher.start()
-        self.adt_handler = AdtHandler(self.sessions, self.rule_engine, self.zone, s.assigning_authority_systems)
+        self.adt_handler = NoticeHandler(
+            source="hl7v2",
+            decode=partial(decode_hl7v2, options=self.decode_options()),
+            sessions=self.sessions,
+            engine=self.rule_engine,
+            sensitivity=self.sensitivity_policy(),
+            max_bytes=s.ingest_max_bytes,
+        )
         if self.run_consumers:
             runner = ConsumerRunner(
                 bootstrap=self.bootstrap,
@@ -118,13 +128,37 @@ class Runtime:
             await asyncio.sleep(0.1)
         log.warning("stopping before consumers caught up", extra={"timeout_s": timeout_s})
 
+    def decode_options(self) -> DecodeOptions:
+        s = self.settings
+        return DecodeOptions(
+            default_zone=self.zone,
+            authority_systems=s.assigning_authority_systems,
+            expired_dispositions=frozenset(s.expired_dispositions),
+            observation_patient_types=frozenset(t.upper() for t in s.observation_patient_types),
+        )
+
+    def sensitivity_policy(self) -> SensitivityPolicy:
+        s = self.settings
+        return SensitivityPolicy(
+            bh_services=frozenset(v.upper() for v in s.bh_services),
+            bh_units=frozenset(v.upper() for v in s.bh_units),
+            bh_icd10_range=s.bh_icd10_range,
+            part2_icd10_range=s.part2_icd10_range,
+        )
+
     async def _dead_letter(self, record: ConsumerRecord, result: HandleResult) -> None:
+        """Copy a rejected record to the dead-letter topic. The exact bytes are already durable in
+        `rejected_events`; the topic copy is truncated so an oversize record cannot be refused twice."""
         assert self.publisher is not None
+        value = record.value or b""
+        limit = self.settings.dead_letter_max_bytes
         await self.publisher.publish(
             self.settings.topics.adt_dead_letter,
-            record.value or b"",
+            value[:limit],
             key=record.key,
             headers={
+                "carecoord-original-size": str(len(value)),
+                "carecoord-truncated": "true" if len(value) > limit else "false",
                 "carecoord-reason": (result.reason or "")[:1000],
                 "carecoord-field": result.field or "",
                 "carecoord-source-topic": record.topic,

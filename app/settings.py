@@ -67,17 +67,39 @@ class Settings(BaseSettings):
     dev_token_ttl_s: int = Field(default=12 * 3600, gt=0)
     ingest_roles: list[str] = ["INTEGRATION"]
     supervisor_roles: list[str] = ["SUPERVISOR"]
+    admin_roles: list[str] = ["ADMIN"]  # dead-letter administration: list, read payloads, replay, discard
 
     rules_file: Path = DEFAULT_RULES_FILE
     facility_timezone: str = Field(default="America/New_York", description="zone for HL7 timestamps without an offset")
     assigning_authority_systems: dict[str, str] = Field(
         default_factory=dict, description="PID-3.4 assigning authority -> identifier system URI"
     )
+    expired_dispositions: list[str] = Field(
+        default=["20", "40", "41", "42"], description="PV1-36 codes meaning the patient died (UB-04)"
+    )
+    observation_patient_types: list[str] = Field(
+        default=["OBS"], description="PV1-18 patient types that mean an observation stay (Encounter.class OBSENC)"
+    )
+    bh_services: list[str] = Field(
+        default=["PSY", "PSYCH", "BH", "BHU", "SUD", "CD"], description="PV1-10 services that mark a BH encounter"
+    )
+    bh_units: list[str] = Field(default=["PSY", "PSYCH", "BHU"], description="PV1-3.1 units that mark a BH encounter")
+    bh_icd10_range: tuple[str, str] = ("F01", "F99")
+    part2_icd10_range: tuple[str, str] = ("F10", "F19")
 
     ingest_max_bytes: int = Field(default=1_048_576, ge=1024)
+    dead_letter_max_bytes: int = Field(
+        default=262_144, ge=1024, description="dead-letter topic copies are cut to this; rejected_events keeps all"
+    )
 
     host: str = "127.0.0.1"
     port: int = 8000
+    mllp_host: str = Field(default="127.0.0.1", description="bind address of `carecoord mllp`")
+    mllp_port: int = Field(default=2575, ge=0, le=65535, description="MLLP port (2575 is registered for HL7 MLLP)")
+    mllp_read_timeout_s: float = Field(
+        default=60.0, gt=0, description="close a connection whose started frame stalls this long"
+    )
+    mllp_max_connections: int = Field(default=100, ge=1, description="concurrent MLLP connections; more are refused")
     log_level: str = "INFO"
 
     @model_validator(mode="after")

@@ -33,8 +33,13 @@ def adt(
     visit_number: str = "V0001",
     discharge_disposition: str = "01",
     admit_time: str = "20261115083000-0500",
-    discharge_time: str = "20261120140000-0500",
+    discharge_time: str | None = None,
     version: str = "2.5.1",
+    location: str | None = None,
+    patient_type: str = "",
+    diagnoses: tuple[tuple[str, str], ...] = (),
+    prior_mrn: str = "",
+    include_pv1: bool = True,
 ) -> str:
     msh = "MSH|^~\\&|" + "|".join(
         [
@@ -60,12 +65,20 @@ def adt(
         {
             1: "1",
             2: patient_class,
-            3: f"4W^401^A^{facility}",
+            3: location or f"4W^401^A^{facility}",
+            18: patient_type,
             10: hospital_service,
             19: f"{visit_number}^^^{facility}^VN" if visit_number else "",
             36: discharge_disposition,
             44: admit_time,
-            45: discharge_time if trigger == "A03" else "",
+            # PV1-45 defaults only on an A03; pass it explicitly to send it on any event.
+            45: discharge_time or ("20261120140000-0500" if trigger == "A03" else ""),
         },
     )
-    return "\r".join([msh, evn, pid, pv1]) + "\r"
+    segments = [msh, evn, pid]
+    if prior_mrn:
+        segments.append(segment("MRG", {1: f"{prior_mrn}^^^{authority}^MR"}))
+    if include_pv1:
+        segments.append(pv1)
+    segments += [segment("DG1", {1: str(i), 3: f"{code}^^{system}"}) for i, (code, system) in enumerate(diagnoses, 1)]
+    return "\r".join(segments) + "\r"

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app import __version__
-from app.api import health, ingest, tasks
+from app.api import dead_letters, health, ingest, tasks
 from app.api.auth import jwt_secret
 from app.api.problems import install_problem_handlers
 from app.runtime import Runtime
@@ -42,4 +42,5 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.include_router(health.router)
     app.include_router(tasks.router)
     app.include_router(ingest.router)
+    app.include_router(dead_letters.router)
     return app

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Request, status
 from app.api.auth import CurrentPrincipal
 from app.api.problems import Problem
 from app.api.schemas import IngestAccepted
-from app.ingest.publish import Hl7DecodeError, MessageTooLarge, publish_hl7v2
+from app.ingest.publish import DecodeError, MessageTooLarge, publish_hl7v2
 from app.state.audit import AuditAction, record_audit
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ async def ingest_hl7v2(request: Request, principal: CurrentPrincipal) -> IngestA
         published = await publish_hl7v2(runtime, body, source="http", media_type=media_type)
     except MessageTooLarge as exc:
         raise Problem(413, "Message too large", str(exc)) from None
-    except Hl7DecodeError as exc:
+    except DecodeError as exc:
         raise Problem(400, "Invalid HL7 v2 message", exc.reason, field=exc.field) from None
     except KafkaError as exc:
         log.warning("publish failed", extra={"error": type(exc).__name__})

@@ -6,7 +6,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 from sqlalchemy import select
-from sqlalchemy.orm import raiseload
 
 from app.api.auth import CurrentPrincipal
 from app.api.problems import Problem
@@ -81,7 +80,6 @@ async def list_tasks(
     query = (
         select(Task, Patient)
         .join(Patient, Patient.id == Task.patient_id)
-        .options(raiseload(Patient.identifiers))
         .where(Task.role.in_(roles), Task.status.in_(statuses))
         .order_by(Task.due_at, Task.id)
         .limit(limit)

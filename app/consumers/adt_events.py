@@ -1,4 +1,4 @@
-"""ADT trigger events -> encounter event kinds and the encounter status each implies (pure)."""
+"""ADT trigger events -> encounter event kinds, and v2 patient class -> FHIR encounter class (pure)."""
 
 from __future__ import annotations
 
@@ -16,32 +16,31 @@ TRIGGER_KINDS: dict[str, EncounterEventKind] = {
     "A11": EncounterEventKind.CANCEL_ADMIT,
     "A12": EncounterEventKind.CANCEL_TRANSFER,
     "A13": EncounterEventKind.CANCEL_DISCHARGE,
+    "A40": EncounterEventKind.MERGE,
 }
 
-# FHIR R4 Encounter.status implied by each kind; None leaves the status as it is.
-STATUS_AFTER: dict[EncounterEventKind, str | None] = {
-    EncounterEventKind.ADMIT: "in-progress",
-    EncounterEventKind.TRANSFER: "in-progress",
-    EncounterEventKind.DISCHARGE: "finished",
-    EncounterEventKind.REGISTER: "arrived",
-    EncounterEventKind.PREADMIT: "planned",
-    EncounterEventKind.CLASS_CHANGE: None,
-    EncounterEventKind.UPDATE: None,
-    EncounterEventKind.CANCEL_ADMIT: "cancelled",
-    EncounterEventKind.CANCEL_TRANSFER: None,
-    EncounterEventKind.CANCEL_DISCHARGE: "in-progress",
-    EncounterEventKind.OTHER: None,
-}
+# Triggers that describe a visit, and so must carry PV1.
+VISIT_TRIGGERS = frozenset(t for t, k in TRIGGER_KINDS.items() if k is not EncounterEventKind.MERGE)
 
-# v2 PV1-2 patient class -> FHIR v3 ActCode encounter class (DESIGN.md: I, E, O, P, R, B).
-CLASS_CODES: dict[str, str] = {
-    "I": "IMP",
-    "E": "EMER",
-    "O": "AMB",
-    "P": "PRENC",
-    "R": "AMB",
-    "B": "OBSENC",
-}
+ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
+V2_0004 = "http://terminology.hl7.org/CodeSystem/v2-0004"
+
+# HL7 v2-to-FHIR ConceptMap table-hl70004-to-v3-actcode: E, I, O, P map to ActCode; the other
+# patient classes (B obstetrics, R recurring, ...) have no ActCode and keep their v2-0004 code.
+_ACT_CODE_FOR_CLASS = {"E": "EMER", "I": "IMP", "O": "AMB", "P": "PRENC"}
+
+
+def encounter_class(
+    patient_class: str | None, patient_type: str | None, observation_types: frozenset[str]
+) -> tuple[str, str] | None:
+    """(system, code) of FHIR Encounter.class. Observation stays are not a v2 patient class; feeds
+    mark them in PV1-18 patient type, which the configured `observation_types` recognise."""
+    if patient_type and patient_type.upper() in observation_types:
+        return ACT_CODE, "OBSENC"
+    if not patient_class:
+        return None
+    code = _ACT_CODE_FOR_CLASS.get(patient_class)
+    return (ACT_CODE, code) if code else (V2_0004, patient_class)
 
 
 def kind_for_trigger(trigger: str) -> EncounterEventKind:

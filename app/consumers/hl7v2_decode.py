@@ -1,4 +1,4 @@
-"""HL7 v2 ADT message -> `AdtMessage`, a plain value the rules and state logic can use without hl7.
+"""HL7 v2 ADT message -> `EncounterNotice`, a plain value the rules and state logic use without hl7.
 
 Pure: no I/O. Anything that makes a message unusable raises `Hl7DecodeError` naming the field,
 so the consumer can dead-letter it with a reason a interface analyst can act on.
@@ -8,66 +8,33 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import hl7
 
+from app.consumers.adt_events import VISIT_TRIGGERS, encounter_class, kind_for_trigger
 from app.consumers.hl7_time import Hl7TimeError, parse_date, parse_instant
+from app.encounters.notice import DecodeError, Diagnosis, EncounterNotice, PatientIdentifier
 from app.fhir.identifiers import system_for_authority
+from app.rules.facts import EncounterEventKind
+
+# UB-04 patient discharge status codes meaning the patient died (HL7 table 0112 in the US).
+DEFAULT_EXPIRED_DISPOSITIONS = frozenset({"20", "40", "41", "42"})
 
 MLLP_FRAME_CHARS = "\x0b\x1c"
 
 
-class Hl7DecodeError(ValueError):
-    def __init__(self, reason: str, field: str | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.field = field
+class Hl7DecodeError(DecodeError):
+    pass
 
 
 @dataclass(frozen=True, slots=True)
-class PatientIdentifier:
-    system: str
-    value: str
-    type_code: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class AdtMessage:
-    control_id: str
-    sending_application: str
-    sending_facility: str
-    message_code: str
-    trigger_event: str
-    version: str
-    message_time: datetime
-    event_time: datetime
-    identifiers: tuple[PatientIdentifier, ...]
-    family_name: str | None
-    given_name: str | None
-    birth_date: date | None
-    sex: str | None
-    death_indicator: bool
-    death_time: datetime | None
-    patient_class: str | None
-    location: str | None
-    hospital_service: str | None
-    visit_number: str | None
-    discharge_disposition: str | None
-    admit_time: datetime | None
-    discharge_time: datetime | None
-    diagnosis_codes: tuple[str, ...] = field(default_factory=tuple)
-
-    @property
-    def idempotency_key(self) -> str:
-        """Stable across resends of the same message: sending facility + MSH-10."""
-        return f"hl7v2|{self.sending_facility}|{self.control_id}"
-
-    @property
-    def patient_key(self) -> PatientIdentifier:
-        """The identifier events are keyed (partitioned) by: the first PID-3 repetition."""
-        return self.identifiers[0]
+class DecodeOptions:
+    default_zone: ZoneInfo
+    authority_systems: Mapping[str, str] = field(default_factory=dict)
+    expired_dispositions: frozenset[str] = DEFAULT_EXPIRED_DISPOSITIONS
+    observation_patient_types: frozenset[str] = frozenset({"OBS"})
 
 
 def decode_text(payload: bytes) -> str:
@@ -122,96 +89,136 @@ def _instant(msg: hl7.Message, path: str, label: str, zone: ZoneInfo) -> datetim
         raise Hl7DecodeError(f"{label}: {exc}", label) from None
 
 
-def _identifiers(msg: hl7.Message, authority_systems: Mapping[str, str]) -> tuple[PatientIdentifier, ...]:
+def _identifiers(msg: hl7.Message, field_path: str, authority_systems: Mapping[str, str]) -> list[PatientIdentifier]:
+    """A CX list (PID-3, MRG-1): value, and a system from the assigning authority (CX.4)."""
     found: list[PatientIdentifier] = []
     for rep in range(1, 100):
         try:
-            ident = str(msg[f"PID.F3.R{rep}.C1"]).strip()
+            ident = str(msg[f"{field_path}.R{rep}.C1"]).strip()
         except (KeyError, IndexError):
             break
         if not ident:
             continue
         system = system_for_authority(
-            value(msg, f"PID.F3.R{rep}.C4.S1"), value(msg, f"PID.F3.R{rep}.C4.S2"), authority_systems
+            value(msg, f"{field_path}.R{rep}.C4.S1"), value(msg, f"{field_path}.R{rep}.C4.S2"), authority_systems
         )
-        type_code = value(msg, f"PID.F3.R{rep}.C5")
+        type_code = value(msg, f"{field_path}.R{rep}.C5")
         # CX.5 is a table-0203 code; some feeds put free text there, which is not a type.
         type_code = type_code if type_code and len(type_code) <= 16 and " " not in type_code else None
         found.append(PatientIdentifier(system=system, value=ident, type_code=type_code))
-    if not found:
-        raise Hl7DecodeError("PID-3 patient identifier list is empty", "PID-3")
-    return tuple(found)
+    return found
 
 
-def _diagnosis_codes(msg: hl7.Message) -> tuple[str, ...]:
+def _diagnoses(msg: hl7.Message) -> tuple[Diagnosis, ...]:
+    """DG1-3 (code ^ text ^ coding system); pre-2.5 feeds may put the code in DG1-3 alone."""
     try:
         segments = msg.segments("DG1")
     except KeyError:
         return ()
-    codes = []
+    found: list[Diagnosis] = []
     for seg in segments:
-        try:
-            code = str(seg(3)(1)(1)).strip() if len(seg) > 3 else ""
-        except (IndexError, KeyError):
-            code = ""
+        code = _segment_value(seg, 3, 1)
         if code:
-            codes.append(code)
-    return tuple(codes)
+            found.append(Diagnosis(code=code, system=_segment_value(seg, 3, 3) or _segment_value(seg, 2, 1) or None))
+    return tuple(found)
 
 
-def decode_adt(text: str, *, default_zone: ZoneInfo, authority_systems: Mapping[str, str] | None = None) -> AdtMessage:
+def _segment_value(seg: hl7.Segment, field_no: int, component: int) -> str:
+    try:
+        return str(seg(field_no)(1)(component)).strip() if len(seg) > field_no else ""
+    except (IndexError, KeyError, TypeError):
+        return ""
+
+
+def decode_hl7v2(payload: bytes, options: DecodeOptions) -> EncounterNotice:
+    return decode_adt(decode_text(payload), options)
+
+
+def decode_adt(text: str, options: DecodeOptions) -> EncounterNotice:
     msg = parse_message(text)
-    authority_systems = authority_systems or {}
+    zone = options.default_zone
 
     message_code = _required(msg, "MSH.F9.R1.C1", "MSH-9")
     if message_code != "ADT":
         raise Hl7DecodeError(f"unsupported message type {message_code[:16]!r}: expected ADT", "MSH-9")
-    trigger = value(msg, "MSH.F9.R1.C2") or value(msg, "EVN.F1")
+    trigger = (value(msg, "MSH.F9.R1.C2") or value(msg, "EVN.F1")).upper()
     if not trigger:
         raise Hl7DecodeError("trigger event is required (MSH-9.2 or EVN-1)", "MSH-9")
     control_id = _required(msg, "MSH.F10", "MSH-10")
     facility = value(msg, "MSH.F4.R1.C1") or value(msg, "MSH.F4.R1.C2")
     if not facility:
         raise Hl7DecodeError("MSH-4 sending facility is required", "MSH-4")
-    message_time = _instant(msg, "MSH.F7.R1.C1", "MSH-7", default_zone)
+    message_time = _instant(msg, "MSH.F7.R1.C1", "MSH-7", zone)
     if message_time is None:
         raise Hl7DecodeError("MSH-7 is required", "MSH-7")
-    event_time = _instant(msg, "EVN.F2.R1.C1", "EVN-2", default_zone) or message_time
+    event_time = _instant(msg, "EVN.F2.R1.C1", "EVN-2", zone) or message_time
 
-    try:
-        msg.segment("PID")
-    except KeyError:
-        raise Hl7DecodeError("PID segment is required", "PID") from None
-    identifiers = _identifiers(msg, authority_systems)
+    if not _has_segment(msg, "PID"):
+        raise Hl7DecodeError("PID segment is required", "PID")
+    identifiers = _identifiers(msg, "PID.F3", options.authority_systems)
+    if not identifiers:
+        raise Hl7DecodeError("PID-3 patient identifier list is empty", "PID-3")
 
     birth_raw = value(msg, "PID.F7.R1.C1")
     try:
         birth_date = parse_date(birth_raw) if birth_raw else None
     except Hl7TimeError as exc:
         raise Hl7DecodeError(f"PID-7: {exc}", "PID-7") from None
+    if birth_date is not None and birth_date > message_time.date():
+        raise Hl7DecodeError("PID-7 birth date is after the message time", "PID-7")
 
-    return AdtMessage(
-        control_id=control_id,
-        sending_application=value(msg, "MSH.F3.R1.C1"),
-        sending_facility=facility,
-        message_code=message_code,
-        trigger_event=trigger,
-        version=value(msg, "MSH.F12.R1.C1"),
-        message_time=message_time,
+    kind = kind_for_trigger(trigger)
+    prior: list[PatientIdentifier] = []
+    if kind is EncounterEventKind.MERGE:
+        if not _has_segment(msg, "MRG"):
+            raise Hl7DecodeError("MRG segment is required for a merge", "MRG")
+        prior = _identifiers(msg, "MRG.F1", options.authority_systems)
+        if not prior:
+            raise Hl7DecodeError("MRG-1 prior patient identifier list is empty", "MRG-1")
+    elif trigger in VISIT_TRIGGERS and not _has_segment(msg, "PV1"):
+        raise Hl7DecodeError(f"PV1 segment is required for {trigger}", "PV1")
+
+    admit_time = _instant(msg, "PV1.F44.R1.C1", "PV1-44", zone)
+    discharge_time = _instant(msg, "PV1.F45.R1.C1", "PV1-45", zone)
+    if admit_time and discharge_time and discharge_time < admit_time:
+        raise Hl7DecodeError("PV1-45 discharge time is before PV1-44 admit time", "PV1-45")
+    disposition = value(msg, "PV1.F36.R1.C1") or None
+    patient_class = value(msg, "PV1.F2.R1.C1").upper() or None
+    death_time = _instant(msg, "PID.F29.R1.C1", "PID-29", zone)
+    expired = disposition in options.expired_dispositions
+    enc_class = encounter_class(patient_class, value(msg, "PV1.F18.R1.C1"), options.observation_patient_types)
+
+    return EncounterNotice(
+        source="hl7v2",
+        message_id=control_id,
+        message_type=f"{message_code}^{trigger}",
+        kind=kind,
+        facility=facility,
         event_time=event_time,
-        identifiers=identifiers,
+        identifiers=tuple(identifiers),
         family_name=value(msg, "PID.F5.R1.C1.S1") or None,
         given_name=value(msg, "PID.F5.R1.C2") or None,
         birth_date=birth_date,
         sex=value(msg, "PID.F8.R1.C1") or None,
-        death_indicator=value(msg, "PID.F30.R1.C1").upper() == "Y",
-        death_time=_instant(msg, "PID.F29.R1.C1", "PID-29", default_zone),
-        patient_class=value(msg, "PV1.F2.R1.C1") or None,
+        death_indicator=value(msg, "PID.F30.R1.C1").upper() == "Y" or expired,
+        death_time=death_time or (discharge_time if expired else None),
+        visit_number=value(msg, "PV1.F19.R1.C1") or None,
+        patient_class=patient_class,
+        class_system=enc_class[0] if enc_class else None,
+        class_code=enc_class[1] if enc_class else None,
         location="^".join(part for part in (value(msg, f"PV1.F3.R1.C{i}") for i in (1, 2, 3)) if part) or None,
         hospital_service=value(msg, "PV1.F10.R1.C1") or None,
-        visit_number=value(msg, "PV1.F19.R1.C1") or None,
-        discharge_disposition=value(msg, "PV1.F36.R1.C1") or None,
-        admit_time=_instant(msg, "PV1.F44.R1.C1", "PV1-44", default_zone),
-        discharge_time=_instant(msg, "PV1.F45.R1.C1", "PV1-45", default_zone),
-        diagnosis_codes=_diagnosis_codes(msg),
+        discharge_disposition=disposition,
+        admit_time=admit_time,
+        discharge_time=discharge_time,
+        diagnoses=_diagnoses(msg),
+        prior_identifiers=tuple(prior),
     )
+
+
+def _has_segment(msg: hl7.Message, name: str) -> bool:
+    try:
+        msg.segment(name)
+    except KeyError:
+        return False
+    return True

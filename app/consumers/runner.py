@@ -13,10 +13,10 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError, MessageSizeTooLargeError
 from aiokafka.structs import OffsetAndMetadata
 
-from app.consumers.adt_handler import HandleResult, Outcome
+from app.consumers.notice_handler import HandleResult, Outcome
 from app.consumers.transient import is_transient
 from app.state.inbound import Position
 
@@ -124,7 +124,7 @@ class ConsumerRunner:
             try:
                 result = await self._handler(record.value or b"", position)
                 if result.outcome is Outcome.REJECTED:
-                    await self._dead_letter(record, result)
+                    await self._publish_dead_letter(record, result)
                 self.healthy = True
                 self.processed += 1
                 return True
@@ -153,6 +153,16 @@ class ConsumerRunner:
                 return False  # stopping: leave this event uncommitted for the next owner
             except TimeoutError:
                 delay = min(delay * 2, self._retry_max_s)
+
+    async def _publish_dead_letter(self, record: ConsumerRecord, result: HandleResult) -> None:
+        try:
+            await self._dead_letter(record, result)
+        except MessageSizeTooLargeError:
+            # Retrying cannot shrink it; the rejected-events row already holds the exact bytes.
+            log.error(
+                "dead-letter topic refused the record; kept in rejected_events only",
+                extra={"topic": record.topic, "partition": record.partition, "offset": record.offset},
+            )
 
     async def _last_resort_dead_letter(self, record: ConsumerRecord, exc: Exception) -> bool:
         log.error(

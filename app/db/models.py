@@ -52,11 +52,13 @@ class Patient(Base):
     sex: Mapped[str | None] = mapped_column(String(16))
     deceased: Mapped[bool] = mapped_column(Boolean, default=False)
     deceased_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Set when an A40 merged this record into another: everything now hangs off the survivor.
+    merged_into_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("patients.id"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
     identifiers: Mapped[list[PatientIdentifier]] = relationship(
-        back_populates="patient", cascade="all, delete-orphan", lazy="selectin"
+        back_populates="patient", cascade="all, delete-orphan", lazy="raise"
     )
 
 
@@ -74,7 +76,10 @@ class PatientIdentifier(Base):
 
 
 class Encounter(Base):
-    """One hospital visit. Keyed by facility + visit number (PV1-19) when the feed sends one."""
+    """One hospital visit, keyed by facility + visit number (PV1-19) when the feed sends one.
+
+    Its state columns are derived: a fold over `encounter_events` (app/encounters/state.py).
+    """
 
     __tablename__ = "encounters"
     __table_args__ = (UniqueConstraint("facility", "visit_number"),)
@@ -84,6 +89,7 @@ class Encounter(Base):
     facility: Mapped[str] = mapped_column(String(255))
     visit_number: Mapped[str | None] = mapped_column(String(255))
     status: Mapped[str] = mapped_column(String(32))
+    class_system: Mapped[str | None] = mapped_column(String(255))
     class_code: Mapped[str | None] = mapped_column(String(16))
     patient_class: Mapped[str | None] = mapped_column(String(8))
     hospital_service: Mapped[str | None] = mapped_column(String(64))
@@ -91,9 +97,26 @@ class Encounter(Base):
     discharge_disposition: Mapped[str | None] = mapped_column(String(64))
     admit_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     discharge_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    diagnoses: Mapped[list[list[str | None]]] = mapped_column(JSON, default=list)
+    behavioral_health: Mapped[bool] = mapped_column(Boolean, default=False)
+    part2: Mapped[bool] = mapped_column(Boolean, default=False)  # 42 CFR Part 2: SUD data, consent-gated
+    security_labels: Mapped[list[str]] = mapped_column(JSON, default=list)  # "system|code"
     last_event_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class EncounterEvent(Base):
+    """Every notice applied to an encounter, kept so its state can be re-folded in event-time order."""
+
+    __tablename__ = "encounter_events"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    encounter_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("encounters.id", ondelete="CASCADE"), index=True)
+    inbound_event_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    kind: Mapped[str] = mapped_column(String(32))
+    event_time: Mapped[datetime] = mapped_column(UTCDateTime)
+    facts: Mapped[dict[str, Any]] = mapped_column(JSON)
 
 
 class InboundEvent(Base):
@@ -130,8 +153,11 @@ class RejectedEvent(Base):
     reason: Mapped[str] = mapped_column(Text)
     field: Mapped[str | None] = mapped_column(String(64))
     payload: Mapped[bytes] = mapped_column(LargeBinary)  # exact bytes received, for replay
-    status: Mapped[str] = mapped_column(String(16), default="open")
+    status: Mapped[str] = mapped_column(String(16), default="open")  # open | replayed | discarded
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    resolved_by: Mapped[str | None] = mapped_column(String(255))
+    resolution: Mapped[str | None] = mapped_column(Text)
 
 
 class Task(Base):

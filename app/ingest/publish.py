@@ -9,12 +9,12 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
-from app.consumers.hl7v2_decode import Hl7DecodeError
+from app.encounters.notice import DecodeError
 from app.messaging.keys import patient_partition_key
 from app.runtime import Runtime
 from app.state.inbound import event_id_for
 
-__all__ = ["Hl7DecodeError", "MessageTooLarge", "Published", "publish_hl7v2"]
+__all__ = ["DecodeError", "MessageTooLarge", "Published", "publish_hl7v2"]
 
 
 class MessageTooLarge(ValueError):
@@ -27,14 +27,14 @@ class MessageTooLarge(ValueError):
 @dataclass(frozen=True, slots=True)
 class Published:
     event_id: uuid.UUID
-    control_id: str
+    message_id: str
     topic: str
     partition: int
     offset: int
 
 
 async def publish_hl7v2(runtime: Runtime, body: bytes, *, source: str, media_type: str = "text/plain") -> Published:
-    """Raises MessageTooLarge or Hl7DecodeError for a message to refuse; KafkaError if the broker fails."""
+    """Raises MessageTooLarge or DecodeError for a message to refuse; KafkaError if the broker fails."""
     settings = runtime.settings
     if len(body) > settings.ingest_max_bytes:
         raise MessageTooLarge(len(body), settings.ingest_max_bytes)
@@ -47,4 +47,4 @@ async def publish_hl7v2(runtime: Runtime, body: bytes, *, source: str, media_typ
         key=patient_partition_key(msg.patient_key.system, msg.patient_key.value),
         headers={"carecoord-event-id": str(event_id), "carecoord-source": source, "content-type": media_type},
     )
-    return Published(event_id, msg.control_id, meta.topic, meta.partition, meta.offset)
+    return Published(event_id, msg.message_id, meta.topic, meta.partition, meta.offset)

@@ -16,8 +16,13 @@ class _Strict(BaseModel):
 
 
 class Trigger(_Strict):
+    """When a rule fires, and (the same conditions) while its task stays valid."""
+
     event: EncounterEventKind
-    patient_classes: list[str] = Field(default_factory=list, description="PV1-2 codes; empty = any")
+    encounter_classes: list[str] = Field(default_factory=list, description="Encounter.class codes; empty = any")
+    encounter_statuses: list[str] = Field(
+        default_factory=list, description="Encounter.status the visit must be in after the event; empty = any"
+    )
     skip_deceased: bool = True
 
 

@@ -1,4 +1,5 @@
-"""Evaluate rules against an encounter event. Pure: returns task effects; adapters persist them."""
+"""Evaluate rules against encounter events, and re-check open tasks when their trigger may no
+longer hold. Pure: returns effects; adapters persist them."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from app.rules.config import RulesFile, RuleSpec
+from app.rules.config import RulesFile, RuleSpec, Trigger
 from app.rules.due import calendar_due
 from app.rules.facts import EncounterEvent, PatientFacts
 
@@ -26,22 +27,50 @@ class CreateTask:
     triggering_event_ids: tuple[str, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class OpenTask:
+    task_id: str
+    rule_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class CancelTask:
+    task_id: str
+    reason: str
+
+
 class RuleEngine:
     def __init__(self, rules: RulesFile, zone: ZoneInfo) -> None:
         self._rules = [r for r in rules.rule if r.enabled]
+        self._by_id = {r.id: r for r in rules.rule}
         self._zone = zone
 
     def on_encounter_event(self, event: EncounterEvent, patient: PatientFacts) -> list[CreateTask]:
-        return [effect for rule in self._rules if (effect := self._evaluate(rule, event, patient)) is not None]
+        return [
+            effect
+            for rule in self._rules
+            if event.kind == rule.trigger.event
+            and _holds(rule.trigger, event, patient) is None
+            and (effect := self._create(rule, event)) is not None
+        ]
 
-    def _evaluate(self, rule: RuleSpec, event: EncounterEvent, patient: PatientFacts) -> CreateTask | None:
-        trig = rule.trigger
-        if event.kind != trig.event:
-            return None
-        if trig.patient_classes and event.patient_class not in trig.patient_classes:
-            return None
-        if trig.skip_deceased and patient.deceased:
-            return None
+    def invalidated(self, open_tasks: list[OpenTask], event: EncounterEvent, patient: PatientFacts) -> list[CancelTask]:
+        """Open tasks of this encounter whose rule's conditions no longer hold (A13, A11, death...)."""
+        cancels = []
+        for task in open_tasks:
+            rule = self._by_id.get(task.rule_id)
+            if rule is None:
+                continue  # a rule since removed from the file: leave its tasks for people to close
+            reason = _holds(rule.trigger, event, patient)
+            if reason is not None:
+                cancels.append(CancelTask(task.task_id, reason))
+        return cancels
+
+    def cancels_on_death(self, rule_id: str) -> bool:
+        rule = self._by_id.get(rule_id)
+        return rule is not None and rule.trigger.skip_deceased
+
+    def _create(self, rule: RuleSpec, event: EncounterEvent) -> CreateTask:
         anchors = {"discharge": event.discharge_at, "admit": event.admit_at, "event": event.occurred_at}
         anchor_name = rule.due.anchor
         anchor = anchors[anchor_name]
@@ -62,3 +91,14 @@ class RuleEngine:
             encounter_id=event.encounter_id,
             triggering_event_ids=(event.event_id,),
         )
+
+
+def _holds(trigger: Trigger, event: EncounterEvent, patient: PatientFacts) -> str | None:
+    """None when the trigger's standing conditions hold; otherwise why not (a cancellation reason)."""
+    if trigger.skip_deceased and patient.deceased:
+        return "patient deceased"
+    if trigger.encounter_classes and event.class_code not in trigger.encounter_classes:
+        return f"encounter class is now {event.class_code or 'unknown'}"
+    if trigger.encounter_statuses and event.status not in trigger.encounter_statuses:
+        return f"encounter is now {event.status} ({event.kind.value})"
+    return None

@@ -18,6 +18,7 @@ class EncounterEventKind(StrEnum):
     CANCEL_ADMIT = "cancel-admit"
     CANCEL_TRANSFER = "cancel-transfer"
     CANCEL_DISCHARGE = "cancel-discharge"
+    MERGE = "merge"
     OTHER = "other"
 
 
@@ -30,13 +31,15 @@ class PatientFacts:
 
 @dataclass(frozen=True, slots=True)
 class EncounterEvent:
-    """One encounter event, whatever feed it came from (ADT today; Da Vinci and FHIR later)."""
+    """One encounter event, whatever feed it came from, with the encounter state it resulted in."""
 
     event_id: str
     kind: EncounterEventKind
     occurred_at: datetime
     encounter_id: str
-    patient_class: str | None
+    status: str
+    class_code: str | None
     admit_at: datetime | None
     discharge_at: datetime | None
     hospital_service: str | None
+    behavioral_health: bool = False

@@ -1,4 +1,4 @@
-"""Encounter upsert from an ADT message, keyed by facility + visit number (else patient + admit time)."""
+"""Apply a notice to its encounter: record the event, re-fold the state, classify sensitivity."""
 
 from __future__ import annotations
 
@@ -7,58 +7,76 @@ import uuid
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.consumers.adt_events import CLASS_CODES, STATUS_AFTER
-from app.consumers.hl7v2_decode import AdtMessage
-from app.db.models import Encounter
-from app.rules.facts import EncounterEventKind
-
-_TERMINAL_OR_CANCEL = {
-    EncounterEventKind.DISCHARGE,
-    EncounterEventKind.CANCEL_ADMIT,
-    EncounterEventKind.CANCEL_DISCHARGE,
-    EncounterEventKind.CANCEL_TRANSFER,
-}
+from app.db.models import Encounter, EncounterEvent
+from app.encounters.notice import EncounterNotice
+from app.encounters.sensitivity import SensitivityPolicy, classify
+from app.encounters.state import EncounterFacts, EncounterState, fold
 
 
-async def upsert_encounter(
-    session: AsyncSession, patient_id: uuid.UUID, msg: AdtMessage, kind: EncounterEventKind
-) -> Encounter:
-    facility = msg.sending_facility
-    query = select(Encounter).where(Encounter.facility == facility)
-    if msg.visit_number:
-        query = query.where(Encounter.visit_number == msg.visit_number)
+async def find_encounter(session: AsyncSession, patient_id: uuid.UUID, notice: EncounterNotice) -> Encounter | None:
+    """Facility + visit number; without a visit number, the patient's visit at that facility that
+    started at the notice's admit time, or (no admit time either) the patient's latest visit there."""
+    query = select(Encounter).where(Encounter.facility == notice.facility)
+    if notice.visit_number:
+        query = query.where(Encounter.visit_number == notice.visit_number)
     else:
-        query = query.where(
-            Encounter.patient_id == patient_id,
-            Encounter.visit_number.is_(None),
-            Encounter.admit_at == msg.admit_time,
-        )
-    encounter = (await session.execute(query.limit(1))).scalar_one_or_none()
+        query = query.where(Encounter.patient_id == patient_id, Encounter.visit_number.is_(None))
+        if notice.admit_time is not None:
+            query = query.where(Encounter.admit_at == notice.admit_time)
+        else:
+            query = query.order_by(Encounter.created_at.desc())
+    return (await session.execute(query.limit(1))).scalar_one_or_none()
+
+
+async def apply_to_encounter(
+    session: AsyncSession,
+    patient_id: uuid.UUID,
+    notice: EncounterNotice,
+    event_id: uuid.UUID,
+    policy: SensitivityPolicy,
+) -> tuple[Encounter, EncounterState]:
+    encounter = await find_encounter(session, patient_id, notice)
     if encounter is None:
-        encounter = Encounter(patient_id=patient_id, facility=facility, visit_number=msg.visit_number, status="unknown")
+        encounter = Encounter(
+            patient_id=patient_id, facility=notice.facility, visit_number=notice.visit_number, status="unknown"
+        )
         session.add(encounter)
+        await session.flush()
+    facts = EncounterFacts.from_notice(notice)
+    history = (
+        (await session.execute(select(EncounterEvent.facts).where(EncounterEvent.encounter_id == encounter.id)))
+        .scalars()
+        .all()
+    )
+    state = fold([*(EncounterFacts.from_json(f) for f in history), facts])
+    session.add(
+        EncounterEvent(
+            encounter_id=encounter.id,
+            inbound_event_id=event_id,
+            kind=facts.kind.value,
+            event_time=facts.event_time,
+            facts=facts.to_json(),
+        )
+    )
+    _store(encounter, state, policy)
+    return encounter, state
 
-    is_newer = encounter.last_event_at is None or msg.event_time >= encounter.last_event_at
-    status = STATUS_AFTER.get(kind)
-    # Cancellations and discharges always apply (a discharge that overtakes its admit is still
-    # terminal); anything else only moves an unfinished encounter forward in event time.
-    if status is not None and (kind in _TERMINAL_OR_CANCEL or (is_newer and encounter.status != "finished")):
-        encounter.status = status
-    if kind is EncounterEventKind.CANCEL_DISCHARGE:
-        encounter.discharge_at = None
-    elif msg.discharge_time is not None:
-        encounter.discharge_at = msg.discharge_time
-    elif kind is EncounterEventKind.DISCHARGE and encounter.discharge_at is None:
-        encounter.discharge_at = msg.event_time
 
-    if is_newer or encounter.patient_class is None:
-        encounter.patient_class = msg.patient_class or encounter.patient_class
-        encounter.class_code = CLASS_CODES.get(msg.patient_class or "", encounter.class_code)
-        encounter.hospital_service = msg.hospital_service or encounter.hospital_service
-        encounter.location = msg.location or encounter.location
-        encounter.discharge_disposition = msg.discharge_disposition or encounter.discharge_disposition
-    encounter.admit_at = msg.admit_time or encounter.admit_at
-    if is_newer:
-        encounter.last_event_at = msg.event_time
-    await session.flush()
-    return encounter
+def _store(encounter: Encounter, state: EncounterState, policy: SensitivityPolicy) -> None:
+    encounter.status = state.status
+    encounter.class_system = state.class_system
+    encounter.class_code = state.class_code
+    encounter.patient_class = state.patient_class
+    encounter.location = state.location
+    encounter.hospital_service = state.hospital_service
+    encounter.discharge_disposition = state.discharge_disposition
+    encounter.admit_at = state.admit_at
+    encounter.discharge_at = state.discharge_at
+    encounter.diagnoses = [[d.code, d.system] for d in state.diagnoses]
+    encounter.last_event_at = state.last_event_at
+    sensitivity = classify(
+        policy, hospital_service=state.hospital_service, location=state.location, diagnoses=state.diagnoses
+    )
+    encounter.behavioral_health = sensitivity.behavioral_health
+    encounter.part2 = sensitivity.part2
+    encounter.security_labels = list(sensitivity.labels)

@@ -46,3 +46,31 @@ async def create_task_once(session: AsyncSession, effect: CreateTask, patient_id
         )
     )
     return task
+
+
+async def open_tasks_for_encounter(session: AsyncSession, encounter_id: uuid.UUID) -> list[Task]:
+    query = select(Task).where(Task.encounter_id == encounter_id, Task.status.in_(ACTIVE_STATUSES))
+    return list((await session.execute(query)).scalars().all())
+
+
+async def open_tasks_for_patient(session: AsyncSession, patient_id: uuid.UUID) -> list[Task]:
+    query = select(Task).where(Task.patient_id == patient_id, Task.status.in_(ACTIVE_STATUSES))
+    return list((await session.execute(query)).scalars().all())
+
+
+def cancel_task(session: AsyncSession, task: Task, *, reason: str, actor: str, event_id: str) -> None:
+    """Cancel with a reason a facilitator can read; frees the dedupe key so the rule can fire again
+    (a patient re-discharged after an A13 gets a fresh task)."""
+    previous = task.status
+    task.status = "cancelled"
+    task.dedupe_key = f"{task.dedupe_key}|cancelled|{task.id}"
+    session.add(
+        TaskHistory(
+            task_id=task.id,
+            actor=actor,
+            action="cancelled",
+            from_status=previous,
+            to_status="cancelled",
+            detail={"reason": reason, "event_id": event_id},
+        )
+    )

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-23 23:12:17.635910
+Create Date: 2026-11-23 23:34:23.429454
 """
 
 from collections.abc import Sequence
@@ -45,8 +45,10 @@ def upgrade() -> None:
         sa.Column("sex", sa.String(length=16), nullable=True),
         sa.Column("deceased", sa.Boolean(), nullable=False),
         sa.Column("deceased_at", app.db.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("merged_into_id", sa.Uuid(), nullable=True),
         sa.Column("created_at", app.db.types.UTCDateTime(timezone=True), nullable=False),
         sa.Column("updated_at", app.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(["merged_into_id"], ["patients.id"], name=op.f("fk_patients_merged_into_id_patients")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_patients")),
     )
     op.create_table(
@@ -61,6 +63,9 @@ def upgrade() -> None:
         sa.Column("payload", sa.LargeBinary(), nullable=False),
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("created_at", app.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("resolved_at", app.db.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("resolved_by", sa.String(length=255), nullable=True),
+        sa.Column("resolution", sa.Text(), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_rejected_events")),
         sa.UniqueConstraint("topic", "partition", "offset", name=op.f("uq_rejected_events_topic_partition_offset")),
     )
@@ -71,6 +76,7 @@ def upgrade() -> None:
         sa.Column("facility", sa.String(length=255), nullable=False),
         sa.Column("visit_number", sa.String(length=255), nullable=True),
         sa.Column("status", sa.String(length=32), nullable=False),
+        sa.Column("class_system", sa.String(length=255), nullable=True),
         sa.Column("class_code", sa.String(length=16), nullable=True),
         sa.Column("patient_class", sa.String(length=8), nullable=True),
         sa.Column("hospital_service", sa.String(length=64), nullable=True),
@@ -78,6 +84,10 @@ def upgrade() -> None:
         sa.Column("discharge_disposition", sa.String(length=64), nullable=True),
         sa.Column("admit_at", app.db.types.UTCDateTime(timezone=True), nullable=True),
         sa.Column("discharge_at", app.db.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("diagnoses", sa.JSON(), nullable=False),
+        sa.Column("behavioral_health", sa.Boolean(), nullable=False),
+        sa.Column("part2", sa.Boolean(), nullable=False),
+        sa.Column("security_labels", sa.JSON(), nullable=False),
         sa.Column("last_event_at", app.db.types.UTCDateTime(timezone=True), nullable=True),
         sa.Column("created_at", app.db.types.UTCDateTime(timezone=True), nullable=False),
         sa.Column("updated_at", app.db.types.UTCDateTime(timezone=True), nullable=False),
@@ -96,16 +106,32 @@ def upgrade() -> None:
         sa.Column("value", sa.String(length=255), nullable=False),
         sa.Column("type_code", sa.String(length=16), nullable=True),
         sa.ForeignKeyConstraint(
-            ["patient_id"],
-            ["patients.id"],
-            name=op.f("fk_patient_identifiers_patient_id_patients"),
-            ondelete="CASCADE",
+            ["patient_id"], ["patients.id"], name=op.f("fk_patient_identifiers_patient_id_patients"), ondelete="CASCADE"
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_patient_identifiers")),
         sa.UniqueConstraint("system", "value", name=op.f("uq_patient_identifiers_system_value")),
     )
     with op.batch_alter_table("patient_identifiers", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_patient_identifiers_patient_id"), ["patient_id"], unique=False)
+
+    op.create_table(
+        "encounter_events",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("encounter_id", sa.Uuid(), nullable=False),
+        sa.Column("inbound_event_id", sa.Uuid(), nullable=False),
+        sa.Column("kind", sa.String(length=32), nullable=False),
+        sa.Column("event_time", app.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("facts", sa.JSON(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["encounter_id"],
+            ["encounters.id"],
+            name=op.f("fk_encounter_events_encounter_id_encounters"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_encounter_events")),
+    )
+    with op.batch_alter_table("encounter_events", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_encounter_events_encounter_id"), ["encounter_id"], unique=False)
 
     op.create_table(
         "inbound_events",
@@ -197,6 +223,10 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_inbound_events_patient_id"))
 
     op.drop_table("inbound_events")
+    with op.batch_alter_table("encounter_events", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_encounter_events_encounter_id"))
+
+    op.drop_table("encounter_events")
     with op.batch_alter_table("patient_identifiers", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_patient_identifiers_patient_id"))
 

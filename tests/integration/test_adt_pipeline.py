@@ -21,7 +21,8 @@ from tests.hl7_builder import adt
 
 async def produce(settings: Settings, *payloads: bytes, key: bytes | None = None) -> None:
     """Publish as a hospital integration engine would: straight to the ADT topic."""
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    # Room for oversize test messages: the consumer, not the producer, must be the one to refuse them.
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, max_request_size=4 * 1024 * 1024)
     await producer.start()
     try:
         for payload in payloads:

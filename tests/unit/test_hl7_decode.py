@@ -9,11 +9,12 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from app.consumers.hl7v2_decode import Hl7DecodeError, decode_adt, decode_text
+from app.consumers.hl7v2_decode import DecodeOptions, Hl7DecodeError, decode_adt, decode_text
 from tests.hl7_builder import adt
 
 SAMPLES = Path(__file__).resolve().parents[1] / "fixtures" / "samples"
 NY = ZoneInfo("America/New_York")
+OPTIONS = DecodeOptions(default_zone=NY)
 
 
 def sample(name: str) -> str:
@@ -26,10 +27,10 @@ def expected(name: str, resource_type: str) -> dict:
 
 
 def test_a03_sample_header_and_patient() -> None:
-    msg = decode_adt(sample("ADT-A03-01.hl7"), default_zone=NY)
-    assert msg.control_id == "MSG00001"
-    assert msg.sending_facility == "GHHSFacility"
-    assert (msg.message_code, msg.trigger_event, msg.version) == ("ADT", "A03", "2.8")
+    msg = decode_adt(sample("ADT-A03-01.hl7"), OPTIONS)
+    assert msg.message_id == "MSG00001"
+    assert msg.facility == "GHHSFacility"
+    assert (msg.message_type, msg.kind) == ("ADT^A03", "discharge")
     assert msg.idempotency_key == "hl7v2|GHHSFacility|MSG00001"
     assert [(i.system, i.value, i.type_code) for i in msg.identifiers] == [
         ("urn:hl7v2:aa:test1", "PATID1234", "MR"),
@@ -45,7 +46,7 @@ def test_a03_sample_header_and_patient() -> None:
 
 
 def test_a03_sample_visit_matches_reference_converter_instants() -> None:
-    msg = decode_adt(sample("ADT-A03-01.hl7"), default_zone=NY)
+    msg = decode_adt(sample("ADT-A03-01.hl7"), OPTIONS)
     encounter = expected("ADT-A03-01-expected.json", "Encounter")
     # The converter renders in its own offset (+05:30); the instants must agree, not the strings.
     assert msg.admit_time == datetime.fromisoformat(encounter["period"]["start"])
@@ -57,36 +58,36 @@ def test_a03_sample_visit_matches_reference_converter_instants() -> None:
     assert msg.discharge_disposition == "Admitted as Inpatient"
     # EVN-2 20290801070624+0115
     assert msg.event_time == datetime(2029, 8, 1, 5, 51, 24, tzinfo=UTC)
-    assert msg.diagnosis_codes == ("422504002",)
+    assert [(d.code, d.system) for d in msg.diagnoses] == [("422504002", "SCT")]
+    assert (msg.class_code, msg.patient_class) == ("PRENC", "P")
 
 
 @pytest.mark.parametrize("path", sorted((SAMPLES / "hl7v2").glob("*.hl7")), ids=lambda p: p.stem)
 def test_every_sample_decodes_with_its_trigger(path: Path) -> None:
-    msg = decode_adt(path.read_text(encoding="utf-8"), default_zone=NY)
-    assert msg.trigger_event == path.stem.split("-")[1]
-    assert msg.control_id and msg.identifiers
+    msg = decode_adt(path.read_text(encoding="utf-8"), OPTIONS)
+    assert msg.message_type == "ADT^" + path.stem.split("-")[1]
+    assert msg.message_id and msg.identifiers
 
 
 def test_assigning_authority_map_names_the_system() -> None:
     msg = decode_adt(
         adt(authority="GOODHEALTH"),
-        default_zone=NY,
-        authority_systems={"GOODHEALTH": "http://goodhealth.example.org/mrn"},
+        DecodeOptions(default_zone=NY, authority_systems={"GOODHEALTH": "http://goodhealth.example.org/mrn"}),
     )
     assert msg.identifiers[0].system == "http://goodhealth.example.org/mrn"
 
 
 def test_missing_offset_uses_facility_zone_and_dst() -> None:
     # 2026-03-08 is the US spring-forward day: 01:30 EST (-05:00) and 03:30 EDT (-04:00).
-    before = decode_adt(adt(event_time="202603080130"), default_zone=NY)
-    after = decode_adt(adt(event_time="202603080330"), default_zone=NY)
+    before = decode_adt(adt(event_time="202603080130"), OPTIONS)
+    after = decode_adt(adt(event_time="202603080330"), OPTIONS)
     assert before.event_time == datetime(2026, 3, 8, 6, 30, tzinfo=UTC)
     assert after.event_time == datetime(2026, 3, 8, 7, 30, tzinfo=UTC)
 
 
 def test_lf_and_mllp_framing_are_accepted() -> None:
     text = "\x0b" + adt().replace("\r", "\n") + "\x1c\r"
-    assert decode_adt(text, default_zone=NY).trigger_event == "A03"
+    assert decode_adt(text, OPTIONS).message_type == "ADT^A03"
 
 
 @pytest.mark.parametrize(
@@ -107,7 +108,7 @@ def test_lf_and_mllp_framing_are_accepted() -> None:
 )
 def test_bad_messages_name_the_field(text: str, field: str) -> None:
     with pytest.raises(Hl7DecodeError) as err:
-        decode_adt(text, default_zone=NY)
+        decode_adt(text, OPTIONS)
     assert err.value.field == field
     assert err.value.reason
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from app.consumers.hl7v2_decode import decode_adt
+from app.consumers.hl7v2_decode import DecodeOptions, decode_adt
 from app.settings import Settings
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
@@ -16,8 +16,8 @@ README = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding=
 def test_example_message_is_an_inpatient_discharge_with_its_times() -> None:
     segments = re.findall(r"^  '((?:MSH|EVN|PID|PV1)\|.*)'", README, flags=re.MULTILINE)
     assert [s[:3] for s in segments] == ["MSH", "EVN", "PID", "PV1"]
-    msg = decode_adt("\r".join(s.replace("\\\\", "\\") for s in segments), default_zone=ZoneInfo("UTC"))
-    assert (msg.trigger_event, msg.patient_class, msg.visit_number) == ("A03", "I", "V0001")
+    msg = decode_adt("\r".join(s.replace("\\\\", "\\") for s in segments), DecodeOptions(default_zone=ZoneInfo("UTC")))
+    assert (msg.message_type, msg.class_code, msg.visit_number) == ("ADT^A03", "IMP", "V0001")
     assert msg.hospital_service == "MED" and msg.discharge_disposition == "01"
     assert msg.admit_time == datetime(2026, 11, 15, 13, 30, tzinfo=UTC)
     assert msg.discharge_time == datetime(2026, 11, 20, 19, 0, tzinfo=UTC)
@@ -25,7 +25,7 @@ def test_example_message_is_an_inpatient_discharge_with_its_times() -> None:
 
 
 def test_configuration_table_lists_every_setting() -> None:
-    documented = set(re.findall(r"^\| `(CARECOORD_[A-Z_]+)`", README, flags=re.MULTILINE))
+    documented = set(re.findall(r"^\| `(CARECOORD_[A-Z0-9_]+)`", README, flags=re.MULTILINE))
     expected = set()
     for name, field in Settings.model_fields.items():
         if name == "topics":

@@ -8,7 +8,7 @@ import pytest
 
 from app.rules.config import RulesFileError, load_rules
 from app.rules.due import calendar_due
-from app.rules.engine import RuleEngine
+from app.rules.engine import CancelTask, OpenTask, RuleEngine
 from app.rules.facts import EncounterEvent, EncounterEventKind, PatientFacts
 from app.settings import DEFAULT_RULES_FILE
 
@@ -16,13 +16,16 @@ NY = ZoneInfo("America/New_York")
 ALIVE = PatientFacts("p1", None, deceased=False)
 
 
-def discharge(patient_class: str | None = "I", discharge_at: datetime | None = None) -> EncounterEvent:
+def discharge(
+    class_code: str | None = "IMP", discharge_at: datetime | None = None, status: str = "finished"
+) -> EncounterEvent:
     return EncounterEvent(
         event_id="e1",
         kind=EncounterEventKind.DISCHARGE,
         occurred_at=datetime(2026, 11, 20, 19, 25, tzinfo=UTC),
         encounter_id="00000000-0000-0000-0000-000000000001",
-        patient_class=patient_class,
+        status=status,
+        class_code=class_code,
         admit_at=datetime(2026, 11, 15, 13, 30, tzinfo=UTC),
         discharge_at=discharge_at,
         hospital_service="MED",
@@ -53,9 +56,28 @@ def test_missing_discharge_time_falls_back_to_event_time(engine: RuleEngine) -> 
     assert task.due_at == datetime(2026, 11, 27, 19, 25, tzinfo=UTC)
 
 
-@pytest.mark.parametrize("patient_class", ["E", "O", "P", None])
-def test_other_patient_classes_raise_nothing(engine: RuleEngine, patient_class: str | None) -> None:
-    assert engine.on_encounter_event(discharge(patient_class), ALIVE) == []
+@pytest.mark.parametrize("class_code", ["EMER", "AMB", "PRENC", None])
+def test_other_encounter_classes_raise_nothing(engine: RuleEngine, class_code: str | None) -> None:
+    assert engine.on_encounter_event(discharge(class_code), ALIVE) == []
+
+
+def test_observation_discharge_raises_contact(engine: RuleEngine) -> None:
+    assert [t.type for t in engine.on_encounter_event(discharge("OBSENC"), ALIVE)] == ["post-discharge-contact"]
+
+
+def test_discharge_that_no_longer_stands_raises_nothing(engine: RuleEngine) -> None:
+    # An A03 whose encounter a later-timed A13 already reopened.
+    assert engine.on_encounter_event(discharge(status="in-progress"), ALIVE) == []
+
+
+def test_open_tasks_are_invalidated_when_their_trigger_no_longer_holds(engine: RuleEngine) -> None:
+    tasks = [OpenTask("t1", "post-discharge-contact"), OpenTask("t2", "retired-rule")]
+    reopened = discharge(status="in-progress")
+    assert engine.invalidated(tasks, reopened, ALIVE) == [CancelTask("t1", "encounter is now in-progress (discharge)")]
+    assert engine.invalidated(tasks, discharge(), PatientFacts("p1", None, deceased=True)) == [
+        CancelTask("t1", "patient deceased")
+    ]
+    assert engine.invalidated(tasks, discharge(), ALIVE) == []
 
 
 def test_deceased_patient_gets_no_contact_task(engine: RuleEngine) -> None:
@@ -91,6 +113,7 @@ def test_calendar_hours_are_elapsed_time() -> None:
         (DEFAULT_RULES_FILE.read_text().replace("days = 7", "days = 0"), "due needs days or hours"),
         (DEFAULT_RULES_FILE.read_text().replace('role = "PMC"', 'role = "PMC"\n  colour = "red"'), "colour"),
         (DEFAULT_RULES_FILE.read_text().replace('event = "discharge"', 'event = "dischrage"'), "rule.0.trigger.event"),
+        (DEFAULT_RULES_FILE.read_text().replace("encounter_classes", "patient_classes"), "patient_classes"),
     ],
 )
 def test_invalid_rules_files_fail_with_the_offending_key(tmp_path: Path, content: str, message: str) -> None:

@@ -1,0 +1,189 @@
+"""Apply one inbound message: decode it to a notice, then in one transaction update patient,
+encounter and tasks, and record it in the idempotency ledger.
+
+Outcomes: applied, duplicate (already applied: redelivery is a no-op), rejected (bad input, kept in
+rejected_events). Transient database failures propagate so the consumer retries the same message
+and never commits its offset before the effects are durable.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.consumers.transient import is_transient
+from app.db.models import Encounter, Patient
+from app.encounters.notice import DecodeError, EncounterNotice
+from app.encounters.sensitivity import SensitivityPolicy
+from app.encounters.state import EncounterState
+from app.rules.engine import OpenTask, RuleEngine
+from app.rules.facts import EncounterEvent, EncounterEventKind, PatientFacts
+from app.state.encounters import apply_to_encounter
+from app.state.inbound import Position, already_applied, event_id_for, record_applied, record_rejected
+from app.state.patients import merge_patients, resolve_patient
+from app.state.tasks import cancel_task, create_task_once, open_tasks_for_encounter, open_tasks_for_patient
+
+log = logging.getLogger(__name__)
+
+
+class Outcome(StrEnum):
+    APPLIED = "applied"
+    DUPLICATE = "duplicate"
+    REJECTED = "rejected"
+
+
+@dataclass(frozen=True, slots=True)
+class HandleResult:
+    outcome: Outcome
+    event_id: str | None = None
+    reason: str | None = None
+    field: str | None = None
+    tasks_created: int = 0
+    tasks_cancelled: int = 0
+
+
+Decoder = Callable[[bytes], EncounterNotice]
+
+
+class NoticeHandler:
+    def __init__(
+        self,
+        *,
+        source: str,
+        decode: Decoder,
+        sessions: async_sessionmaker,
+        engine: RuleEngine,
+        sensitivity: SensitivityPolicy,
+        max_bytes: int,
+    ) -> None:
+        self.source = source
+        self._decode = decode
+        self._sessions = sessions
+        self._engine = engine
+        self._sensitivity = sensitivity
+        self._max_bytes = max_bytes
+
+    def decode(self, payload: bytes) -> EncounterNotice:
+        if len(payload) > self._max_bytes:
+            raise DecodeError(f"message is {len(payload)} bytes; the limit is {self._max_bytes}", "size")
+        return self._decode(payload)
+
+    async def handle(self, payload: bytes, position: Position) -> HandleResult:
+        try:
+            notice = self.decode(payload)
+        except DecodeError as exc:
+            return await self._reject(payload, position, exc.reason, exc.field)
+        try:
+            return await self._apply(notice, position)
+        except IntegrityError:
+            # A concurrent writer applied the same message first: confirm, else it is a real conflict.
+            async with self._sessions() as session:
+                if await already_applied(session, notice.idempotency_key):
+                    return HandleResult(Outcome.DUPLICATE, str(event_id_for(notice.idempotency_key)))
+            return await self._reject(payload, position, "conflicting data: integrity constraint violated", None)
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            # A deterministic failure on this message (a bug or data the schema refuses): set it aside.
+            log.exception("event processing failed", extra={"topic": position.topic, "offset": position.offset})
+            return await self._reject(payload, position, f"processing failed: {type(exc).__name__}: {exc}", None)
+
+    async def _apply(self, notice: EncounterNotice, position: Position) -> HandleResult:
+        event_id = event_id_for(notice.idempotency_key)
+        created = cancelled = 0
+        async with self._sessions() as session, session.begin():
+            if await already_applied(session, notice.idempotency_key):
+                log.info("event already applied", extra={"event_id": str(event_id), "offset": position.offset})
+                return HandleResult(Outcome.DUPLICATE, str(event_id))
+            patient = await resolve_patient(session, notice)
+            encounter: Encounter | None = None
+            if notice.kind is EncounterEventKind.MERGE:
+                await merge_patients(session, patient, notice)
+            if notice.describes_visit:
+                encounter, state = await apply_to_encounter(session, patient.id, notice, event_id, self._sensitivity)
+                created, cancelled = await self._run_rules(session, notice, event_id, patient, encounter, state)
+            if patient.deceased:
+                cancelled += await self._cancel_for_death(session, patient, event_id)
+            record_applied(
+                session,
+                idempotency_key=notice.idempotency_key,
+                source=self.source,
+                message_type=notice.message_type,
+                position=position,
+                patient_id=patient.id,
+                encounter_id=encounter.id if encounter else None,
+                event_time=notice.event_time,
+            )
+        log.info(
+            "event applied",
+            extra={
+                "event_id": str(event_id),
+                "type": notice.message_type,
+                "tasks_created": created,
+                "tasks_cancelled": cancelled,
+            },
+        )
+        return HandleResult(Outcome.APPLIED, str(event_id), tasks_created=created, tasks_cancelled=cancelled)
+
+    async def _run_rules(
+        self,
+        session: AsyncSession,
+        notice: EncounterNotice,
+        event_id: uuid.UUID,
+        patient: Patient,
+        encounter: Encounter,
+        state: EncounterState,
+    ) -> tuple[int, int]:
+        event = EncounterEvent(
+            event_id=str(event_id),
+            kind=notice.kind,
+            occurred_at=notice.event_time,
+            encounter_id=str(encounter.id),
+            status=state.status,
+            class_code=state.class_code,
+            admit_at=state.admit_at,
+            discharge_at=state.discharge_at,
+            hospital_service=state.hospital_service,
+            behavioral_health=encounter.behavioral_health,
+        )
+        facts = PatientFacts(str(patient.id), patient.birth_date, patient.deceased)
+        open_tasks = {str(t.id): t for t in await open_tasks_for_encounter(session, encounter.id)}
+        cancels = self._engine.invalidated([OpenTask(tid, t.rule_id) for tid, t in open_tasks.items()], event, facts)
+        for cancel in cancels:
+            cancel_task(
+                session,
+                open_tasks[cancel.task_id],
+                reason=cancel.reason,
+                actor=f"event:{notice.message_type}",
+                event_id=str(event_id),
+            )
+        await session.flush()
+        created = 0
+        for effect in self._engine.on_encounter_event(event, facts):
+            if await create_task_once(session, effect, patient.id) is not None:
+                created += 1
+        return created, len(cancels)
+
+    async def _cancel_for_death(self, session: AsyncSession, patient: Patient, event_id: uuid.UUID) -> int:
+        tasks = await open_tasks_for_patient(session, patient.id)
+        doomed = [t for t in tasks if self._engine.cancels_on_death(t.rule_id)]
+        for task in doomed:
+            cancel_task(session, task, reason="patient deceased", actor="event:death", event_id=str(event_id))
+        return len(doomed)
+
+    async def _reject(self, payload: bytes, position: Position, reason: str, field: str | None) -> HandleResult:
+        async with self._sessions() as session, session.begin():
+            row = await record_rejected(
+                session, source=self.source, position=position, reason=reason, field=field, payload=payload
+            )
+        log.warning(
+            "event rejected",
+            extra={"rejected_id": str(row.id), "topic": position.topic, "offset": position.offset, "field": field},
+        )
+        return HandleResult(Outcome.REJECTED, reason=reason, field=field)

@@ -1,0 +1,78 @@
+"""`EncounterNotice`: what any feed (HL7 v2 ADT, Da Vinci notification) says happened to a visit.
+
+Decoders build notices; everything downstream (state, rules, persistence) sees only notices, so an
+admit from ADT and an admit from an ENS Bundle produce the same encounter and the same tasks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime
+
+from app.rules.facts import EncounterEventKind
+
+
+class DecodeError(ValueError):
+    """A message that can never be applied as sent; `field` names where it is wrong."""
+
+    def __init__(self, reason: str, field: str | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.field = field
+
+
+@dataclass(frozen=True, slots=True)
+class PatientIdentifier:
+    system: str
+    value: str
+    type_code: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Diagnosis:
+    code: str
+    system: str | None = None  # as sent: "I10", "ICD-10-CM", a URI ...
+
+
+@dataclass(frozen=True, slots=True)
+class EncounterNotice:
+    source: str  # "hl7v2" | "davinci"
+    message_id: str  # MSH-10, or the Bundle id
+    message_type: str  # "ADT^A03", "notification-discharge"
+    kind: EncounterEventKind
+    facility: str
+    event_time: datetime
+    identifiers: tuple[PatientIdentifier, ...]
+    family_name: str | None = None
+    given_name: str | None = None
+    birth_date: date | None = None
+    sex: str | None = None
+    death_indicator: bool = False
+    death_time: datetime | None = None
+    visit_number: str | None = None
+    patient_class: str | None = None  # HL7 v2 PV1-2 when the source is v2
+    class_system: str | None = None  # FHIR Encounter.class system (v3 ActCode, or v2-0004)
+    class_code: str | None = None  # IMP, EMER, AMB, OBSENC, PRENC (ActCode) or a v2-0004 code
+    location: str | None = None
+    hospital_service: str | None = None
+    discharge_disposition: str | None = None
+    admit_time: datetime | None = None
+    discharge_time: datetime | None = None
+    diagnoses: tuple[Diagnosis, ...] = field(default_factory=tuple)
+    prior_identifiers: tuple[PatientIdentifier, ...] = field(default_factory=tuple)  # A40 MRG-1
+
+    @property
+    def idempotency_key(self) -> str:
+        """Stable across resends: sending facility + MSH-10 for v2, the Bundle id for FHIR."""
+        if self.source == "hl7v2":
+            return f"hl7v2|{self.facility}|{self.message_id}"
+        return f"{self.source}|{self.message_id}"
+
+    @property
+    def patient_key(self) -> PatientIdentifier:
+        """The identifier events are keyed (partitioned) by: the first one the feed sends."""
+        return self.identifiers[0]
+
+    @property
+    def describes_visit(self) -> bool:
+        return self.kind not in (EncounterEventKind.MERGE, EncounterEventKind.OTHER)

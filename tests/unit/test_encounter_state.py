@@ -1,0 +1,85 @@
+"""Encounter state is a fold over events: arrival order must never change the result."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from app.encounters.notice import Diagnosis
+from app.encounters.state import EncounterFacts, fold
+from app.rules.facts import EncounterEventKind as K
+
+T0 = datetime(2026, 11, 15, 13, 30, tzinfo=UTC)
+
+
+def facts(kind: K, hours: float, key: str, **kw: object) -> EncounterFacts:
+    return EncounterFacts(kind=kind, event_time=T0 + timedelta(hours=hours), sort_key=key, **kw)  # type: ignore[arg-type]
+
+
+ADMIT = facts(K.ADMIT, 0, "a", class_code="IMP", location="4W^401^A", admit_time=T0)
+TRANSFER = facts(K.TRANSFER, 24, "t", location="5E^510^B")
+UPDATE = facts(K.UPDATE, 30, "u", hospital_service="MED", diagnoses=(Diagnosis("I50.9", "I10"),))
+DISCHARGE = facts(K.DISCHARGE, 96, "d", discharge_time=T0 + timedelta(hours=95), discharge_disposition="01")
+LATE_UPDATE = facts(K.UPDATE, 100, "u2", diagnoses=(Diagnosis("F32.9", "I10"),))
+
+
+def test_normal_stay() -> None:
+    state = fold([ADMIT, TRANSFER, UPDATE, DISCHARGE])
+    assert state.status == "finished"
+    assert state.location == "5E^510^B"
+    assert state.discharge_at == T0 + timedelta(hours=95)
+    assert state.discharge_disposition == "01"
+    assert state.admit_at == T0 and state.class_code == "IMP"
+
+
+def test_discharge_before_admit_and_update_after_discharge_converge() -> None:
+    expected = fold([ADMIT, TRANSFER, UPDATE, DISCHARGE, LATE_UPDATE])
+    assert fold([DISCHARGE, LATE_UPDATE, ADMIT, UPDATE, TRANSFER]) == expected
+    assert expected.status == "finished"
+    assert [d.code for d in expected.diagnoses] == ["I50.9", "F32.9"]
+
+
+@given(
+    st.permutations(
+        [
+            ADMIT,
+            TRANSFER,
+            UPDATE,
+            DISCHARGE,
+            LATE_UPDATE,
+            facts(K.CANCEL_DISCHARGE, 97, "c"),
+            facts(K.DISCHARGE, 120, "d2"),
+        ]
+    )
+)
+def test_any_arrival_order_gives_the_same_state(events: list[EncounterFacts]) -> None:
+    assert fold(events) == fold(sorted(events, key=lambda f: f.event_time))
+
+
+def test_cancel_discharge_reopens_and_clears_discharge() -> None:
+    state = fold([ADMIT, DISCHARGE, facts(K.CANCEL_DISCHARGE, 97, "c")])
+    assert state.status == "in-progress"
+    assert state.discharge_at is None and state.discharge_disposition is None
+
+
+def test_cancel_admit() -> None:
+    assert fold([ADMIT, facts(K.CANCEL_ADMIT, 1, "x")]).status == "cancelled"
+
+
+def test_cancel_transfer_restores_the_prior_location() -> None:
+    # A12 carries the pre-transfer location in PV1-3 ...
+    assert fold([ADMIT, TRANSFER, facts(K.CANCEL_TRANSFER, 25, "x", location="4W^401^A")]).location == "4W^401^A"
+    # ... and without one, the fold steps back one move.
+    assert fold([ADMIT, TRANSFER, facts(K.CANCEL_TRANSFER, 25, "x")]).location == "4W^401^A"
+
+
+def test_same_instant_cancel_follows_what_it_cancels() -> None:
+    same_time = facts(K.CANCEL_DISCHARGE, 96, "a-first-by-key")
+    assert fold([ADMIT, same_time, DISCHARGE]).status == "in-progress"
+
+
+def test_preadmit_does_not_undo_an_admission() -> None:
+    assert fold([ADMIT, facts(K.PREADMIT, 2, "p")]).status == "in-progress"
+    assert fold([facts(K.PREADMIT, -24, "p")]).status == "planned"
