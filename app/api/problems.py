@@ -1,4 +1,8 @@
-"""RFC 9457 problem+json for every non-FHIR error, naming the offending field where there is one."""
+"""Error responses: RFC 9457 problem+json on the REST API, FHIR OperationOutcome under /fhir.
+
+Handlers raise one kind of error (`Problem`, or FastAPI's own); the path decides the rendering, so
+every FHIR endpoint answers errors as OperationOutcome without each one having to remember to.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.fhir.outcome import outcome_response
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -50,18 +56,33 @@ def problem_response(
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
+def _is_fhir(request: Request) -> bool:
+    return request.url.path == "/fhir" or request.url.path.startswith("/fhir/")
+
+
+def _respond(
+    request: Request,
+    status: int,
+    title: str,
+    detail: str | None,
+    *,
+    field: str | None = None,
+    headers: dict[str, str] | None = None,
+    fields: list[str] | None = None,
+    **extra: Any,
+) -> JSONResponse:
+    if _is_fhir(request):
+        expressions = fields or ([field] if field else None)
+        return outcome_response(
+            status, f"{title}: {detail}" if detail else title, expressions=expressions, headers=headers
+        )
+    return problem_response(status, title, detail, instance=request.url.path, headers=headers, field=field, **extra)
+
+
 def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem) -> JSONResponse:
-        return problem_response(
-            exc.status,
-            exc.title,
-            exc.detail,
-            instance=request.url.path,
-            headers=exc.headers,
-            field=exc.field,
-            **exc.extra,
-        )
+        return _respond(request, exc.status, exc.title, exc.detail, field=exc.field, headers=exc.headers, **exc.extra)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -73,20 +94,16 @@ def install_problem_handlers(app: FastAPI) -> None:
             }
             for err in exc.errors()
         ]
-        return problem_response(
+        return _respond(
+            request,
             422,
             "Request is not valid",
-            errors[0]["message"] if errors else None,
-            instance=request.url.path,
+            "; ".join(f"{e['field']}: {e['message']}" for e in errors) if errors else None,
             field=errors[0]["field"] if errors else None,
+            fields=[e["field"] for e in errors],
             errors=errors,
         )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return problem_response(
-            exc.status_code,
-            str(exc.detail),
-            instance=request.url.path,
-            headers=getattr(exc, "headers", None),
-        )
+        return _respond(request, exc.status_code, str(exc.detail), None, headers=getattr(exc, "headers", None))

@@ -95,7 +95,9 @@ ACCEPTED = Verdict(AckCode.AA)
 
 
 def for_decode_error(reason: str, field: str | None) -> Verdict:
-    """The verdict for a message `publish_hl7v2` refused (Hl7DecodeError reason and field)."""
+    """The verdict for a message `publish_hl7v2` refused (DecodeError reason and field)."""
+    if field == "size":  # the handler's own size check
+        return Verdict(AckCode.AR, AckError("104", reason))
     parsed = _LOCATION.match(field or "")
     segment = parsed.group(1) if parsed else None
     field_no = int(parsed.group(2)) if parsed and parsed.group(2) else None

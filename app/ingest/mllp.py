@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from aiokafka.errors import KafkaError
 
 from app.ingest import hl7_ack
-from app.ingest.publish import Hl7DecodeError, MessageTooLarge, publish_hl7v2
+from app.ingest.publish import DecodeError, MessageTooLarge, publish_hl7v2
 from app.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -302,7 +302,7 @@ class MllpServer:
                 published = await publish_hl7v2(self.runtime, raw, source="mllp", media_type=MEDIA_TYPE)
             except MessageTooLarge as exc:
                 verdict = hl7_ack.for_oversize(exc.size, exc.limit)
-            except Hl7DecodeError as exc:
+            except DecodeError as exc:
                 verdict = hl7_ack.for_decode_error(exc.reason, exc.field)
                 extra["field"] = exc.field
             except KafkaError as exc:
