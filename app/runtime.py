@@ -16,6 +16,7 @@ from aiokafka import ConsumerRecord
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
+from app.consumers.davinci_decode import decode_davinci
 from app.consumers.hl7v2_decode import DecodeOptions, decode_hl7v2
 from app.consumers.notice_handler import HandleResult, NoticeHandler
 from app.consumers.runner import ConsumerRunner
@@ -44,6 +45,7 @@ class Runtime:
         self.sessions: async_sessionmaker | None = None
         self.publisher: Publisher | None = None
         self.adt_handler: NoticeHandler | None = None
+        self.ens_handler: NoticeHandler | None = None  # Da Vinci notifications (FHIR message Bundles)
         self.consumers: list[ConsumerRunner] = []
 
     @property
@@ -65,7 +67,7 @@ class Runtime:
         if s.kafka_create_topics:
             await ensure_topics(
                 self.bootstrap,
-                [s.topics.adt, s.topics.adt_dead_letter],
+                [s.topics.adt, s.topics.adt_dead_letter, s.topics.ens, s.topics.ens_dead_letter],
                 s.kafka_partitions,
                 s.kafka_replication_factor,
             )
@@ -79,23 +81,38 @@ class Runtime:
             sensitivity=self.sensitivity_policy(),
             max_bytes=s.ingest_max_bytes,
         )
+        self.ens_handler = NoticeHandler(
+            source="davinci",
+            decode=partial(decode_davinci, options=self.decode_options()),
+            sessions=self.sessions,
+            engine=self.rule_engine,
+            sensitivity=self.sensitivity_policy(),
+            max_bytes=s.ingest_max_bytes,
+        )
         if self.run_consumers:
-            runner = ConsumerRunner(
-                bootstrap=self.bootstrap,
-                topic=s.topics.adt,
-                group_id=s.consumer_group,
-                client_id=f"{s.kafka_client_id}-adt",
-                handler=self.adt_handler.handle,
-                dead_letter=self._dead_letter,
-                max_batch=s.consumer_max_batch,
-                poll_timeout_ms=s.consumer_poll_timeout_ms,
-                session_timeout_ms=s.consumer_session_timeout_ms,
-                heartbeat_interval_ms=s.consumer_heartbeat_interval_ms,
-                retry_initial_s=s.consumer_db_retry_initial_s,
-                retry_max_s=s.consumer_db_retry_max_s,
-            )
-            await runner.start()
-            self.consumers.append(runner)
+            # One consumer group per topic (the ENS group is the ADT group + "-ens"), so neither
+            # feed's rebalances pause the other.
+            for topic, dead_letter_topic, group, name, handler in (
+                (s.topics.adt, s.topics.adt_dead_letter, s.consumer_group, "adt", self.adt_handler),
+                (s.topics.ens, s.topics.ens_dead_letter, f"{s.consumer_group}-ens", "ens", self.ens_handler),
+            ):
+                runner = ConsumerRunner(
+                    bootstrap=self.bootstrap,
+                    topic=topic,
+                    group_id=group,
+                    client_id=f"{s.kafka_client_id}-{name}",
+                    handler=handler.handle,
+                    batch_handler=handler.handle_batch if s.consumer_batch_transactions else None,
+                    dead_letter=partial(self._dead_letter, dead_letter_topic),
+                    max_batch=s.consumer_max_batch,
+                    poll_timeout_ms=s.consumer_poll_timeout_ms,
+                    session_timeout_ms=s.consumer_session_timeout_ms,
+                    heartbeat_interval_ms=s.consumer_heartbeat_interval_ms,
+                    retry_initial_s=s.consumer_db_retry_initial_s,
+                    retry_max_s=s.consumer_db_retry_max_s,
+                )
+                await runner.start()
+                self.consumers.append(runner)
         log.info("runtime started", extra={"embedded_broker": s.embedded_broker, "consumers": len(self.consumers)})
 
     async def stop(self) -> None:
@@ -146,14 +163,14 @@ class Runtime:
             part2_icd10_range=s.part2_icd10_range,
         )
 
-    async def _dead_letter(self, record: ConsumerRecord, result: HandleResult) -> None:
-        """Copy a rejected record to the dead-letter topic. The exact bytes are already durable in
-        `rejected_events`; the topic copy is truncated so an oversize record cannot be refused twice."""
+    async def _dead_letter(self, topic: str, record: ConsumerRecord, result: HandleResult) -> None:
+        """Copy a rejected record to its feed's dead-letter `topic`. The exact bytes are already durable
+        in `rejected_events`; the topic copy is truncated so an oversize record cannot be refused twice."""
         assert self.publisher is not None
         value = record.value or b""
         limit = self.settings.dead_letter_max_bytes
         await self.publisher.publish(
-            self.settings.topics.adt_dead_letter,
+            topic,
             value[:limit],
             key=record.key,
             headers={

@@ -21,6 +21,8 @@ class Topics(BaseModel):
 
     adt: str = "carecoord.adt.v1"
     adt_dead_letter: str = "carecoord.adt.dlq.v1"
+    ens: str = "carecoord.ens.v1"  # Da Vinci Unsolicited Notifications (FHIR message Bundles)
+    ens_dead_letter: str = "carecoord.ens.dlq.v1"
 
 
 class Settings(BaseSettings):
@@ -50,6 +52,9 @@ class Settings(BaseSettings):
     consumer_group: str = "carecoord-adt"
     consumer_session_timeout_ms: int = Field(default=10000, ge=1000)
     consumer_heartbeat_interval_ms: int = Field(default=3000, ge=100)
+    consumer_batch_transactions: bool = Field(
+        default=True, description="apply each poll in one transaction; falls back to one per message on failure"
+    )
     consumer_max_batch: int = Field(default=200, ge=1)
     consumer_poll_timeout_ms: int = Field(default=500, ge=10)
     consumer_db_retry_initial_s: float = Field(default=0.5, gt=0)
@@ -68,6 +73,10 @@ class Settings(BaseSettings):
     ingest_roles: list[str] = ["INTEGRATION"]
     supervisor_roles: list[str] = ["SUPERVISOR"]
     admin_roles: list[str] = ["ADMIN"]  # dead-letter administration: list, read payloads, replay, discard
+    part2_roles: list[str] = Field(
+        default=["PART2"],
+        description="roles that may see 42 CFR Part 2 encounters; per-patient consent is not checked yet (issue 6)",
+    )
 
     rules_file: Path = DEFAULT_RULES_FILE
     facility_timezone: str = Field(default="America/New_York", description="zone for HL7 timestamps without an offset")

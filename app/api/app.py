@@ -11,6 +11,8 @@ from app import __version__
 from app.api import dead_letters, health, ingest, tasks
 from app.api.auth import jwt_secret
 from app.api.problems import install_problem_handlers
+from app.fhir import process_message
+from app.fhir import routes as fhir_routes
 from app.runtime import Runtime
 from app.settings import Settings, get_settings
 
@@ -43,4 +45,6 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.include_router(tasks.router)
     app.include_router(ingest.router)
     app.include_router(dead_letters.router)
+    app.include_router(fhir_routes.router)
+    app.include_router(process_message.router)
     return app

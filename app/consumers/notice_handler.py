@@ -46,6 +46,20 @@ class HandleResult:
     field: str | None = None
     tasks_created: int = 0
     tasks_cancelled: int = 0
+    message_type: str | None = None
+
+    def log_applied(self) -> None:
+        """Called only after the commit, so the log never claims an effect that was rolled back."""
+        if self.outcome is Outcome.APPLIED:
+            log.info(
+                "event applied",
+                extra={
+                    "event_id": self.event_id,
+                    "type": self.message_type,
+                    "tasks_created": self.tasks_created,
+                    "tasks_cancelled": self.tasks_cancelled,
+                },
+            )
 
 
 Decoder = Callable[[bytes], EncounterNotice]
@@ -94,42 +108,82 @@ class NoticeHandler:
             log.exception("event processing failed", extra={"topic": position.topic, "offset": position.offset})
             return await self._reject(payload, position, f"processing failed: {type(exc).__name__}: {exc}", None)
 
+    async def handle_batch(self, records: list[tuple[bytes, Position]]) -> list[HandleResult] | None:
+        """Apply a partition's records in order in ONE transaction (one commit per poll instead of one
+        per message). Returns None if anything in the batch failed: nothing was committed, and the
+        caller falls back to `handle` per record, which isolates the failure."""
+        results: list[HandleResult] = []
+        rejections: list[tuple[int, DecodeError]] = []
+        try:
+            async with self._sessions() as session, session.begin():
+                for i, (payload, position) in enumerate(records):
+                    try:
+                        notice = self.decode(payload)
+                    except DecodeError as exc:
+                        await record_rejected(
+                            session,
+                            source=self.source,
+                            position=position,
+                            reason=exc.reason,
+                            field=exc.field,
+                            payload=payload,
+                        )
+                        rejections.append((i, exc))
+                        results.append(HandleResult(Outcome.REJECTED, reason=exc.reason, field=exc.field))
+                        continue
+                    results.append(await self._apply_in(session, notice, position))
+        except Exception as exc:  # any failure: the per-record path decides, record by record
+            log.info(
+                "batch fell back to per-record processing", extra={"records": len(records), "error": type(exc).__name__}
+            )
+            return None
+        for result in results:
+            result.log_applied()
+        for i, exc in rejections:
+            log.warning(
+                "event rejected",
+                extra={"topic": records[i][1].topic, "offset": records[i][1].offset, "field": exc.field},
+            )
+        return results
+
     async def _apply(self, notice: EncounterNotice, position: Position) -> HandleResult:
+        async with self._sessions() as session, session.begin():
+            result = await self._apply_in(session, notice, position)
+        result.log_applied()
+        return result
+
+    async def _apply_in(self, session: AsyncSession, notice: EncounterNotice, position: Position) -> HandleResult:
         event_id = event_id_for(notice.idempotency_key)
         created = cancelled = 0
-        async with self._sessions() as session, session.begin():
-            if await already_applied(session, notice.idempotency_key):
-                log.info("event already applied", extra={"event_id": str(event_id), "offset": position.offset})
-                return HandleResult(Outcome.DUPLICATE, str(event_id))
-            patient = await resolve_patient(session, notice)
-            encounter: Encounter | None = None
-            if notice.kind is EncounterEventKind.MERGE:
-                await merge_patients(session, patient, notice)
-            if notice.describes_visit:
-                encounter, state = await apply_to_encounter(session, patient.id, notice, event_id, self._sensitivity)
-                created, cancelled = await self._run_rules(session, notice, event_id, patient, encounter, state)
-            if patient.deceased:
-                cancelled += await self._cancel_for_death(session, patient, event_id)
-            record_applied(
-                session,
-                idempotency_key=notice.idempotency_key,
-                source=self.source,
-                message_type=notice.message_type,
-                position=position,
-                patient_id=patient.id,
-                encounter_id=encounter.id if encounter else None,
-                event_time=notice.event_time,
-            )
-        log.info(
-            "event applied",
-            extra={
-                "event_id": str(event_id),
-                "type": notice.message_type,
-                "tasks_created": created,
-                "tasks_cancelled": cancelled,
-            },
+        if await already_applied(session, notice.idempotency_key):
+            log.info("event already applied", extra={"event_id": str(event_id), "offset": position.offset})
+            return HandleResult(Outcome.DUPLICATE, str(event_id))
+        patient = await resolve_patient(session, notice)
+        encounter: Encounter | None = None
+        if notice.kind is EncounterEventKind.MERGE:
+            await merge_patients(session, patient, notice)
+        if notice.describes_visit:
+            encounter, state = await apply_to_encounter(session, patient.id, notice, event_id, self._sensitivity)
+            created, cancelled = await self._run_rules(session, notice, event_id, patient, encounter, state)
+        if patient.deceased:
+            cancelled += await self._cancel_for_death(session, patient, event_id)
+        record_applied(
+            session,
+            idempotency_key=notice.idempotency_key,
+            source=self.source,
+            message_type=notice.message_type,
+            position=position,
+            patient_id=patient.id,
+            encounter_id=encounter.id if encounter else None,
+            event_time=notice.event_time,
         )
-        return HandleResult(Outcome.APPLIED, str(event_id), tasks_created=created, tasks_cancelled=cancelled)
+        return HandleResult(
+            Outcome.APPLIED,
+            str(event_id),
+            tasks_created=created,
+            tasks_cancelled=cancelled,
+            message_type=notice.message_type,
+        )
 
     async def _run_rules(
         self,

@@ -23,6 +23,7 @@ from app.state.inbound import Position
 log = logging.getLogger(__name__)
 
 Handler = Callable[[bytes, Position], Awaitable[HandleResult]]
+BatchHandler = Callable[[list[tuple[bytes, Position]]], Awaitable[list[HandleResult] | None]]
 DeadLetter = Callable[[ConsumerRecord, HandleResult], Awaitable[None]]
 
 
@@ -36,6 +37,7 @@ class ConsumerRunner:
         client_id: str,
         handler: Handler,
         dead_letter: DeadLetter,
+        batch_handler: BatchHandler | None = None,
         max_batch: int,
         poll_timeout_ms: int,
         session_timeout_ms: int,
@@ -45,6 +47,7 @@ class ConsumerRunner:
     ) -> None:
         self.topic = topic
         self._handler = handler
+        self._batch_handler = batch_handler
         self._dead_letter = dead_letter
         self._max_batch = max_batch
         self._poll_timeout_ms = poll_timeout_ms
@@ -103,7 +106,14 @@ class ConsumerRunner:
                     break
 
     async def _process_partition(self, tp: TopicPartition, records: list[ConsumerRecord]) -> None:
-        """Apply records in order, then commit up to the last one whose effects are durable."""
+        """Apply records in order, then commit up to the last one whose effects are durable.
+
+        The batch path (one transaction for the whole poll) is an optimisation only: if it fails for
+        any reason, the per-record path below reprocesses the records, and idempotency makes any
+        overlap harmless."""
+        if self._batch_handler is not None and await self._try_batch(records):
+            await self._commit(tp, records[-1].offset + 1)
+            return
         last_done: int | None = None
 
         async def commit_progress() -> None:
@@ -115,6 +125,24 @@ class ConsumerRunner:
                 break
             last_done = record.offset
         await commit_progress()
+
+    async def _try_batch(self, records: list[ConsumerRecord]) -> bool:
+        assert self._batch_handler is not None
+        try:
+            results = await self._batch_handler(
+                [(r.value or b"", Position(r.topic, r.partition, r.offset)) for r in records]
+            )
+            if results is None:
+                return False
+            for record, result in zip(records, results, strict=True):
+                if result.outcome is Outcome.REJECTED:
+                    await self._publish_dead_letter(record, result)
+        except Exception:  # the per-record path retries, backs off and dead-letters as needed
+            log.info("batch path failed; processing records one by one", exc_info=True)
+            return False
+        self.healthy = True
+        self.processed += len(records)
+        return True
 
     async def _process_with_retry(self, record: ConsumerRecord, commit_progress: Callable[[], Awaitable[None]]) -> bool:
         delay = self._retry_initial_s

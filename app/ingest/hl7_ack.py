@@ -8,17 +8,19 @@ HL7 v2 chapter 2 ("Message processing rules", 2.9.2 in v2.5.1):
   protocol software" -- MSA-1 = **AR**. So: no parseable MSH, an unreadable character set (MSH-18), a
   missing or unsupported MSH-9 (only ADT is accepted), and a frame larger than we are able to read
   (`CARECOORD_INGEST_MAX_BYTES`, refused before the message is read at all) are answered **AR**.
-- A message that passes those checks but whose content the application cannot process gets an
-  "error response, providing error information in functional segments" -- MSA-1 = **AE**: "a processing
-  problem related to the message or its structure occurred at the receiving application. The sending
-  system should diagnose and correct the problem before attempting to resend the message." So: a missing
-  MSH-10, MSH-4, MSH-7, PID, PID-3, an unreadable timestamp, ... are answered **AE**.
-- A message the application fails to process "for reasons unrelated to its content or format (system
-  down, internal error, etc.)" is also **AR**; "the sending system should resend the message after an
-  appropriate period, without change to the message". So a broker that did not acknowledge the record
-  (or any unexpected internal failure) is answered **AR** with ERR-3 = 207 (application internal error):
-  the one AR an interface engine should resend unchanged. Resending is safe: events are idempotent
-  on sending facility + MSH-10.
+- A message that passes those checks but whose content the application cannot process gets an error
+  response with the error in an ERR segment -- MSA-1 = **AE**: "a processing problem related to the
+  message or its structure occurred at the receiving application. The sending system should diagnose and
+  correct the problem before attempting to resend the message." So: a missing MSH-10, MSH-4, MSH-7, PID,
+  PID-3, an unreadable timestamp, ... are answered **AE**.
+- A message the application fails to process for reasons "unrelated to the message or its structure"
+  (system down, internal error) is also **AR**: "the sending system should resend the message after an
+  appropriate period, without change to the message" (HL7's own vocabulary: "failed to process message
+  for reason unrelated to content or format. Original message sender must decide on whether to
+  automatically send message again"). So a broker that did not acknowledge the record (or any unexpected
+  internal failure) is answered **AR** with ERR-3 = 207 (application internal error): the one AR an
+  interface engine should resend unchanged. Resending is safe: events are idempotent on sending
+  facility + MSH-10.
 - **AA** only after the broker acknowledged the record.
 
 ERR-3 is a code from HL7 table 0357 (`code^text^HL70357`): 100 segment sequence error (a required

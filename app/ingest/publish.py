@@ -1,7 +1,8 @@
-"""Validate an inbound HL7 v2 message and publish it to the ADT topic, keyed by patient.
+"""Validate an inbound message and publish it to its feed's topic, keyed by patient.
 
-Shared by every front door (HTTP, MLLP) so they accept and refuse exactly the same messages.
-The caller answers the sender only after `publish_hl7v2` returns, i.e. after the broker acked.
+Shared by every front door (HTTP, MLLP, FHIR $process-message) so they accept and refuse exactly
+what the consumer would. The caller answers the sender only after `publish_hl7v2` /
+`publish_davinci` returns, i.e. after the broker acked.
 """
 
 from __future__ import annotations
@@ -9,12 +10,13 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
+from app.consumers.notice_handler import NoticeHandler
 from app.encounters.notice import DecodeError
 from app.messaging.keys import patient_partition_key
 from app.runtime import Runtime
 from app.state.inbound import event_id_for
 
-__all__ = ["DecodeError", "MessageTooLarge", "Published", "publish_hl7v2"]
+__all__ = ["DecodeError", "MessageTooLarge", "Published", "publish_davinci", "publish_hl7v2"]
 
 
 class MessageTooLarge(ValueError):
@@ -35,14 +37,27 @@ class Published:
 
 async def publish_hl7v2(runtime: Runtime, body: bytes, *, source: str, media_type: str = "text/plain") -> Published:
     """Raises MessageTooLarge or DecodeError for a message to refuse; KafkaError if the broker fails."""
+    return await _publish(runtime, runtime.adt_handler, runtime.settings.topics.adt, body, source, media_type)
+
+
+async def publish_davinci(
+    runtime: Runtime, body: bytes, *, source: str, media_type: str = "application/fhir+json"
+) -> Published:
+    """A Da Vinci notification Bundle to the ENS topic; raises like `publish_hl7v2`."""
+    return await _publish(runtime, runtime.ens_handler, runtime.settings.topics.ens, body, source, media_type)
+
+
+async def _publish(
+    runtime: Runtime, handler: NoticeHandler | None, topic: str, body: bytes, source: str, media_type: str
+) -> Published:
     settings = runtime.settings
     if len(body) > settings.ingest_max_bytes:
         raise MessageTooLarge(len(body), settings.ingest_max_bytes)
-    assert runtime.adt_handler is not None and runtime.publisher is not None
-    msg = runtime.adt_handler.decode(body)
+    assert handler is not None and runtime.publisher is not None
+    msg = handler.decode(body)
     event_id = event_id_for(msg.idempotency_key)
     meta = await runtime.publisher.publish(
-        settings.topics.adt,
+        topic,
         body,
         key=patient_partition_key(msg.patient_key.system, msg.patient_key.value),
         headers={"carecoord-event-id": str(event_id), "carecoord-source": source, "content-type": media_type},

@@ -8,7 +8,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from sqlalchemy.exc import OperationalError
 
-from app.consumers.adt_handler import HandleResult, Outcome
+from app.consumers.notice_handler import HandleResult, Outcome
 from app.consumers.runner import ConsumerRunner
 from app.messaging.topics import ensure_topics
 from app.settings import Settings

@@ -138,6 +138,7 @@ def test_ae_for_missing_msh10_names_the_field_in_err() -> None:
         ("PV1-45: not an HL7 timestamp: 'yesterday'", "PV1-45", AckCode.AE, "102", "PV1^1^45"),
         ("PV1-45 discharge time is before PV1-44 admit time", "PV1-45", AckCode.AE, "207", "PV1^1^45"),
         ("something else", None, AckCode.AE, "207", ""),
+        ("message is 2000000 bytes; the limit is 1048576", "size", AckCode.AR, "104", ""),
     ],
 )
 def test_decode_errors_map_to_ack_codes_and_table_0357(

@@ -1,0 +1,233 @@
+"""A minimal HL7 v2 ER7 reader for the decode hot path, observably equal to python-hl7 for what it reads.
+
+`hl7.parse` builds the whole tree (every field of every OBX, as nested list objects) before decode_adt
+reads a few dozen values; that is ~3.6 ms of a ~5.9 ms decode for a 3 KB message. This reader splits
+the message into segments, a segment into fields only when it is read, and a field into repetitions,
+components and subcomponents only along the accessor path asked for.
+
+python-hl7 stays the reference (`decode_adt_reference`; tests/unit/test_hl7v2_fast.py compares the
+two). Where python-hl7's behaviour is idiosyncratic, this reader copies it rather than "fixing" it:
+
+* the tree shape: a field/repetition/component is only split when it contains its own or a lower-level
+  separator, and the accessor rules (missing field -> '' only when the rest of the path is all 1s,
+  running off a leaf -> IndexError, ...) depend on that shape, as in `hl7.Segment.extract_field`;
+* accessor values are unescaped with python-hl7's own `hl7.util.unescape` (accessor paths unescape;
+  `str()` of a container does not, which `Er7Segment.component` reproduces for DG1);
+* a segment matches a name when its first field is exactly that name; MSH-1 is the field separator
+  and MSH-2 the encoding characters, so MSH-3 is the first field after `MSH|^~\\&|`;
+* an empty segment (an interior blank line) makes every segment lookup raise IndexError, as
+  `hl7.Message.segments` does when it reads the name of an empty segment.
+
+`parse_er7` returns None for an MSH header that python-hl7 reads in a way this reader does not copy
+(encoding characters that repeat or are letters/digits, a header without its second field separator);
+the caller then uses python-hl7 for that message. Escape sequences are rare, so `unescape` costs
+nothing for the common leaf: python-hl7 returns a leaf untouched when it holds no escape character.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from hl7 import Accessor
+from hl7.util import unescape as _hl7_unescape
+
+HEADER_SEGMENTS = ("MSH", "BHS", "FHS")  # python-hl7 splits these with MSH-1/MSH-2 as fields
+
+
+@lru_cache(maxsize=4096)
+def _accessor(path: str) -> tuple[str, int, int | None, int | None, int | None, int | None]:
+    """`PID.F3.R1.C4.S1` -> its parts, with python-hl7's own key grammar."""
+    return tuple(Accessor.parse_key(path))  # type: ignore[return-value]
+
+
+def _at(items: list[str], index: int) -> str:
+    """`hl7.Sequence.__call__`: 1-based for positive indexes, Python indexing otherwise."""
+    return items[index - 1 if index >= 1 else index]
+
+
+class _Escapes:
+    """The two attributes `hl7.util.unescape` reads from a container."""
+
+    __slots__ = ("esc", "separators")
+
+    def __init__(self, esc: str, separators: str) -> None:
+        self.esc = esc
+        self.separators = separators
+
+
+class Er7Segment:
+    """One segment, split into fields. Field 0 is the segment name, so indexes are HL7 field numbers."""
+
+    __slots__ = ("_comp", "_msg", "_rep", "_sub", "fields", "header", "name", "text")
+
+    def __init__(self, msg: Er7Message, name: str, text: str) -> None:
+        self._msg = msg
+        self._rep, self._comp, self._sub = msg.rep_sep, msg.comp_sep, msg.sub_sep
+        self.name = name
+        self.text = text
+        self.header = name in HEADER_SEGMENTS
+        if self.header:
+            # hl7.parser._split: MSH-1 is the character after "MSH", MSH-2 runs to its next occurrence
+            # (kept as python-hl7 slices it when there is none), the fields after it are split as usual.
+            sep0 = text[3]
+            end = text.find(sep0, 4)
+            rest = text[end + 1 :]
+            self.fields = [text[:3], sep0, text[4:end], *(rest.split(msg.field_sep) if rest else ())]
+        else:
+            self.fields = text.split(msg.field_sep)
+
+    def _is_leaf(self, field_no: int, text: str) -> bool:
+        """python-hl7 keeps a field as one string when it holds no repetition, component or
+        subcomponent separator; MSH-1 and MSH-2 are always kept whole."""
+        if self.header and (field_no if field_no >= 0 else len(self.fields) + field_no) in (1, 2):
+            return True
+        return self._rep not in text and self._comp not in text and self._sub not in text
+
+    def extract(
+        self, field_num: int | None, repeat_num: int | None, component_num: int | None, subcomponent_num: int | None
+    ) -> str:
+        """`hl7.Segment.extract_field`: the unescaped value, '' or IndexError exactly where it gives them."""
+        fno, rno, cno, sno = field_num or 1, repeat_num or 1, component_num or 1, subcomponent_num or 1
+        fields = self.fields
+        if fno >= len(fields):
+            if rno == 1 and cno == 1 and sno == 1:
+                return ""  # assume a non-present optional value
+            raise IndexError(f"Field not present: {self.name}.{field_num}")
+        text = fields[fno]
+        if self._is_leaf(fno, text):  # hl7.Field([text])
+            leaf = _at([text], rno)
+            if cno == 1 and sno == 1:
+                return leaf if self.name == "MSH" and field_num in (1, 2) else self._msg.unescape(leaf)
+            raise IndexError(f"Field reaches leaf node before completing path: {self.name}.{field_num}")
+        comp = self._comp
+        repetition = _at(text.split(self._rep), rno)
+        if comp not in repetition and self._sub not in repetition:  # hl7.Repetition([repetition])
+            if cno > 1:
+                if sno == 1:
+                    return ""
+                raise IndexError(f"Component not present: {self.name}.{field_num}")
+            if sno == 1:
+                return self._msg.unescape(_at([repetition], cno))
+            raise IndexError(f"Field reaches leaf node before completing path: {self.name}.{field_num}")
+        components = repetition.split(comp)  # hl7.Repetition of hl7.Component
+        if cno > len(components):
+            if sno == 1:
+                return ""
+            raise IndexError(f"Component not present: {self.name}.{field_num}")
+        subcomponents = _at(components, cno).split(self._sub)
+        if sno <= len(subcomponents):
+            return self._msg.unescape(_at(subcomponents, sno))
+        return ""
+
+    def component(self, field_no: int, component: int) -> str:
+        """`str(seg(field_no)(1)(component)).strip()`: first repetition, raw (escape sequences kept, as
+        `str()` of an hl7 container keeps them; subcomponents joined by '&'); '' when absent."""
+        fields = self.fields
+        if len(fields) <= field_no:
+            return ""
+        text = fields[field_no]
+        if self._is_leaf(field_no, text):
+            return ""  # seg(n)(1) is a str; calling it raises TypeError, which reads as absent
+        repetition = text.split(self._rep, 1)[0]
+        split = self._comp in repetition or self._sub in repetition
+        try:
+            return _at(repetition.split(self._comp) if split else [repetition], component).strip()
+        except IndexError:
+            return ""
+
+
+class Er7Message:
+    """A message split into segments; fields are split only for the segments that are read.
+    Build it with `parse_er7`."""
+
+    __slots__ = (
+        "_empty_segment",
+        "_escapes",
+        "_index",
+        "_segments",
+        "comp_sep",
+        "esc",
+        "field_sep",
+        "rep_sep",
+        "segments_text",
+        "sub_sep",
+    )
+
+    def __init__(self, text: str, field_sep: str, rep_sep: str, comp_sep: str, sub_sep: str, esc: str) -> None:
+        self.field_sep, self.rep_sep, self.comp_sep, self.sub_sep, self.esc = field_sep, rep_sep, comp_sep, sub_sep, esc
+        self.segments_text = text.split("\r")
+        self._empty_segment = "" in self.segments_text
+        self._escapes = _Escapes(esc, "\r" + field_sep + rep_sep + comp_sep + sub_sep)
+        self._index: dict[str, list[str]] | None = None
+        self._segments: dict[str, list[Er7Segment]] = {}
+
+    def unescape(self, leaf: str) -> str:
+        if self.esc not in leaf:
+            return leaf
+        return _hl7_unescape(self._escapes, leaf)
+
+    def segments(self, name: str) -> list[Er7Segment]:
+        """Every segment named `name`, in order: `hl7.Message.segments` (KeyError when there is none)."""
+        found = self._segments.get(name)
+        if found is None:
+            if self._empty_segment:
+                # python-hl7 reads segment[0][0] of every segment; an empty one has none.
+                raise IndexError("string index out of range")
+            if self._index is None:
+                self._index = self._build_index()
+            if self.field_sep in name or self.rep_sep in name or self.comp_sep in name or self.sub_sep in name:
+                texts: list[str] = []  # python-hl7 splits such a name into parts: it never equals a string
+            else:
+                texts = self._index.get(name, [])
+            found = self._segments[name] = [Er7Segment(self, name, t) for t in texts]
+        if not found:
+            raise KeyError(f"No {name} segments")
+        return found
+
+    def _build_index(self) -> dict[str, list[str]]:
+        """Segment texts by name. python-hl7's name is the first field, unless the segment starts with
+        MSH/BHS/FHS and holds any separator: then it is those three letters."""
+        fs, rs, cs, ss = self.field_sep, self.rep_sep, self.comp_sep, self.sub_sep
+        index: dict[str, list[str]] = {}
+        for s in self.segments_text:
+            head = s[:3]
+            if head in HEADER_SEGMENTS:
+                if fs in s or rs in s or cs in s or ss in s:
+                    index.setdefault(head, []).append(s)
+            else:
+                end = s.find(fs)
+                if end > 0:
+                    index.setdefault(s[:end], []).append(s)
+        return index
+
+    def __getitem__(self, path: str) -> str:
+        """`hl7.Message[path]` for an accessor path such as `PID.F3.R1.C4.S1`: KeyError when the segment
+        is absent, IndexError when the path runs off the message, else the unescaped value."""
+        if len(path) <= 3:
+            raise ValueError(f"an accessor path names a field: {path!r}")
+        name, segment_num, field_num, repeat_num, component_num, subcomponent_num = _accessor(path)
+        segments = self.segments(name)
+        segment = segments[segment_num - 1 if segment_num >= 1 else segment_num]
+        return segment.extract(field_num, repeat_num, component_num, subcomponent_num)
+
+
+def parse_er7(text: str) -> Er7Message | None:
+    """Normalised text (`hl7v2_decode.normalise`: CR-separated, starting with MSH) -> an `Er7Message`;
+    None when the MSH header is one this reader leaves to python-hl7 (see the module docstring)."""
+    text = text.strip()  # hl7.parse strips all whitespace too (normalise strips only framing and CR/LF)
+    if len(text) < 4 or text[:3] != "MSH":
+        return None
+    field_sep = text[3]
+    end = text.find(field_sep, 4)
+    first_cr = text.find("\r")
+    if end == -1 or (first_cr != -1 and end > first_cr):
+        return None  # python-hl7 would take its encoding characters from a later segment
+    seps = text[3:end]  # hl7.create_parse_plan: field separator, then MSH-2, defaults for absent ones
+    comp_sep = seps[1] if len(seps) > 1 else "^"
+    rep_sep = seps[2] if len(seps) > 2 else "~"
+    esc = seps[3] if len(seps) > 3 else "\\"
+    sub_sep = seps[4] if len(seps) > 4 else "&"
+    structural = (field_sep, rep_sep, comp_sep, sub_sep)
+    if len({"\r", *structural}) != 5 or any(c.isalnum() or c.isspace() for c in structural):
+        return None
+    return Er7Message(text, field_sep, rep_sep, comp_sep, sub_sep, esc)

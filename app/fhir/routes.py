@@ -1,0 +1,326 @@
+"""FHIR R4 REST endpoints: `GET /fhir/metadata`, `GET /fhir/Encounter/{id}`, `GET /fhir/Encounter?...`.
+
+Access:
+- `/fhir/metadata` is public (no patient data; clients discover the server before they log in).
+- Encounters need the bearer JWT and, for now, any role (every facilitator role may read them).
+- 42 CFR Part 2 encounters (`part2`) are visible only to a role in CARECOORD_PART2_ROLES. Per-patient
+  Part 2 *consent* is not checked yet (there are no consent records; issue 6): a Part 2 role alone is
+  enough until then. Search leaves hidden encounters out silently (and out of `total`); a read of a
+  hidden one answers 404 exactly like an unknown id, as FHIR's security guidance allows, so the response
+  does not disclose that a restricted record exists. The attempt is still audited (outcome 4).
+- Every read and search is audited with the patient ids it returned.
+
+Search follows the R4 search framework (see app/fhir/search.py for parameter semantics): repeated
+parameters are AND-ed, comma-separated values OR-ed; unknown parameters are ignored (and reported in an
+OperationOutcome entry with search.mode `outcome`) unless `Prefer: handling=strict`, which makes them a 400;
+a modifier on a known parameter is always a 400 (none are supported). Results are newest first; `_count`
+(default 20, at most 100; 0 = total only) sets the page size and the `next` link carries an opaque `_cursor`.
+The `self` link lists only the parameters that were applied.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Annotated, Any
+from urllib.parse import urlencode
+from zoneinfo import ZoneInfo
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy import ColumnElement, and_, false, func, or_, select, true
+
+from app.api.auth import CurrentPrincipal, Principal
+from app.api.problems import Problem
+from app.db.models import Encounter
+from app.fhir.capability import capability_statement
+from app.fhir.encounter import NULL_FLAVOR, encounter_resource
+from app.fhir.outcome import FHIR_JSON, operation_outcome
+from app.fhir.search import (
+    All,
+    Cmp,
+    Predicate,
+    SearchParamError,
+    Token,
+    handling_preference,
+    parse_count,
+    parse_date_criterion,
+    parse_reference,
+    parse_token,
+    period_predicate,
+    split_or,
+)
+from app.settings import Settings
+from app.state.audit import AuditAction, AuditOutcome, record_audit
+
+router = APIRouter(prefix="/fhir", tags=["fhir"])
+
+ENCOUNTER_STATUS_SYSTEM = "http://hl7.org/fhir/encounter-status"
+SEARCH_PARAMS = ("patient", "date", "class", "status")
+RESULT_PARAMS = ("_count", "_cursor")
+IGNORED_QUIETLY = ("_format", "_pretty")  # json is the only format; both are accepted and have no effect
+DEFAULT_COUNT = 20
+MAX_COUNT = 100
+
+
+def fhir_response(body: dict[str, Any], status_code: int = 200, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(body, status_code=status_code, media_type=FHIR_JSON, headers=headers)
+
+
+def fhir_base(request: Request) -> str:
+    return str(request.base_url).rstrip("/") + "/fhir"
+
+
+def _require_reader(principal: Principal) -> None:
+    if not principal.roles:
+        raise Problem(403, "Forbidden", "reading encounters needs a role")
+
+
+def _part2_allowed(principal: Principal, settings: Settings) -> bool:
+    # TODO(issue 6): also require the patient's Part 2 consent once consent records exist.
+    return principal.has_any_role(settings.part2_roles)
+
+
+def _not_found(resource_id: str) -> Problem:
+    return Problem(404, "Not Found", f"Encounter/{resource_id[:64]} is not known")
+
+
+@router.get("/metadata", summary="CapabilityStatement (no authentication)")
+async def metadata(request: Request) -> JSONResponse:
+    return fhir_response(capability_statement(fhir_base(request)))
+
+
+@router.get("/Encounter/{resource_id}", summary="Read one Encounter")
+async def read_encounter(resource_id: str, request: Request, principal: CurrentPrincipal) -> JSONResponse:
+    _require_reader(principal)
+    settings: Settings = request.app.state.settings
+    try:
+        key = uuid.UUID(resource_id)
+    except ValueError:
+        key = None
+    resource: dict[str, Any] | None = None
+    headers: dict[str, str] = {}
+    async with request.app.state.runtime.sessions() as session, session.begin():
+        row = await session.get(Encounter, key) if key is not None else None
+        visible = row is not None and (not row.part2 or _part2_allowed(principal, settings))
+        if row is not None and visible:
+            resource = encounter_resource(row)
+            if row.updated_at is not None:
+                headers["Last-Modified"] = row.updated_at.astimezone(UTC).strftime("%a, %d %b %Y %H:%M:%S GMT")
+        record_audit(
+            session,
+            principal.subject,
+            principal.roles,
+            action=AuditAction.READ,
+            resource_type="Encounter",
+            request=f"GET /fhir/Encounter/{resource_id}",
+            patient_ids=[str(row.patient_id)] if row is not None else [],
+            outcome=AuditOutcome.SUCCESS if visible else AuditOutcome.MINOR_FAILURE,
+        )
+    if resource is None:
+        raise _not_found(resource_id)
+    return fhir_response(resource, headers=headers)
+
+
+@dataclass
+class EncounterQuery:
+    conditions: list[ColumnElement[bool]] = field(default_factory=list)
+    applied: list[tuple[str, str]] = field(default_factory=list)  # for the self link
+    ignored: list[str] = field(default_factory=list)
+    count: int = DEFAULT_COUNT
+    cursor: tuple[datetime, uuid.UUID] | None = None
+
+
+def _compile(predicate: Predicate) -> ColumnElement[bool]:
+    if isinstance(predicate, Cmp):
+        column = Encounter.admit_at if predicate.field == "start" else Encounter.discharge_at
+        compared = column < predicate.value if predicate.op == "<" else column >= predicate.value
+        if predicate.if_missing:
+            return or_(column.is_(None), compared)
+        return and_(column.is_not(None), compared)
+    parts = [_compile(p) for p in predicate.parts]
+    return and_(*parts) if isinstance(predicate, All) else or_(*parts)
+
+
+def _token_condition(param: str, token: Token) -> ColumnElement[bool]:
+    if param == "status":
+        if token.system not in (None, ENCOUNTER_STATUS_SYSTEM):
+            return false()
+        return Encounter.status == token.code if token.code is not None else true()
+    # class: a stored encounter without a class renders as v3 NullFlavor UNK
+    if token.code == "UNK" and token.system in (None, NULL_FLAVOR):
+        unknown = Encounter.class_code.is_(None)
+        if token.system == NULL_FLAVOR:
+            return unknown
+    else:
+        unknown = false()
+    if token.system is None:
+        matched = Encounter.class_code == token.code
+    elif token.system == "":
+        matched = and_(Encounter.class_system.is_(None), Encounter.class_code == token.code)
+    elif token.code is None:
+        matched = Encounter.class_system == token.system
+    else:
+        matched = and_(Encounter.class_system == token.system, Encounter.class_code == token.code)
+    return or_(matched, unknown)
+
+
+def _patient_condition(value: str) -> ColumnElement[bool]:
+    ident = parse_reference(value, "Patient", "patient")
+    try:
+        return Encounter.patient_id == uuid.UUID(ident)
+    except ValueError:
+        return false()  # a well-formed id carecoord never issued
+
+
+def encode_cursor(created_at: datetime, encounter_id: uuid.UUID) -> str:
+    raw = f"{created_at.astimezone(UTC).isoformat()}|{encounter_id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(text: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode()
+        stamp, _, ident = raw.partition("|")
+        created_at = datetime.fromisoformat(stamp)
+        if created_at.tzinfo is None:
+            raise ValueError("naive")
+        return created_at, uuid.UUID(ident)
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise SearchParamError("_cursor", "not a cursor this server issued") from None
+
+
+def parse_encounter_query(items: list[tuple[str, str]], zone: ZoneInfo, *, strict: bool) -> EncounterQuery:
+    query = EncounterQuery()
+    for raw_name, value in items:
+        name, _, modifier = raw_name.partition(":")
+        if name in SEARCH_PARAMS or name in RESULT_PARAMS:
+            if modifier:
+                raise SearchParamError(raw_name, f"modifier :{modifier} is not supported")
+        elif name in IGNORED_QUIETLY:
+            continue
+        else:
+            if strict:
+                raise SearchParamError(raw_name, "unknown search parameter (Prefer: handling=strict)")
+            query.ignored.append(raw_name)
+            continue
+        if not value.strip():
+            continue  # an empty parameter is ignored
+        if name == "_count":
+            query.count = parse_count(value, DEFAULT_COUNT, MAX_COUNT)
+            continue
+        if name == "_cursor":
+            query.cursor = decode_cursor(value.strip())
+            continue
+        values = split_or(value)
+        if name == "patient":
+            condition = or_(*[_patient_condition(v) for v in values])
+        elif name == "date":
+            criteria = [parse_date_criterion(v, zone, "date") for v in values]
+            has_period = or_(Encounter.admit_at.is_not(None), Encounter.discharge_at.is_not(None))
+            condition = and_(has_period, or_(*[_compile(period_predicate(c)) for c in criteria]))
+        else:
+            condition = or_(*[_token_condition(name, parse_token(v, name)) for v in values])
+        query.conditions.append(condition)
+        query.applied.append((name, value))
+    return query
+
+
+@router.get("/Encounter", summary="Search Encounters")
+async def search_encounters(
+    request: Request,
+    principal: CurrentPrincipal,
+    patient: Annotated[str | None, Query(description="Patient id, `Patient/id` or URL")] = None,
+    date: Annotated[list[str] | None, Query(description="Encounter.period with prefix, e.g. ge2026-11-01")] = None,
+    class_: Annotated[str | None, Query(alias="class", description="`code` or `system|code`")] = None,
+    status: Annotated[str | None, Query(description="Encounter.status")] = None,
+    count: Annotated[str | None, Query(alias="_count", description=f"page size, max {MAX_COUNT}")] = None,
+) -> JSONResponse:
+    # The declared parameters document the API; the query string is parsed below, in full, so that
+    # repeats, modifiers and unknown parameters are handled per the FHIR search rules.
+    _require_reader(principal)
+    settings: Settings = request.app.state.settings
+    strict = handling_preference(request.headers.get("prefer")) == "strict"
+    try:
+        query = parse_encounter_query(
+            list(request.query_params.multi_items()), ZoneInfo(settings.facility_timezone), strict=strict
+        )
+    except SearchParamError as exc:
+        raise Problem(400, "Invalid search", exc.message, field=exc.param) from None
+
+    conditions = list(query.conditions)
+    if not _part2_allowed(principal, settings):
+        conditions.append(Encounter.part2.is_(False))
+    page_conditions = list(conditions)
+    if query.cursor is not None:
+        at, ident = query.cursor
+        page_conditions.append(or_(Encounter.created_at < at, and_(Encounter.created_at == at, Encounter.id < ident)))
+
+    async with request.app.state.runtime.sessions() as session, session.begin():
+        total = int(await session.scalar(select(func.count()).select_from(Encounter).where(*conditions)) or 0)
+        rows: list[Encounter] = []
+        if query.count > 0:
+            rows = list(
+                (
+                    await session.execute(
+                        select(Encounter)
+                        .where(*page_conditions)
+                        .order_by(Encounter.created_at.desc(), Encounter.id.desc())
+                        .limit(query.count + 1)
+                    )
+                )
+                .scalars()
+                .all()
+            )
+        has_next = len(rows) > query.count
+        rows = rows[: query.count]
+        resources = [encounter_resource(row) for row in rows]
+        record_audit(
+            session,
+            principal.subject,
+            principal.roles,
+            action=AuditAction.READ,
+            resource_type="Encounter",
+            request=f"GET /fhir/Encounter?{request.url.query}",
+            patient_ids=[str(row.patient_id) for row in rows],
+        )
+
+    base = fhir_base(request)
+    self_params = [*query.applied, ("_count", str(query.count))]
+    if query.cursor is not None:
+        self_params.append(("_cursor", encode_cursor(*query.cursor)))
+    links = [{"relation": "self", "url": _url(base, self_params)}]
+    if has_next:
+        last = rows[-1]
+        cursor = encode_cursor(last.created_at, last.id)
+        links.append(
+            {"relation": "next", "url": _url(base, [*query.applied, ("_count", str(query.count)), ("_cursor", cursor)])}
+        )
+
+    entries: list[dict[str, Any]] = [
+        {"fullUrl": f"{base}/Encounter/{r['id']}", "resource": r, "search": {"mode": "match"}} for r in resources
+    ]
+    if query.ignored:
+        names = ", ".join(sorted({name[:64] for name in query.ignored}))
+        outcome = operation_outcome(200, f"ignored unknown search parameters: {names}")
+        outcome["issue"][0].update(severity="warning", code="not-supported")
+        entries.append({"resource": outcome, "search": {"mode": "outcome"}})
+    bundle: dict[str, Any] = {
+        "resourceType": "Bundle",
+        "id": str(uuid.uuid4()),
+        "meta": {"lastUpdated": datetime.now(UTC).isoformat()},
+        "type": "searchset",
+        "total": total,
+        "link": links,
+    }
+    if entries:
+        bundle["entry"] = entries
+    return fhir_response(bundle)
+
+
+def _url(base: str, params: list[tuple[str, str]]) -> str:
+    query = urlencode(params)
+    return f"{base}/Encounter?{query}" if query else f"{base}/Encounter"
