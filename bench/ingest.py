@@ -35,13 +35,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from app.db.migrate import upgrade_to_head  # noqa: E402
-from app.db.models import Base, InboundEvent, Task  # noqa: E402
-from app.db.session import create_engine  # noqa: E402
-from app.messaging.embedded_broker import EmbeddedBroker  # noqa: E402
-from app.messaging.keys import patient_partition_key  # noqa: E402
-from app.runtime import Runtime  # noqa: E402
-from app.settings import Settings, Topics  # noqa: E402
+from app.db.migrate import upgrade_to_head
+from app.db.models import Base, InboundEvent, Task
+from app.db.session import create_engine
+from app.messaging.embedded_broker import EmbeddedBroker
+from app.messaging.keys import patient_partition_key
+from app.runtime import Runtime
+from app.settings import Settings, Topics
 
 console = Console(stderr=True)
 
@@ -80,6 +80,9 @@ def corpus(n: int, seed: int = 7) -> list[Message]:
         visit = f"V{patient:09d}"
         start = base + timedelta(minutes=rng.randint(0, 40_000))
         inpatient = rng.random() < 0.8
+        # Demographics are the patient's, the same on every message about them.
+        dob = f"19{rng.randint(40, 99)}0{rng.randint(1, 9)}1{rng.randint(0, 9)}"
+        sex, ssn, street = rng.choice("MF"), rng.randint(100000000, 999999999), rng.randint(1, 999)
         events = ["A01", "A02", "A08", "A03"] if inpatient else ["A04", "A03"]
         for i, trigger in enumerate(events):
             if len(messages) >= n:
@@ -87,22 +90,41 @@ def corpus(n: int, seed: int = 7) -> list[Message]:
             at = start + timedelta(hours=24 * i + rng.randint(0, 5))
             control = f"{trigger}-{patient}-{i}"
             segments = [
-                "MSH|^~\\&|EPIC|GOODHEALTH|CARECOORD|ACO|" + hl7_ts(at) + f"||ADT^{trigger}^ADT_{trigger}|{control}|P|2.5.1",
+                "MSH|^~\\&|EPIC|GOODHEALTH|CARECOORD|ACO|"
+                + hl7_ts(at)
+                + f"||ADT^{trigger}^ADT_{trigger}|{control}|P|2.5.1",
                 f"EVN|{trigger}|{hl7_ts(at)}",
-                segment("PID", {
-                    1: "1", 3: f"{mrn}^^^GOODHEALTH^MR~{rng.randint(100000000, 999999999)}^^^SSA^SS",
-                    5: f"PATIENT{patient}^ALEX^Q^^^^L", 7: f"19{rng.randint(40, 99)}0{rng.randint(1, 9)}1{rng.randint(0, 9)}",
-                    8: rng.choice("MF"), 11: f"{rng.randint(1, 999)} MAIN ST^^SPRINGFIELD^MA^01101^USA^H",
-                    13: f"^PRN^PH^^1^413^555{rng.randint(1000, 9999)}", 16: "S", 18: f"ACCT{patient}", 30: "N",
-                }),
+                segment(
+                    "PID",
+                    {
+                        1: "1",
+                        3: f"{mrn}^^^GOODHEALTH^MR~{ssn}^^^SSA^SS",
+                        5: f"PATIENT{patient}^ALEX^Q^^^^L",
+                        7: dob,
+                        8: sex,
+                        11: f"{street} MAIN ST^^SPRINGFIELD^MA^01101^USA^H",
+                        13: f"^PRN^PH^^1^413^555{rng.randint(1000, 9999)}",
+                        16: "S",
+                        18: f"ACCT{patient}",
+                        30: "N",
+                    },
+                ),
                 "PD1|||GOODHEALTH CLINIC^^1234|1234567890^WELBY^MARCUS^^^DR^MD",
                 f"NK1|1|PATIENT{patient}^SAM|SPO^Spouse|{rng.randint(1, 999)} MAIN ST^^SPRINGFIELD^MA^01101^USA",
-                segment("PV1", {
-                    1: "1", 2: "I" if inpatient else "E", 3: f"4W^{400 + i}^A^GOODHEALTH",
-                    7: "1234567890^WELBY^MARCUS", 10: "MED" if inpatient else "EMR",
-                    19: f"{visit}^^^GOODHEALTH^VN", 36: "01" if trigger == "A03" else "",
-                    44: hl7_ts(start), 45: hl7_ts(at) if trigger == "A03" else "",
-                }),
+                segment(
+                    "PV1",
+                    {
+                        1: "1",
+                        2: "I" if inpatient else "E",
+                        3: f"4W^{400 + i}^A^GOODHEALTH",
+                        7: "1234567890^WELBY^MARCUS",
+                        10: "MED" if inpatient else "EMR",
+                        19: f"{visit}^^^GOODHEALTH^VN",
+                        36: "01" if trigger == "A03" else "",
+                        44: hl7_ts(start),
+                        45: hl7_ts(at) if trigger == "A03" else "",
+                    },
+                ),
                 "PV2|||^Shortness of breath",
                 f"DG1|1||I50.9^Heart failure, unspecified^I10||{hl7_ts(start)}|A",
                 f"DG1|2||E11.9^Type 2 diabetes mellitus without complications^I10||{hl7_ts(start)}|A",
@@ -114,12 +136,14 @@ def corpus(n: int, seed: int = 7) -> list[Message]:
                 segments.append(FILLER_OBX.format(n=k, text=NOTE))
                 k += 1
             payload = "\r".join(segments) + "\r"
-            messages.append(Message(
-                key=patient_partition_key("urn:hl7v2:aa:GOODHEALTH", mrn),
-                payload=payload.encode()[:4096],
-                control_id=control,
-                raises_task=trigger == "A03" and inpatient,
-            ))
+            messages.append(
+                Message(
+                    key=patient_partition_key("urn:hl7v2:aa:GOODHEALTH", mrn),
+                    payload=payload.encode()[:4096],
+                    control_id=control,
+                    raises_task=trigger == "A03" and inpatient,
+                )
+            )
     return messages
 
 
@@ -208,14 +232,26 @@ async def throughput(args: argparse.Namespace, bootstrap: str, engine: AsyncEngi
     tasks = await count(engine, Task)
     expected_tasks = sum(m.raises_task for m in messages)
     assert tasks == expected_tasks, f"{tasks} tasks, expected {expected_tasks}"
-    return {"messages": len(messages), "seconds": round(elapsed, 2), "per_second": round(len(messages) / elapsed),
-            "tasks": tasks, "produce_per_second": round(len(messages) / produce_s), "topic": s.topics.adt}
+    return {
+        "messages": len(messages),
+        "seconds": round(elapsed, 2),
+        "per_second": round(len(messages) / elapsed),
+        "tasks": tasks,
+        "produce_per_second": round(len(messages) / produce_s),
+        "topic": s.topics.adt,
+    }
 
 
 async def raw(bootstrap: str, topic: str, n: int) -> dict:
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=f"raw-{uuid.uuid4().hex[:6]}",
-                                auto_offset_reset="earliest", enable_auto_commit=False,
-                                session_timeout_ms=2000, heartbeat_interval_ms=500)
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=f"raw-{uuid.uuid4().hex[:6]}",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        session_timeout_ms=2000,
+        heartbeat_interval_ms=500,
+    )
     await consumer.start()
     try:
         seen = 0
@@ -241,18 +277,24 @@ async def latency(args: argparse.Namespace, bootstrap: str, engine: AsyncEngine,
         sent = await produce(bootstrap, s.topics.adt, messages, rate=args.rate)
         await wait_applied(engine, len(messages))
     async with engine.connect() as conn:
-        rows = (await conn.execute(
-            select(InboundEvent.idempotency_key, Task.created_at).join(
-                Task, Task.encounter_id == InboundEvent.encounter_id
-            ).where(InboundEvent.message_type == "ADT^A03")
-        )).all()
-    lat = sorted(
-        (created.timestamp() - sent[key.rsplit("|", 1)[1]]) * 1000 for key, created in rows
-    )
+        rows = (
+            await conn.execute(
+                select(InboundEvent.idempotency_key, Task.created_at)
+                .join(Task, Task.encounter_id == InboundEvent.encounter_id)
+                .where(InboundEvent.message_type == "ADT^A03")
+            )
+        ).all()
+    lat = sorted((created.timestamp() - sent[key.rsplit("|", 1)[1]]) * 1000 for key, created in rows)
     q = statistics.quantiles(lat, n=100)
-    return {"rate": args.rate, "messages": len(messages), "tasks": len(lat),
-            "p50_ms": round(q[49], 1), "p95_ms": round(q[94], 1), "p99_ms": round(q[98], 1),
-            "max_ms": round(lat[-1], 1)}
+    return {
+        "rate": args.rate,
+        "messages": len(messages),
+        "tasks": len(lat),
+        "p50_ms": round(q[49], 1),
+        "p95_ms": round(q[94], 1),
+        "p99_ms": round(q[98], 1),
+        "max_ms": round(lat[-1], 1),
+    }
 
 
 async def main() -> None:
@@ -270,14 +312,20 @@ async def main() -> None:
 
     messages = corpus(args.messages)
     sizes = [len(m.payload) for m in messages]
-    console.print(f"corpus: {len(messages)} messages, {min(sizes)}-{max(sizes)} bytes, "
-                  f"{len({m.key for m in messages})} patients, {sum(m.raises_task for m in messages)} task-raising")
+    console.print(
+        f"corpus: {len(messages)} messages, {min(sizes)}-{max(sizes)} bytes, "
+        f"{len({m.key for m in messages})} patients, {sum(m.raises_task for m in messages)} task-raising"
+    )
     broker = EmbeddedBroker(log_file=Path(args.var_dir) / "broker.log")
     await broker.start()
     engine = create_engine(args.database_url)
     results: dict = {
-        "machine": {"cpus": __import__("os").cpu_count(), "python": platform.python_version(),
-                    "platform": platform.platform(), "database": engine.dialect.name},
+        "machine": {
+            "cpus": __import__("os").cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "database": engine.dialect.name,
+        },
         "at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     try:
@@ -289,8 +337,9 @@ async def main() -> None:
                 results["ratio_to_raw"] = round(results["throughput"]["per_second"] / results["raw"]["per_second"], 3)
                 console.print(results["raw"])
         if "latency" not in args.skip:
-            results["latency"] = await latency(args, broker.bootstrap_servers, engine,
-                                               corpus(args.latency_messages, seed=11))
+            results["latency"] = await latency(
+                args, broker.bootstrap_servers, engine, corpus(args.latency_messages, seed=11)
+            )
             console.print(results["latency"])
     finally:
         await engine.dispose()

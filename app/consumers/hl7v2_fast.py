@@ -137,28 +137,26 @@ class Er7Segment:
 
 
 class Er7Message:
-    """A message split into segments; fields are split only for the segments that are read.
-    Build it with `parse_er7`."""
+    """A message read on demand: a segment is found by searching the text for its name and split into
+    fields only when it is read. Build it with `parse_er7`."""
 
     __slots__ = (
         "_empty_segment",
         "_escapes",
-        "_index",
         "_segments",
         "comp_sep",
         "esc",
         "field_sep",
         "rep_sep",
-        "segments_text",
         "sub_sep",
+        "text",
     )
 
     def __init__(self, text: str, field_sep: str, rep_sep: str, comp_sep: str, sub_sep: str, esc: str) -> None:
+        self.text = text
         self.field_sep, self.rep_sep, self.comp_sep, self.sub_sep, self.esc = field_sep, rep_sep, comp_sep, sub_sep, esc
-        self.segments_text = text.split("\r")
-        self._empty_segment = "" in self.segments_text
+        self._empty_segment = "\r\r" in text  # the text is stripped, so this is any empty segment
         self._escapes = _Escapes(esc, "\r" + field_sep + rep_sep + comp_sep + sub_sep)
-        self._index: dict[str, list[str]] | None = None
         self._segments: dict[str, list[Er7Segment]] = {}
 
     def unescape(self, leaf: str) -> str:
@@ -173,32 +171,38 @@ class Er7Message:
             if self._empty_segment:
                 # python-hl7 reads segment[0][0] of every segment; an empty one has none.
                 raise IndexError("string index out of range")
-            if self._index is None:
-                self._index = self._build_index()
-            if self.field_sep in name or self.rep_sep in name or self.comp_sep in name or self.sub_sep in name:
-                texts: list[str] = []  # python-hl7 splits such a name into parts: it never equals a string
-            else:
-                texts = self._index.get(name, [])
-            found = self._segments[name] = [Er7Segment(self, name, t) for t in texts]
+            found = self._segments[name] = [Er7Segment(self, name, text) for text in self._find(name)]
         if not found:
             raise KeyError(f"No {name} segments")
         return found
 
-    def _build_index(self) -> dict[str, list[str]]:
-        """Segment texts by name. python-hl7's name is the first field, unless the segment starts with
-        MSH/BHS/FHS and holds any separator: then it is those three letters."""
+    def _find(self, name: str) -> list[str]:
+        """The texts of the segments python-hl7 names `name`: those whose first field is `name`, and for
+        MSH/BHS/FHS any segment starting with those letters that holds a separator."""
         fs, rs, cs, ss = self.field_sep, self.rep_sep, self.comp_sep, self.sub_sep
-        index: dict[str, list[str]] = {}
-        for s in self.segments_text:
-            head = s[:3]
-            if head in HEADER_SEGMENTS:
-                if fs in s or rs in s or cs in s or ss in s:
-                    index.setdefault(head, []).append(s)
-            else:
-                end = s.find(fs)
-                if end > 0:
-                    index.setdefault(s[:end], []).append(s)
-        return index
+        header = name in HEADER_SEGMENTS
+        if not header and (fs in name or rs in name or cs in name or ss in name):
+            return []  # python-hl7 splits such a name into parts: it never equals a string
+        text = self.text
+        prefix = name if header else name + fs
+        needle = "\r" + prefix
+        found: list[str] = []
+        if text.startswith(prefix):
+            pos = 0
+        else:
+            pos = text.find(needle) + 1
+            if pos == 0:
+                return found
+        while True:
+            end = text.find("\r", pos)
+            segment = text[pos:] if end == -1 else text[pos:end]
+            if not header or fs in segment or rs in segment or cs in segment or ss in segment:
+                found.append(segment)
+            if end == -1:
+                return found
+            pos = text.find(needle, end) + 1
+            if pos == 0:
+                return found
 
     def __getitem__(self, path: str) -> str:
         """`hl7.Message[path]` for an accessor path such as `PID.F3.R1.C4.S1`: KeyError when the segment
@@ -206,7 +210,7 @@ class Er7Message:
         if len(path) <= 3:
             raise ValueError(f"an accessor path names a field: {path!r}")
         name, segment_num, field_num, repeat_num, component_num, subcomponent_num = _accessor(path)
-        segments = self.segments(name)
+        segments = self._segments.get(name) or self.segments(name)
         segment = segments[segment_num - 1 if segment_num >= 1 else segment_num]
         return segment.extract(field_num, repeat_num, component_num, subcomponent_num)
 

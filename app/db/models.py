@@ -165,6 +165,7 @@ class Task(Base):
     __table_args__ = (
         Index("ix_tasks_role_status_due", "role", "status", "due_at"),
         Index("ix_tasks_patient_status", "patient_id", "status"),
+        Index("ix_tasks_encounter_status", "encounter_id", "status"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-23 23:34:23.429454
+Create Date: 2026-11-24 00:09:52.119537
 """
 
 from collections.abc import Sequence
@@ -184,6 +184,7 @@ def upgrade() -> None:
         sa.UniqueConstraint("dedupe_key", name=op.f("uq_tasks_dedupe_key")),
     )
     with op.batch_alter_table("tasks", schema=None) as batch_op:
+        batch_op.create_index("ix_tasks_encounter_status", ["encounter_id", "status"], unique=False)
         batch_op.create_index("ix_tasks_patient_status", ["patient_id", "status"], unique=False)
         batch_op.create_index("ix_tasks_role_status_due", ["role", "status", "due_at"], unique=False)
 
@@ -217,6 +218,7 @@ def downgrade() -> None:
     with op.batch_alter_table("tasks", schema=None) as batch_op:
         batch_op.drop_index("ix_tasks_role_status_due")
         batch_op.drop_index("ix_tasks_patient_status")
+        batch_op.drop_index("ix_tasks_encounter_status")
 
     op.drop_table("tasks")
     with op.batch_alter_table("inbound_events", schema=None) as batch_op:

@@ -25,6 +25,7 @@ from app.api.app import create_app
 from app.db.models import AuditEvent, Encounter, Patient
 from app.encounters.sensitivity import BH_LABELS, PART2_LABELS
 from app.fhir.search import DATE_PREFIXES
+from app.messaging.keys import patient_partition_key
 from app.runtime import Runtime
 from app.settings import Settings
 from tests.conftest import bearer, eventually
@@ -406,13 +407,15 @@ async def test_invalid_search_values_are_400_naming_the_parameter(
 async def test_adt_with_a_substance_use_diagnosis_is_part2_end_to_end(
     runtime: Runtime, settings: Settings, client: httpx.AsyncClient, token_for: TokenFor, db: AsyncEngine
 ) -> None:
-    await produce(settings, adt("A01", diagnoses=(("F10.20", "I10"),)).encode())
-    await produce(settings, adt("A03", control_id="MSG-0002").encode())
+    # keyed like the patient's other events, so the admit (with its DG1) is applied before the discharge
+    key = patient_partition_key("urn:hl7v2:aa:GOODHEALTH", "MRN12345")
+    await produce(settings, adt("A01", diagnoses=(("F10.20", "I10"),)).encode(), key=key)
+    await produce(settings, adt("A03", control_id="MSG-0002").encode(), key=key)
     part2_reader = token_for("PART2")
 
     async def finished() -> dict[str, Any] | None:
         body = bundle(await search(client, part2_reader, {"status": "finished"}))
-        return body if body["total"] == 1 else None
+        return body if body["total"] == 1 and "security" in body["entry"][0]["resource"].get("meta", {}) else None
 
     body = await eventually(finished)
     assert body is not None
