@@ -26,8 +26,8 @@ from zoneinfo import ZoneInfo
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from app.consumers.hl7v2_decode import DecodeOptions, decode_adt, decode_adt_reference  # noqa: E402
-from app.encounters.notice import EncounterNotice  # noqa: E402
+from app.consumers.hl7v2_decode import DecodeOptions, decode_adt, decode_adt_reference
+from app.encounters.notice import EncounterNotice
 
 
 def load_corpus(n: int, seed: int = 7) -> list[str]:
