@@ -145,6 +145,10 @@ class Runtime:
             await asyncio.sleep(0.1)
         log.warning("stopping before consumers caught up", extra={"timeout_s": timeout_s})
 
+    def handler_for(self, source: str) -> NoticeHandler | None:
+        """The handler for a feed by its source name ("hl7v2", "davinci"), e.g. to replay a dead letter."""
+        return next((h for h in (self.adt_handler, self.ens_handler) if h is not None and h.source == source), None)
+
     def decode_options(self) -> DecodeOptions:
         s = self.settings
         return DecodeOptions(

@@ -128,9 +128,12 @@ def _payload_text(payload: bytes) -> tuple[str, Literal["utf-8", "base64"]]:
         return base64.b64encode(payload).decode("ascii"), "base64"
 
 
-async def _patients_in_payload(request: Request, session: AsyncSession, payload: bytes) -> list[str]:
+async def _patients_in_payload(request: Request, session: AsyncSession, row: RejectedEvent) -> list[str]:
     """Best effort, for the audit trail: the known patients a payload names (none if undecodable)."""
-    handler = request.app.state.runtime.adt_handler
+    handler = request.app.state.runtime.handler_for(row.source)
+    if handler is None:
+        return []
+    payload = row.payload
     try:
         msg = handler.decode(payload)
     except Exception:  # a dead letter is by definition input the decoder may choke on
@@ -203,7 +206,7 @@ async def get_dead_letter_endpoint(
             action=AuditAction.READ,
             resource_type=AUDIT_RESOURCE,
             request=f"GET {PATH}/{rejected_id}",
-            patient_ids=await _patients_in_payload(request, session, row.payload),
+            patient_ids=await _patients_in_payload(request, session, row),
         )
     payload, encoding = _payload_text(row.payload)
     return DeadLetterDetail(**_out(summary_of(row)).model_dump(), payload=payload, encoding=encoding)
@@ -215,7 +218,8 @@ async def replay_dead_letter(request: Request, principal: AdminPrincipal, reject
     row = await _load(request, rejected_id)
     if row.status != OPEN:
         raise _not_open(row.id, row.status)
-    if row.source != runtime.adt_handler.source:
+    handler = runtime.handler_for(row.source)
+    if handler is None:
         raise Problem(409, "Conflict", f"no replay handler for source {row.source!r}", field="source")
 
     # The original position: the applied event records where it really came from, and a renewed
@@ -223,7 +227,7 @@ async def replay_dead_letter(request: Request, principal: AdminPrincipal, reject
     position = Position(row.topic, row.partition, row.offset)
     started = utcnow()
     try:
-        result = await runtime.adt_handler.handle(row.payload, position)
+        result = await handler.handle(row.payload, position)
     except Exception as exc:
         if not is_transient(exc):
             raise
@@ -245,7 +249,7 @@ async def replay_dead_letter(request: Request, principal: AdminPrincipal, reject
                 action=AuditAction.EXECUTE,
                 resource_type=AUDIT_RESOURCE,
                 request=request_line,
-                patient_ids=await _patients_in_payload(request, session, row.payload),
+                patient_ids=await _patients_in_payload(request, session, row),
                 outcome=AuditOutcome.MINOR_FAILURE,
             )
         log.info("dead letter replay rejected again", extra={"rejected_id": str(row.id), "field": result.field})

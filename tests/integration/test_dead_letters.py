@@ -6,6 +6,7 @@ import base64
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import httpx
 import pytest
@@ -23,6 +24,7 @@ from tests.integration.test_adt_pipeline import count, produce, tasks_over_http
 
 PATH = "/admin/dead-letters"
 PROBLEM = "application/problem+json"
+SAMPLES = Path(__file__).resolve().parents[1] / "fixtures" / "samples" / "fhir"
 
 
 async def rejected_rows(db: AsyncEngine) -> list:
@@ -344,3 +346,20 @@ async def test_pagination_by_cursor_and_offset(
     for params in invalid:
         resp = await client.get(PATH, params=params, headers=admin)
         assert resp.status_code == 422 and resp.headers["content-type"] == PROBLEM, params
+
+
+async def test_a_da_vinci_dead_letter_replays_through_the_ens_handler(
+    runtime: Runtime, client: httpx.AsyncClient, token_for: Callable[..., str], db: AsyncEngine
+) -> None:
+    bundle = (SAMPLES / "davinci-discharge-notification-message-bundle-01.json").read_bytes()
+    row = rejected(bundle, offset=7, source="davinci", topic="ens-earlier")
+    await insert_rejected(db, row)
+
+    resp = await client.post(f"{PATH}/{row.id}/replay", headers=bearer(token_for("ADMIN")))
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["outcome"] == "applied"
+    assert await count(db, InboundEvent) == 1
+    async with db.connect() as conn:
+        source = await conn.scalar(select(InboundEvent.source))
+    assert source == "davinci"
+    assert [r.status for r in await rejected_rows(db)] == ["replayed"]
