@@ -27,6 +27,7 @@ nothing for the common leaf: python-hl7 returns a leaf untouched when it holds n
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import NamedTuple
 
 from hl7 import Accessor
 from hl7.util import unescape as _hl7_unescape
@@ -34,10 +35,33 @@ from hl7.util import unescape as _hl7_unescape
 HEADER_SEGMENTS = ("MSH", "BHS", "FHS")  # python-hl7 splits these with MSH-1/MSH-2 as fields
 
 
+class _Path(NamedTuple):
+    """An accessor path with python-hl7's defaults applied (`hl7.Segment.extract_field`)."""
+
+    name: str
+    segment_index: int  # into the list of segments with that name
+    field_num: int | None  # as written, for messages and the MSH-1/MSH-2 rule
+    field: int
+    repeat: int
+    component: int
+    subcomponent: int
+    raw: bool  # MSH-1 and MSH-2 are returned without unescaping
+
+
 @lru_cache(maxsize=4096)
-def _accessor(path: str) -> tuple[str, int, int | None, int | None, int | None, int | None]:
-    """`PID.F3.R1.C4.S1` -> its parts, with python-hl7's own key grammar."""
-    return tuple(Accessor.parse_key(path))  # type: ignore[return-value]
+def _path(path: str) -> _Path:
+    """`PID.F3.R1.C4.S1` -> its parts, read with python-hl7's own key grammar."""
+    name, segment_num, field_num, repeat_num, component_num, subcomponent_num = Accessor.parse_key(path)
+    return _Path(
+        name,
+        segment_num - 1 if segment_num >= 1 else segment_num,
+        field_num,
+        field_num or 1,
+        repeat_num or 1,
+        component_num or 1,
+        subcomponent_num or 1,
+        name == "MSH" and field_num in (1, 2),
+    )
 
 
 def _at(items: list[str], index: int) -> str:
@@ -58,11 +82,11 @@ class _Escapes:
 class Er7Segment:
     """One segment, split into fields. Field 0 is the segment name, so indexes are HL7 field numbers."""
 
-    __slots__ = ("_comp", "_msg", "_rep", "_sub", "fields", "header", "name", "text")
+    __slots__ = ("_comp", "_esc", "_msg", "_rep", "_sub", "fields", "header", "name", "text")
 
     def __init__(self, msg: Er7Message, name: str, text: str) -> None:
         self._msg = msg
-        self._rep, self._comp, self._sub = msg.rep_sep, msg.comp_sep, msg.sub_sep
+        self._rep, self._comp, self._sub, self._esc = msg.rep_sep, msg.comp_sep, msg.sub_sep, msg.esc
         self.name = name
         self.text = text
         self.header = name in HEADER_SEGMENTS
@@ -77,46 +101,46 @@ class Er7Segment:
             self.fields = text.split(msg.field_sep)
 
     def _is_leaf(self, field_no: int, text: str) -> bool:
-        """python-hl7 keeps a field as one string when it holds no repetition, component or
-        subcomponent separator; MSH-1 and MSH-2 are always kept whole."""
-        if self.header and (field_no if field_no >= 0 else len(self.fields) + field_no) in (1, 2):
+        """python-hl7 keeps a field as one string (an hl7.Field holding a str) when it holds no
+        repetition, component or subcomponent separator; MSH-1 and MSH-2 are always kept whole."""
+        if self._rep not in text and self._comp not in text and self._sub not in text:
             return True
-        return self._rep not in text and self._comp not in text and self._sub not in text
+        return self.header and (field_no if field_no >= 0 else len(self.fields) + field_no) in (1, 2)
 
-    def extract(
-        self, field_num: int | None, repeat_num: int | None, component_num: int | None, subcomponent_num: int | None
-    ) -> str:
+    def extract(self, path: _Path) -> str:
         """`hl7.Segment.extract_field`: the unescaped value, '' or IndexError exactly where it gives them."""
-        fno, rno, cno, sno = field_num or 1, repeat_num or 1, component_num or 1, subcomponent_num or 1
         fields = self.fields
+        fno, rno, cno, sno = path.field, path.repeat, path.component, path.subcomponent
         if fno >= len(fields):
             if rno == 1 and cno == 1 and sno == 1:
                 return ""  # assume a non-present optional value
-            raise IndexError(f"Field not present: {self.name}.{field_num}")
+            raise IndexError(f"Field not present: {self.name}.{path.field_num}")
         text = fields[fno]
-        if self._is_leaf(fno, text):  # hl7.Field([text])
-            leaf = _at([text], rno)
+        if self._is_leaf(fno, text):
+            leaf = [text][rno - 1 if rno >= 1 else rno]  # hl7.Field([text])
             if cno == 1 and sno == 1:
-                return leaf if self.name == "MSH" and field_num in (1, 2) else self._msg.unescape(leaf)
-            raise IndexError(f"Field reaches leaf node before completing path: {self.name}.{field_num}")
-        comp = self._comp
+                return leaf if path.raw or self._esc not in leaf else self._msg.unescape(leaf)
+            raise IndexError(f"Field reaches leaf node before completing path: {self.name}.{path.field_num}")
+        comp, sub = self._comp, self._sub
         repetition = _at(text.split(self._rep), rno)
-        if comp not in repetition and self._sub not in repetition:  # hl7.Repetition([repetition])
+        if comp not in repetition and sub not in repetition:  # hl7.Repetition([repetition])
             if cno > 1:
                 if sno == 1:
                     return ""
-                raise IndexError(f"Component not present: {self.name}.{field_num}")
+                raise IndexError(f"Component not present: {self.name}.{path.field_num}")
             if sno == 1:
-                return self._msg.unescape(_at([repetition], cno))
-            raise IndexError(f"Field reaches leaf node before completing path: {self.name}.{field_num}")
+                leaf = [repetition][cno - 1 if cno >= 1 else cno]
+                return leaf if self._esc not in leaf else self._msg.unescape(leaf)
+            raise IndexError(f"Field reaches leaf node before completing path: {self.name}.{path.field_num}")
         components = repetition.split(comp)  # hl7.Repetition of hl7.Component
         if cno > len(components):
             if sno == 1:
                 return ""
-            raise IndexError(f"Component not present: {self.name}.{field_num}")
-        subcomponents = _at(components, cno).split(self._sub)
+            raise IndexError(f"Component not present: {self.name}.{path.field_num}")
+        subcomponents = _at(components, cno).split(sub)
         if sno <= len(subcomponents):
-            return self._msg.unescape(_at(subcomponents, sno))
+            leaf = _at(subcomponents, sno)
+            return leaf if self._esc not in leaf else self._msg.unescape(leaf)
         return ""
 
     def component(self, field_no: int, component: int) -> str:
@@ -209,10 +233,9 @@ class Er7Message:
         is absent, IndexError when the path runs off the message, else the unescaped value."""
         if len(path) <= 3:
             raise ValueError(f"an accessor path names a field: {path!r}")
-        name, segment_num, field_num, repeat_num, component_num, subcomponent_num = _accessor(path)
-        segments = self._segments.get(name) or self.segments(name)
-        segment = segments[segment_num - 1 if segment_num >= 1 else segment_num]
-        return segment.extract(field_num, repeat_num, component_num, subcomponent_num)
+        parts = _path(path)
+        segments = self._segments.get(parts.name) or self.segments(parts.name)
+        return segments[parts.segment_index].extract(parts)
 
 
 def parse_er7(text: str) -> Er7Message | None:

@@ -17,6 +17,7 @@ from enum import StrEnum
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.consumers.batch_apply import BatchApplier
 from app.consumers.transient import is_transient
 from app.db.models import Encounter, Patient
 from app.encounters.notice import DecodeError, EncounterNotice
@@ -82,6 +83,7 @@ class NoticeHandler:
         self._engine = engine
         self._sensitivity = sensitivity
         self._max_bytes = max_bytes
+        self._batch = BatchApplier(source=source, engine=engine, sensitivity=sensitivity)
 
     def decode(self, payload: bytes) -> EncounterNotice:
         if len(payload) > self._max_bytes:
@@ -109,16 +111,17 @@ class NoticeHandler:
             return await self._reject(payload, position, f"processing failed: {type(exc).__name__}: {exc}", None)
 
     async def handle_batch(self, records: list[tuple[bytes, Position]]) -> list[HandleResult] | None:
-        """Apply a partition's records in order in ONE transaction (one commit per poll instead of one
-        per message). Returns None if anything in the batch failed: nothing was committed, and the
-        caller falls back to `handle` per record, which isolates the failure."""
-        results: list[HandleResult] = []
+        """Apply a partition's records in order in ONE transaction: set-based when the batch allows
+        (see batch_apply.py), else message by message inside it. Returns None if anything failed:
+        nothing was committed, and the caller falls back to `handle` per record, which isolates it."""
+        results: list[HandleResult | None] = [None] * len(records)
+        decoded: list[tuple[int, EncounterNotice, Position]] = []
         rejections: list[tuple[int, DecodeError]] = []
         try:
             async with self._sessions() as session, session.begin():
                 for i, (payload, position) in enumerate(records):
                     try:
-                        notice = self.decode(payload)
+                        decoded.append((i, self.decode(payload), position))
                     except DecodeError as exc:
                         await record_rejected(
                             session,
@@ -129,22 +132,38 @@ class NoticeHandler:
                             payload=payload,
                         )
                         rejections.append((i, exc))
-                        results.append(HandleResult(Outcome.REJECTED, reason=exc.reason, field=exc.field))
-                        continue
-                    results.append(await self._apply_in(session, notice, position))
+                        results[i] = HandleResult(Outcome.REJECTED, reason=exc.reason, field=exc.field)
+                bulk = await self._batch.apply(session, [(n, p) for _, n, p in decoded]) if decoded else []
+                if bulk is None:
+                    for i, notice, position in decoded:
+                        results[i] = await self._apply_in(session, notice, position)
+                else:
+                    for (i, notice, _), done in zip(decoded, bulk, strict=True):
+                        results[i] = (
+                            HandleResult(Outcome.DUPLICATE, str(event_id_for(notice.idempotency_key)))
+                            if done is None
+                            else HandleResult(
+                                Outcome.APPLIED,
+                                done.event_id,
+                                tasks_created=done.tasks_created,
+                                tasks_cancelled=done.tasks_cancelled,
+                                message_type=done.message_type,
+                            )
+                        )
         except Exception as exc:  # any failure: the per-record path decides, record by record
             log.info(
                 "batch fell back to per-record processing", extra={"records": len(records), "error": type(exc).__name__}
             )
             return None
-        for result in results:
+        final = [r for r in results if r is not None]
+        for result in final:
             result.log_applied()
         for i, exc in rejections:
             log.warning(
                 "event rejected",
                 extra={"topic": records[i][1].topic, "offset": records[i][1].offset, "field": exc.field},
             )
-        return results
+        return final
 
     async def _apply(self, notice: EncounterNotice, position: Position) -> HandleResult:
         async with self._sessions() as session, session.begin():

@@ -147,6 +147,9 @@ def _apply(state: EncounterState, f: EncounterFacts) -> EncounterState:
             if s.status in ("unknown", "planned"):
                 s = replace(s, status="planned")
         case K.ADMIT | K.REGISTER | K.TRANSFER:
+            if s.status == "finished":
+                # A later admit reopens the visit: an end it no longer has must not linger.
+                s = replace(s, discharge_at=None, discharge_disposition=None)
             s = replace(s, status="in-progress")
         case K.CLASS_CHANGE | K.UPDATE:
             if s.status == "unknown":

@@ -7,8 +7,8 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-import app.consumers.notice_handler as notice_handler
 from app.db.models import InboundEvent, RejectedEvent, Task
+from app.encounters.state import EncounterFacts
 from app.runtime import Runtime
 from app.settings import Settings
 from app.state.inbound import Position
@@ -19,15 +19,15 @@ from tests.integration.test_adt_semantics import rows, settle
 
 @pytest.fixture
 def poisoned_visit(monkeypatch: pytest.MonkeyPatch) -> str:
-    """Applying visit V-POISON raises, as a bug or a refused row would."""
-    real = notice_handler.apply_to_encounter
+    """Applying visit V-POISON raises, as a bug or a refused row would, on both apply paths."""
+    real = EncounterFacts.from_notice
 
-    async def apply(session, patient_id, notice, event_id, policy):  # type: ignore[no-untyped-def]
+    def from_notice(notice):  # type: ignore[no-untyped-def]
         if notice.visit_number == "V-POISON":
             raise RuntimeError("boom")
-        return await real(session, patient_id, notice, event_id, policy)
+        return real(notice)
 
-    monkeypatch.setattr(notice_handler, "apply_to_encounter", apply)
+    monkeypatch.setattr(EncounterFacts, "from_notice", staticmethod(from_notice))
     return "V-POISON"
 
 

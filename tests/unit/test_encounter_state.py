@@ -80,6 +80,13 @@ def test_same_instant_cancel_follows_what_it_cancels() -> None:
     assert fold([ADMIT, same_time, DISCHARGE]).status == "in-progress"
 
 
+def test_admit_after_discharge_reopens_without_a_stale_end() -> None:
+    # Seen in the GHH samples: an A01 whose EVN-2 is years after the A03 for the same visit.
+    state = fold([DISCHARGE, facts(K.ADMIT, 24 * 365, "late-admit")])
+    assert state.status == "in-progress"
+    assert state.discharge_at is None and state.discharge_disposition is None
+
+
 def test_preadmit_does_not_undo_an_admission() -> None:
     assert fold([ADMIT, facts(K.PREADMIT, 2, "p")]).status == "in-progress"
     assert fold([facts(K.PREADMIT, -24, "p")]).status == "planned"

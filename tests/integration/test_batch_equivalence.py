@@ -1,0 +1,145 @@
+"""The set-based batch path must leave the database exactly as the per-message path does.
+
+The per-message path (`NoticeHandler.handle`) is the reference; `handle_batch` goes set-based when it
+can (app/consumers/batch_apply.py). Both run the same input into a clean database and the resulting
+patients, encounters, tasks and ledger are compared field by field (ids aside, which are random).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.consumers.batch_apply import BatchApplier
+from app.db.models import Base, Encounter, InboundEvent, Patient, PatientIdentifier, Task, TaskHistory
+from app.runtime import Runtime
+from app.state.inbound import Position
+from tests.hl7_builder import adt
+
+_spec = importlib.util.spec_from_file_location("bench_ingest", Path(__file__).resolve().parents[2] / "bench/ingest.py")
+assert _spec and _spec.loader
+bench_ingest = importlib.util.module_from_spec(_spec)
+sys.modules["bench_ingest"] = bench_ingest  # dataclasses resolve their module by name
+_spec.loader.exec_module(bench_ingest)
+
+
+def scenario_messages() -> list[bytes]:
+    """Reversals, out-of-order, duplicates and labels, all within single batches."""
+    v = dict(mrn="S1", visit_number="VS1")
+    return [
+        adt("A03", control_id="S1-A03", event_time="20261120142500-0500", **v).encode(),
+        adt("A01", control_id="S1-A01", event_time="20261115083000-0500", **v).encode(),
+        adt("A13", control_id="S1-A13", event_time="20261120150000-0500", **v).encode(),
+        adt(
+            "A03", control_id="S1-A03b", event_time="20261121120000-0500", discharge_time="20261121113000-0500", **v
+        ).encode(),
+        adt("A03", control_id="S1-A03b", event_time="20261121120000-0500", **v).encode(),  # duplicate
+        adt("A03", control_id="S2", mrn="S2", visit_number="VS2", diagnoses=(("F10.20", "I10"),)).encode(),
+        adt("A03", control_id="S3", mrn="S3", visit_number="VS3", patient_class="E").encode(),
+        adt("A11", control_id="S4-A11", mrn="S4", visit_number="VS4").encode(),
+        adt("A08", control_id="S5", mrn="S1", visit_number="VS5", family="RENAMED").encode(),
+    ]
+
+
+async def snapshot(db: AsyncEngine) -> dict[str, Any]:
+    async with db.connect() as conn:
+        idents: dict[Any, set[tuple[str, str]]] = {}
+        for r in (await conn.execute(select(PatientIdentifier))).all():
+            idents.setdefault(r.patient_id, set()).add((r.system, r.value))
+        who = {pid: tuple(sorted(s)) for pid, s in idents.items()}
+        patients = sorted(
+            (who[p.id], p.family_name, p.given_name, p.birth_date, p.sex, p.deceased)
+            for p in (await conn.execute(select(Patient))).all()
+        )
+        encounters = {e.id: e for e in (await conn.execute(select(Encounter))).all()}
+        enc_rows = sorted(
+            (
+                who[e.patient_id],
+                e.facility,
+                e.visit_number,
+                e.status,
+                e.class_system,
+                e.class_code,
+                e.location,
+                e.hospital_service,
+                e.discharge_disposition,
+                e.admit_at,
+                e.discharge_at,
+                str(e.diagnoses),
+                e.behavioral_health,
+                e.part2,
+                str(e.security_labels),
+                e.last_event_at,
+            )
+            for e in encounters.values()
+        )
+        tasks = sorted(
+            (
+                encounters[t.encounter_id].visit_number,
+                t.type,
+                t.status,
+                t.role,
+                t.priority,
+                t.due_at,
+                t.rule_id,
+                t.rule_version,
+                str(t.due_basis),
+                t.version,
+                t.dedupe_key.split("|cancelled|")[0].split("|")[0],
+            )
+            for t in (await conn.execute(select(Task))).all()
+        )
+        history = sorted(
+            (h.action, h.from_status, h.to_status, h.actor) for h in (await conn.execute(select(TaskHistory))).all()
+        )
+        ledger = sorted(
+            (i.idempotency_key, i.status, i.message_type, i.offset, i.event_time)
+            for i in (await conn.execute(select(InboundEvent))).all()
+        )
+    return {"patients": patients, "encounters": enc_rows, "tasks": tasks, "history": history, "ledger": ledger}
+
+
+async def clear(db: AsyncEngine) -> None:
+    async with db.begin() as conn:
+        for table in reversed(Base.metadata.sorted_tables):
+            await conn.execute(table.delete())
+
+
+@pytest.mark.parametrize("batch_size", [7, 60])
+async def test_set_based_batches_equal_the_per_message_reference(
+    runtime: Runtime, db: AsyncEngine, monkeypatch: pytest.MonkeyPatch, batch_size: int
+) -> None:
+    handler = runtime.adt_handler
+    assert handler is not None
+    payloads = [m.payload for m in bench_ingest.corpus(240)] + scenario_messages()
+    records = [(p, Position("adt", 0, i)) for i, p in enumerate(payloads)]
+
+    for payload, position in records:
+        await handler.handle(payload, position)
+    reference = await snapshot(db)
+    await clear(db)
+
+    set_based = 0
+    real_apply = BatchApplier.apply
+
+    async def counting_apply(self, session, notices):  # type: ignore[no-untyped-def]
+        nonlocal set_based
+        result = await real_apply(self, session, notices)
+        set_based += result is not None
+        return result
+
+    monkeypatch.setattr(BatchApplier, "apply", counting_apply)
+    for start in range(0, len(records), batch_size):
+        assert await handler.handle_batch(records[start : start + batch_size]) is not None
+    batched = await snapshot(db)
+
+    assert set_based >= len(records) // batch_size - 1, "the set-based path must actually have run"
+    for part in reference:
+        assert batched[part] == reference[part], part
+    assert len(reference["tasks"]) > 40 and any(t[2] == "cancelled" for t in reference["tasks"])
