@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.db.models import Encounter, EncounterEvent, InboundEvent, Patient, PatientIdentifier, Task, TaskHistory, utcnow
 from app.encounters.notice import EncounterNotice
 from app.encounters.sensitivity import SensitivityPolicy, classify
-from app.encounters.state import EncounterFacts, fold
+from app.encounters.state import EncounterFacts, EncounterState, fold, fold_onto
 from app.rules.engine import OpenTask, RuleEngine
 from app.rules.facts import EncounterEvent as RuleEvent
 from app.rules.facts import EncounterEventKind, PatientFacts
@@ -78,6 +78,7 @@ class _Batch:
     encounters: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     new_encounters: set[uuid.UUID] = field(default_factory=set)
     history: dict[uuid.UUID, list[EncounterFacts]] = field(default_factory=lambda: defaultdict(list))
+    states: dict[uuid.UUID, EncounterState] = field(default_factory=dict)
     open_tasks: dict[uuid.UUID, list[_TaskRow]] = field(default_factory=lambda: defaultdict(list))
     dedupe_keys: set[str] = field(default_factory=set)
     new_tasks: list[_TaskRow] = field(default_factory=list)
@@ -184,8 +185,10 @@ class BatchApplier:
         encounter = self._encounter(notice, patient["id"], b)
         facts = EncounterFacts.from_notice(notice)
         history = b.history[encounter["id"]]
+        previous = b.states.get(encounter["id"])
+        state = fold_onto(previous, history, facts) if previous is not None else fold([*history, facts])
         history.append(facts)
-        state = fold(history)
+        b.states[encounter["id"]] = state
         sensitivity = classify(
             self._sensitivity,
             hospital_service=state.hospital_service,

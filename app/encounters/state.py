@@ -128,6 +128,14 @@ def fold(events: Iterable[EncounterFacts]) -> EncounterState:
     return state
 
 
+def fold_onto(state: EncounterState, folded: list[EncounterFacts], new: EncounterFacts) -> EncounterState:
+    """`fold([*folded, new])`, in one step when `new` sorts after everything already folded into
+    `state` (a feed in order), else by re-folding all of them (an event that arrived late)."""
+    if folded and order_key(new) >= max(order_key(f) for f in folded):
+        return _apply(state, new)
+    return fold([*folded, new])
+
+
 def _apply(state: EncounterState, f: EncounterFacts) -> EncounterState:
     s = replace(
         state,

@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from app.encounters.notice import Diagnosis
-from app.encounters.state import EncounterFacts, fold
+from app.encounters.state import EncounterFacts, fold, fold_onto
 from app.rules.facts import EncounterEventKind as K
 
 T0 = datetime(2026, 11, 15, 13, 30, tzinfo=UTC)
@@ -90,3 +90,11 @@ def test_admit_after_discharge_reopens_without_a_stale_end() -> None:
 def test_preadmit_does_not_undo_an_admission() -> None:
     assert fold([ADMIT, facts(K.PREADMIT, 2, "p")]).status == "in-progress"
     assert fold([facts(K.PREADMIT, -24, "p")]).status == "planned"
+
+
+@given(st.permutations([ADMIT, TRANSFER, UPDATE, DISCHARGE, LATE_UPDATE, facts(K.CANCEL_DISCHARGE, 97, "c")]))
+def test_incremental_fold_equals_full_fold(events: list[EncounterFacts]) -> None:
+    state = fold(events[:1])
+    for i in range(1, len(events)):
+        state = fold_onto(state, events[:i], events[i])
+    assert state == fold(events)
