@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from datetime import UTC, datetime
+
+import hl7
 
 _STANDARD_ATTRS = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
 
@@ -27,9 +30,19 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+_HL7_PACKAGE = os.path.dirname(hl7.__file__)
+
+
+def _not_from_python_hl7(record: logging.LogRecord) -> bool:
+    """python-hl7 logs raw field values (patient data) on malformed escapes, under a logger named
+    after its file, so it is filtered by where the record comes from rather than by logger name."""
+    return not record.pathname.startswith(_HL7_PACKAGE)
+
+
 def configure_logging(level: str = "INFO") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
+    handler.addFilter(_not_from_python_hl7)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -165,6 +165,8 @@ class Runtime:
             bh_units=frozenset(v.upper() for v in s.bh_units),
             bh_icd10_range=s.bh_icd10_range,
             part2_icd10_range=s.part2_icd10_range,
+            part2_services=frozenset(v.upper() for v in s.part2_services),
+            part2_units=frozenset(v.upper() for v in s.part2_units),
         )
 
     async def _dead_letter(self, topic: str, record: ConsumerRecord, result: HandleResult) -> None:

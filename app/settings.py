@@ -95,6 +95,8 @@ class Settings(BaseSettings):
     bh_units: list[str] = Field(default=["PSY", "PSYCH", "BHU"], description="PV1-3.1 units that mark a BH encounter")
     bh_icd10_range: tuple[str, str] = ("F01", "F99")
     part2_icd10_range: tuple[str, str] = ("F10", "F19")
+    part2_services: list[str] = Field(default=["SUD", "CD"], description="PV1-10 services that are Part 2 programs")
+    part2_units: list[str] = Field(default=["SUD", "CDU"], description="PV1-3.1 units that are Part 2 programs")
 
     ingest_max_bytes: int = Field(default=1_048_576, ge=1024)
     dead_letter_max_bytes: int = Field(

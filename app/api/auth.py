@@ -32,6 +32,12 @@ class Principal:
         return bool(self.roles & set(roles))
 
 
+def may_see_part2(principal: Principal, settings: Settings) -> bool:
+    """42 CFR Part 2 (substance-use) data is shown only to holders of a Part 2 role.
+    TODO(issue 6): also require the patient's recorded consent once consent records exist."""
+    return principal.has_any_role(settings.part2_roles)
+
+
 def jwt_secret(settings: Settings) -> str:
     if settings.jwt_secret is not None:
         return settings.jwt_secret.get_secret_value()

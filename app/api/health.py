@@ -21,7 +21,7 @@ async def readyz(request: Request) -> JSONResponse | dict[str, object]:
     checks = {
         "database": await runtime.database_ready(),
         "broker": runtime.publisher is not None and await runtime.publisher.broker_reachable(),
-        "consumers": all(c.healthy for c in runtime.consumers),
+        "consumers": all(c.ready for c in runtime.consumers),
     }
     if all(checks.values()):
         return {"status": "ready", "checks": checks}

@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
-from sqlalchemy import select
+from sqlalchemy import or_, select
 
-from app.api.auth import CurrentPrincipal
+from app.api.auth import CurrentPrincipal, may_see_part2
 from app.api.problems import Problem
 from app.api.schemas import PatientSummary, RuleRef, TaskList, TaskOut
-from app.db.models import Patient, Task
+from app.db.models import Encounter, Patient, Task
 from app.state.audit import AuditAction, record_audit
 from app.state.tasks import ACTIVE_STATUSES
 
@@ -80,10 +80,14 @@ async def list_tasks(
     query = (
         select(Task, Patient)
         .join(Patient, Patient.id == Task.patient_id)
+        .outerjoin(Encounter, Encounter.id == Task.encounter_id)
         .where(Task.role.in_(roles), Task.status.in_(statuses))
         .order_by(Task.due_at, Task.id)
         .limit(limit)
     )
+    if not may_see_part2(principal, settings):
+        # The FHIR API hides Part 2 encounters; their tasks (name, discharge time) are hidden alike.
+        query = query.where(or_(Encounter.part2.is_(False), Encounter.id.is_(None)))
     async with request.app.state.runtime.sessions() as session, session.begin():
         rows = (await session.execute(query)).all()
         items = [_task_out(task, patient) for task, patient in rows]

@@ -145,7 +145,9 @@ class BatchApplier:
         encounters = (
             (
                 await session.execute(
-                    select(Encounter).where(tuple_(Encounter.facility, Encounter.visit_number).in_(visits))
+                    select(Encounter)
+                    .where(tuple_(Encounter.facility, Encounter.visit_number).in_(visits))
+                    .with_for_update()
                 )
             )
             .scalars()

@@ -57,7 +57,7 @@ def decode_text(payload: bytes) -> str:
 def normalise(text: str) -> str:
     """Strip MLLP framing and accept LF / CRLF segment separators as well as CR."""
     text = text.strip(MLLP_FRAME_CHARS + "\r\n\t ")
-    return text.replace("\r\n", "\r").replace("\n", "\r")
+    return text.replace("\r\n", "\r").replace("\n", "\r") if "\n" in text else text
 
 
 class SegmentReader(Protocol):
@@ -157,8 +157,12 @@ def _instant(msg: Hl7Reader, path: str, label: str, zone: ZoneInfo) -> datetime 
         raise Hl7DecodeError(f"{label}: {exc}", label) from None
 
 
-def _identifiers(msg: Hl7Reader, field_path: str, authority_systems: Mapping[str, str]) -> list[PatientIdentifier]:
-    """A CX list (PID-3, MRG-1): value, and a system from the assigning authority (CX.4)."""
+def _identifiers(
+    msg: Hl7Reader, field_path: str, authority_systems: Mapping[str, str], facility: str
+) -> list[PatientIdentifier]:
+    """A CX list (PID-3, MRG-1): value, and a system from the assigning authority (CX.4). Without a
+    CX.4 the sending facility is taken as the authority: an unscoped "12345" from two hospitals must
+    not become one patient."""
     found: list[PatientIdentifier] = []
     for rep in range(1, 100):
         try:
@@ -167,9 +171,8 @@ def _identifiers(msg: Hl7Reader, field_path: str, authority_systems: Mapping[str
             break
         if not ident:
             continue
-        system = system_for_authority(
-            value(msg, f"{field_path}.R{rep}.C4.S1"), value(msg, f"{field_path}.R{rep}.C4.S2"), authority_systems
-        )
+        namespace, universal = value(msg, f"{field_path}.R{rep}.C4.S1"), value(msg, f"{field_path}.R{rep}.C4.S2")
+        system = system_for_authority(namespace or ("" if universal else facility), universal, authority_systems)
         type_code = value(msg, f"{field_path}.R{rep}.C5")
         # CX.5 is a table-0203 code; some feeds put free text there, which is not a type.
         type_code = type_code if type_code and len(type_code) <= 16 and " " not in type_code else None
@@ -224,7 +227,7 @@ def _decode(msg: Hl7Reader, options: DecodeOptions) -> EncounterNotice:
 
     if not _has_segment(msg, "PID"):
         raise Hl7DecodeError("PID segment is required", "PID")
-    identifiers = _identifiers(msg, "PID.F3", options.authority_systems)
+    identifiers = _identifiers(msg, "PID.F3", options.authority_systems, facility)
     if not identifiers:
         raise Hl7DecodeError("PID-3 patient identifier list is empty", "PID-3")
 
@@ -241,7 +244,7 @@ def _decode(msg: Hl7Reader, options: DecodeOptions) -> EncounterNotice:
     if kind is EncounterEventKind.MERGE:
         if not _has_segment(msg, "MRG"):
             raise Hl7DecodeError("MRG segment is required for a merge", "MRG")
-        prior = _identifiers(msg, "MRG.F1", options.authority_systems)
+        prior = _identifiers(msg, "MRG.F1", options.authority_systems, facility)
         if not prior:
             raise Hl7DecodeError("MRG-1 prior patient identifier list is empty", "MRG-1")
     elif trigger in VISIT_TRIGGERS and not _has_segment(msg, "PV1"):

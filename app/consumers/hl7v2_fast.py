@@ -13,15 +13,17 @@ two). Where python-hl7's behaviour is idiosyncratic, this reader copies it rathe
   running off a leaf -> IndexError, ...) depend on that shape, as in `hl7.Segment.extract_field`;
 * accessor values are unescaped with python-hl7's own `hl7.util.unescape` (accessor paths unescape;
   `str()` of a container does not, which `Er7Segment.component` reproduces for DG1);
-* a segment matches a name when its first field is exactly that name; MSH-1 is the field separator
-  and MSH-2 the encoding characters, so MSH-3 is the first field after `MSH|^~\\&|`;
+* a segment matches a name when its first field is exactly that name (a segment with no separator at
+  all matches nothing), and any segment starting MSH/BHS/FHS is named by those letters; MSH-1 is the
+  field separator and MSH-2 the encoding characters, so MSH-3 is the first field after `MSH|^~\\&|`;
 * an empty segment (an interior blank line) makes every segment lookup raise IndexError, as
-  `hl7.Message.segments` does when it reads the name of an empty segment.
+  `hl7.Message.segments` does when it reads the name of an empty segment;
+* `hl7.parse` strips all whitespace from both ends, not only what `normalise` strips.
 
-`parse_er7` returns None for an MSH header that python-hl7 reads in a way this reader does not copy
-(encoding characters that repeat or are letters/digits, a header without its second field separator);
-the caller then uses python-hl7 for that message. Escape sequences are rare, so `unescape` costs
-nothing for the common leaf: python-hl7 returns a leaf untouched when it holds no escape character.
+`parse_er7` returns None when MSH-1/MSH-2 repeat a character (a CR included) or use a letter, digit or
+whitespace: python-hl7's parse plan then goes astray (or fails an assertion), and the caller leaves
+such a message to python-hl7. Escape sequences are rare, so unescaping costs nothing for the common
+leaf: python-hl7 returns a leaf untouched when it holds no escape character, and so does this reader.
 """
 
 from __future__ import annotations
@@ -69,14 +71,30 @@ def _at(items: list[str], index: int) -> str:
     return items[index - 1 if index >= 1 else index]
 
 
-class _Escapes:
-    """The two attributes `hl7.util.unescape` reads from a container."""
+class Encoding:
+    """MSH-1 and MSH-2 as python-hl7 reads them (`hl7.parser.create_parse_plan`). `esc` and `separators`
+    are the attributes `hl7.util.unescape` reads from a container, so this stands in for one."""
 
-    __slots__ = ("esc", "separators")
+    __slots__ = ("comp_sep", "esc", "field_sep", "rep_sep", "separators", "sub_sep")
 
-    def __init__(self, esc: str, separators: str) -> None:
-        self.esc = esc
-        self.separators = separators
+    def __init__(self, field_sep: str, rep_sep: str, comp_sep: str, sub_sep: str, esc: str) -> None:
+        self.field_sep, self.rep_sep, self.comp_sep, self.sub_sep, self.esc = field_sep, rep_sep, comp_sep, sub_sep, esc
+        self.separators = "\r" + field_sep + rep_sep + comp_sep + sub_sep
+
+
+@lru_cache(maxsize=256)
+def encoding(seps: str) -> Encoding | None:
+    """MSH-1 + MSH-2 (`|^~\\&`) -> the separators, python-hl7's defaults for absent ones; None when they
+    are ones python-hl7 parses idiosyncratically (repeated, letters/digits, whitespace)."""
+    field_sep = seps[0]
+    comp_sep = seps[1] if len(seps) > 1 else "^"
+    rep_sep = seps[2] if len(seps) > 2 else "~"
+    esc = seps[3] if len(seps) > 3 else "\\"
+    sub_sep = seps[4] if len(seps) > 4 else "&"
+    structural = (field_sep, rep_sep, comp_sep, sub_sep)
+    if len({"\r", *structural}) != 5 or any(c.isalnum() or c.isspace() for c in structural):
+        return None  # hl7.parser._ParsePlan walks its separators with str.find: repeats derail it
+    return Encoding(field_sep, rep_sep, comp_sep, sub_sep, esc)
 
 
 class Er7Segment:
@@ -166,9 +184,9 @@ class Er7Message:
 
     __slots__ = (
         "_empty_segment",
-        "_escapes",
         "_segments",
         "comp_sep",
+        "encoding",
         "esc",
         "field_sep",
         "rep_sep",
@@ -176,17 +194,23 @@ class Er7Message:
         "text",
     )
 
-    def __init__(self, text: str, field_sep: str, rep_sep: str, comp_sep: str, sub_sep: str, esc: str) -> None:
+    def __init__(self, text: str, encoding: Encoding) -> None:
         self.text = text
-        self.field_sep, self.rep_sep, self.comp_sep, self.sub_sep, self.esc = field_sep, rep_sep, comp_sep, sub_sep, esc
+        self.encoding = encoding
+        self.field_sep, self.rep_sep, self.comp_sep, self.sub_sep = (
+            encoding.field_sep,
+            encoding.rep_sep,
+            encoding.comp_sep,
+            encoding.sub_sep,
+        )
+        self.esc = encoding.esc
         self._empty_segment = "\r\r" in text  # the text is stripped, so this is any empty segment
-        self._escapes = _Escapes(esc, "\r" + field_sep + rep_sep + comp_sep + sub_sep)
         self._segments: dict[str, list[Er7Segment]] = {}
 
     def unescape(self, leaf: str) -> str:
         if self.esc not in leaf:
             return leaf
-        return _hl7_unescape(self._escapes, leaf)
+        return _hl7_unescape(self.encoding, leaf)
 
     def segments(self, name: str) -> list[Er7Segment]:
         """Every segment named `name`, in order: `hl7.Message.segments` (KeyError when there is none)."""
@@ -206,7 +230,7 @@ class Er7Message:
         fs, rs, cs, ss = self.field_sep, self.rep_sep, self.comp_sep, self.sub_sep
         header = name in HEADER_SEGMENTS
         if not header and (fs in name or rs in name or cs in name or ss in name):
-            return []  # python-hl7 splits such a name into parts: it never equals a string
+            pass  # python-hl7 splits such a name into parts: it never equals a string
         text = self.text
         prefix = name if header else name + fs
         needle = "\r" + prefix
@@ -244,17 +268,8 @@ def parse_er7(text: str) -> Er7Message | None:
     text = text.strip()  # hl7.parse strips all whitespace too (normalise strips only framing and CR/LF)
     if len(text) < 4 or text[:3] != "MSH":
         return None
-    field_sep = text[3]
-    end = text.find(field_sep, 4)
-    first_cr = text.find("\r")
-    if end == -1 or (first_cr != -1 and end > first_cr):
-        return None  # python-hl7 would take its encoding characters from a later segment
-    seps = text[3:end]  # hl7.create_parse_plan: field separator, then MSH-2, defaults for absent ones
-    comp_sep = seps[1] if len(seps) > 1 else "^"
-    rep_sep = seps[2] if len(seps) > 2 else "~"
-    esc = seps[3] if len(seps) > 3 else "\\"
-    sub_sep = seps[4] if len(seps) > 4 else "&"
-    structural = (field_sep, rep_sep, comp_sep, sub_sep)
-    if len({"\r", *structural}) != 5 or any(c.isalnum() or c.isspace() for c in structural):
-        return None
-    return Er7Message(text, field_sep, rep_sep, comp_sep, sub_sep, esc)
+    # hl7.parser.create_parse_plan: from MSH-1 to the next field separator anywhere in the message (when
+    # there is none, find() gives -1 and the slice drops the last character, as python-hl7's does).
+    seps = text[3 : text.find(text[3], 4)]
+    found = encoding(seps) if seps else None
+    return Er7Message(text, found) if found else None

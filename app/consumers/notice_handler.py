@@ -86,9 +86,16 @@ class NoticeHandler:
         self._batch = BatchApplier(source=source, engine=engine, sensitivity=sensitivity)
 
     def decode(self, payload: bytes) -> EncounterNotice:
+        """Every front door and both consumers decode through here, so they refuse the same input."""
         if len(payload) > self._max_bytes:
             raise DecodeError(f"message is {len(payload)} bytes; the limit is {self._max_bytes}", "size")
-        return self._decode(payload)
+        try:
+            return self._decode(payload)
+        except DecodeError:
+            raise
+        except Exception as exc:
+            # A parser library tripping over hostile input is still bad input, not a retryable fault.
+            raise DecodeError(f"undecodable: {type(exc).__name__}", "MSH" if self.source == "hl7v2" else None) from None
 
     async def handle(self, payload: bytes, position: Position) -> HandleResult:
         try:
@@ -96,12 +103,16 @@ class NoticeHandler:
         except DecodeError as exc:
             return await self._reject(payload, position, exc.reason, exc.field)
         try:
-            return await self._apply(notice, position)
+            try:
+                return await self._apply(notice, position)
+            except IntegrityError:
+                # A concurrent writer got there first: the same message (a duplicate), or the same new
+                # patient, visit or task from another feed. One fresh attempt sees its rows.
+                async with self._sessions() as session:
+                    if await already_applied(session, notice.idempotency_key):
+                        return HandleResult(Outcome.DUPLICATE, str(event_id_for(notice.idempotency_key)))
+                return await self._apply(notice, position)
         except IntegrityError:
-            # A concurrent writer applied the same message first: confirm, else it is a real conflict.
-            async with self._sessions() as session:
-                if await already_applied(session, notice.idempotency_key):
-                    return HandleResult(Outcome.DUPLICATE, str(event_id_for(notice.idempotency_key)))
             return await self._reject(payload, position, "conflicting data: integrity constraint violated", None)
         except Exception as exc:
             if is_transient(exc):

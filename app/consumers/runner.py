@@ -80,6 +80,11 @@ class ConsumerRunner:
         await self._consumer.stop()  # leaves the group so partitions move on promptly
         self.healthy = False
 
+    @property
+    def ready(self) -> bool:
+        """Consuming, and not stuck retrying a database outage; a loop that died is not ready."""
+        return self.healthy and self._task is not None and not self._task.done()
+
     async def caught_up(self) -> bool:
         """True when every assigned partition has been consumed and committed to its high-water mark."""
         assignment = self._consumer.assignment()

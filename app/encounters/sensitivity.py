@@ -24,6 +24,8 @@ ICD10_SYSTEMS = {
     "ICD-10-CM",
     "http://hl7.org/fhir/sid/icd-10-cm",
     "http://hl7.org/fhir/sid/icd-10",
+    "2.16.840.1.113883.6.90",  # ICD-10-CM's OID, as some feeds name it
+    "urn:oid:2.16.840.1.113883.6.90",
 }
 _ICD10_SHAPE = re.compile(r"^[A-TV-Z][0-9][0-9A-Z](?:\.?[0-9A-Z]{1,4})?$")
 
@@ -34,6 +36,9 @@ class SensitivityPolicy:
     bh_units: frozenset[str]
     bh_icd10_range: tuple[str, str]  # inclusive 3-character categories, e.g. F01..F99
     part2_icd10_range: tuple[str, str]  # e.g. F10..F19
+    # A stay on a substance-use unit or service is Part 2 data before any diagnosis is coded.
+    part2_services: frozenset[str] = frozenset()
+    part2_units: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,5 +83,9 @@ def classify(
         or (bool(unit) and unit in policy.bh_units)
         or any(_in_range(c, policy.bh_icd10_range) for c in categories)
     )
-    part2 = any(_in_range(c, policy.part2_icd10_range) for c in categories)
+    part2 = (
+        any(_in_range(c, policy.part2_icd10_range) for c in categories)
+        or (hospital_service or "").upper() in policy.part2_services
+        or (bool(unit) and unit in policy.part2_units)
+    )
     return Sensitivity(behavioral_health=bh or part2, part2=part2)

@@ -33,7 +33,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import ColumnElement, and_, false, func, or_, select, true
 
-from app.api.auth import CurrentPrincipal, Principal
+from app.api.auth import CurrentPrincipal, Principal, may_see_part2
 from app.api.problems import Problem
 from app.db.models import Encounter
 from app.fhir.capability import capability_statement
@@ -79,11 +79,6 @@ def _require_reader(principal: Principal) -> None:
         raise Problem(403, "Forbidden", "reading encounters needs a role")
 
 
-def _part2_allowed(principal: Principal, settings: Settings) -> bool:
-    # TODO(issue 6): also require the patient's Part 2 consent once consent records exist.
-    return principal.has_any_role(settings.part2_roles)
-
-
 def _not_found(resource_id: str) -> Problem:
     return Problem(404, "Not Found", f"Encounter/{resource_id[:64]} is not known")
 
@@ -105,7 +100,7 @@ async def read_encounter(resource_id: str, request: Request, principal: CurrentP
     headers: dict[str, str] = {}
     async with request.app.state.runtime.sessions() as session, session.begin():
         row = await session.get(Encounter, key) if key is not None else None
-        visible = row is not None and (not row.part2 or _part2_allowed(principal, settings))
+        visible = row is not None and (not row.part2 or may_see_part2(principal, settings))
         if row is not None and visible:
             resource = encounter_resource(row)
             if row.updated_at is not None:
@@ -252,7 +247,7 @@ async def search_encounters(
         raise Problem(400, "Invalid search", exc.message, field=exc.param) from None
 
     conditions = list(query.conditions)
-    if not _part2_allowed(principal, settings):
+    if not may_see_part2(principal, settings):
         conditions.append(Encounter.part2.is_(False))
     page_conditions = list(conditions)
     if query.cursor is not None:

@@ -25,7 +25,9 @@ async def find_encounter(session: AsyncSession, patient_id: uuid.UUID, notice: E
             query = query.where(Encounter.admit_at == notice.admit_time)
         else:
             query = query.order_by(Encounter.created_at.desc())
-    return (await session.execute(query.limit(1))).scalar_one_or_none()
+    # Row lock (PostgreSQL): the ADT and ENS consumers may apply events for one visit at once, and
+    # each re-folds the history; serialising them keeps the second fold from missing the first event.
+    return (await session.execute(query.limit(1).with_for_update())).scalar_one_or_none()
 
 
 async def apply_to_encounter(

@@ -80,7 +80,7 @@ async def record_rejected(
         partition=position.partition,
         offset=position.offset,
         reason=reason[:4000],
-        field=field,
+        field=field[:64] if field else None,
         payload=payload,
     )
     session.add(row)

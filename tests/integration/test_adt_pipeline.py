@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -247,3 +248,19 @@ async def test_readiness_reports_an_unreachable_database(runtime: Runtime, clien
     assert resp.status_code == 503
     assert resp.headers["content-type"] == "application/problem+json"
     assert resp.json()["checks"]["database"] is False
+
+
+async def test_tasks_of_part2_encounters_need_the_part2_role(
+    runtime: Runtime, settings: Settings, client: httpx.AsyncClient, token_for: Callable[..., str], db: AsyncEngine
+) -> None:
+    await produce(
+        settings,
+        adt(control_id="SUD", mrn="M-SUD", visit_number="V-SUD", diagnoses=(("F10.20", "I10"),)).encode(),
+        adt(control_id="MED", mrn="M-MED", visit_number="V-MED").encode(),
+        key=b"k",
+    )
+    assert await eventually(lambda: _n_tasks(client, token_for("PMC", "PART2"), 2))
+    visible = await tasks_over_http(client, token_for("PMC"))
+    async with db.connect() as conn:
+        visits = dict((await conn.execute(select(Encounter.id, Encounter.visit_number))).all())
+    assert [visits[uuid.UUID(t["encounter_id"])] for t in visible] == ["V-MED"]

@@ -164,11 +164,14 @@ async def test_behavioral_health_and_part2_labels(runtime: Runtime, settings: Se
         adt("A03", control_id="PSY", mrn="MRN-3", visit_number="V-PSY", hospital_service="PSY").encode(),
         adt("A03", control_id="MED", mrn="MRN-4", visit_number="V-MED", diagnoses=(("I50.9", "I10"),)).encode(),
         adt("A03", control_id="SCT", mrn="MRN-5", visit_number="V-SCT", diagnoses=(("F10", "SCT"),)).encode(),
+        adt("A01", control_id="SUDU", mrn="MRN-6", visit_number="V-SUD-UNIT", hospital_service="SUD").encode(),
         key=b"k",
     )
-    await settle(db, 5)
+    await settle(db, 6)
     by_visit = {e.visit_number: e for e in await rows(db, Encounter)}
     assert (by_visit["V-BH"].behavioral_health, by_visit["V-BH"].part2) == (True, False)
+    # Admitted to a substance-use service: Part 2 from the first message, before any DG1.
+    assert (by_visit["V-SUD-UNIT"].behavioral_health, by_visit["V-SUD-UNIT"].part2) == (True, True)
     assert by_visit["V-BH"].security_labels == ["http://terminology.hl7.org/CodeSystem/v3-ActCode|PSY"]
     assert (by_visit["V-SUD"].behavioral_health, by_visit["V-SUD"].part2) == (True, True)
     assert "http://terminology.hl7.org/CodeSystem/v3-ActCode|42CFRPart2" in by_visit["V-SUD"].security_labels
