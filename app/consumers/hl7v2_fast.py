@@ -92,7 +92,7 @@ def encoding(seps: str) -> Encoding | None:
     esc = seps[3] if len(seps) > 3 else "\\"
     sub_sep = seps[4] if len(seps) > 4 else "&"
     structural = (field_sep, rep_sep, comp_sep, sub_sep)
-    if len({"\r", *structural}) != 5 or any(c.isalnum() or c.isspace() for c in structural):
+    if len({"\r", *structural}) != 5 or any(c.isspace() for c in structural):
         return None  # hl7.parser._ParsePlan walks its separators with str.find: repeats derail it
     return Encoding(field_sep, rep_sep, comp_sep, sub_sep, esc)
 
@@ -230,7 +230,7 @@ class Er7Message:
         fs, rs, cs, ss = self.field_sep, self.rep_sep, self.comp_sep, self.sub_sep
         header = name in HEADER_SEGMENTS
         if not header and (fs in name or rs in name or cs in name or ss in name):
-            pass  # python-hl7 splits such a name into parts: it never equals a string
+            return []  # python-hl7 splits such a name into parts: it never equals a string
         text = self.text
         prefix = name if header else name + fs
         needle = "\r" + prefix

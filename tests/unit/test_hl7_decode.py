@@ -120,3 +120,44 @@ def test_encoding_utf8_latin1_and_binary() -> None:
     with pytest.raises(Hl7DecodeError) as err:
         decode_text(b"\xff\xfe\x00garbage")
     assert err.value.field == "MSH-18"
+
+
+def test_identifier_without_assigning_authority_is_scoped_to_the_sending_facility() -> None:
+    text = adt().replace("MRN12345^^^GOODHEALTH^MR", "MRN12345")
+    msg = decode_adt(text, OPTIONS)
+    assert msg.identifiers[0].system == "urn:hl7v2:aa:GOODHEALTH"
+    other = decode_adt(text.replace("|GOODHEALTH|", "|OTHERHOSP|", 1), OPTIONS)
+    assert other.identifiers[0].system == "urn:hl7v2:aa:OTHERHOSP"
+
+
+def test_a_parser_crash_is_a_decode_error_for_every_entry_point() -> None:
+    from functools import partial
+
+    from app.consumers.hl7v2_decode import decode_hl7v2
+    from app.consumers.notice_handler import NoticeHandler
+    from app.encounters.notice import DecodeError
+
+    def explode(payload: bytes) -> None:
+        raise AssertionError("library internals")
+
+    handler = NoticeHandler(
+        source="hl7v2",
+        decode=explode,
+        sessions=None,
+        engine=None,
+        sensitivity=None,  # type: ignore[arg-type]
+        max_bytes=1024,
+    )
+    with pytest.raises(DecodeError) as err:
+        handler.decode(b"MSH&^~\\&|X")
+    assert err.value.field == "MSH" and "AssertionError" in err.value.reason
+    real = NoticeHandler(
+        source="hl7v2",
+        decode=partial(decode_hl7v2, options=OPTIONS),
+        sessions=None,  # type: ignore[arg-type]
+        engine=None,
+        sensitivity=None,
+        max_bytes=1024,
+    )  # type: ignore[arg-type]
+    with pytest.raises(DecodeError):
+        real.decode(b"MSH&^~\\&|ADT1|GOODHEALTH")
