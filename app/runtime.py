@@ -108,6 +108,7 @@ class Runtime:
                     poll_timeout_ms=s.consumer_poll_timeout_ms,
                     session_timeout_ms=s.consumer_session_timeout_ms,
                     heartbeat_interval_ms=s.consumer_heartbeat_interval_ms,
+                    fetch_max_wait_ms=s.consumer_fetch_max_wait_ms,
                     retry_initial_s=s.consumer_db_retry_initial_s,
                     retry_max_s=s.consumer_db_retry_max_s,
                 )

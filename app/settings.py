@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     consumer_batch_transactions: bool = Field(
         default=True, description="apply each poll in one transaction; falls back to one per message on failure"
     )
+    consumer_fetch_max_wait_ms: int = Field(
+        default=100, ge=0, description="how long the broker may hold a fetch for more data (latency vs batching)"
+    )
     consumer_max_batch: int = Field(default=200, ge=1)
     consumer_poll_timeout_ms: int = Field(default=500, ge=10)
     consumer_db_retry_initial_s: float = Field(default=0.5, gt=0)

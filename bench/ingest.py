@@ -21,6 +21,7 @@ import platform
 import random
 import statistics
 import sys
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass
@@ -276,14 +277,45 @@ async def raw(bootstrap: str, topic: str, n: int) -> dict:
     return {"messages": n, "seconds": round(elapsed, 2), "per_second": round(n / elapsed)}
 
 
+LATENCY_SEED = 11
+
+
+async def produce_in_subprocess(bootstrap: str, topic: str, n: int, rate: float, seed: int) -> dict[str, float]:
+    """The hospital's sender is another process; sharing this event loop with the CPU-bound consumer
+    would delay sends after their timestamps were taken and overstate latency."""
+    out = Path(tempfile.mkstemp(suffix=".json")[1])
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        __file__,
+        "--produce-only",
+        "--bootstrap",
+        bootstrap,
+        "--topic",
+        topic,
+        "--latency-messages",
+        str(n),
+        "--rate",
+        str(rate),
+        "--seed",
+        str(seed),
+        "--out",
+        str(out),
+    )
+    if await proc.wait() != 0:
+        raise RuntimeError("producer process failed")
+    sent = json.loads(out.read_text())
+    out.unlink()
+    return sent
+
+
 async def latency(args: argparse.Namespace, bootstrap: str, engine: AsyncEngine, messages: list[Message]) -> dict:
     await reset(engine)
     s = settings_for(args, bootstrap, uuid.uuid4().hex[:6], Path(args.var_dir))
     async with Runtime(s) as rt:
         while not all(c._consumer.assignment() for c in rt.consumers):
             await asyncio.sleep(0.05)
-        console.print(f"producing {len(messages)} at {args.rate}/s")
-        sent = await produce(bootstrap, s.topics.adt, messages, rate=args.rate)
+        console.print(f"producing {len(messages)} at {args.rate}/s from a separate process")
+        sent = await produce_in_subprocess(bootstrap, s.topics.adt, len(messages), args.rate, LATENCY_SEED)
         await wait_applied(engine, len(messages))
     async with engine.connect() as conn:
         rows = (
@@ -317,7 +349,17 @@ async def main() -> None:
     parser.add_argument("--var-dir", default="var/bench")
     parser.add_argument("--skip", choices=["latency", "throughput", "raw"], action="append", default=[])
     parser.add_argument("--json", type=Path, help="write results here too")
+    # Internal: the latency phase's producer process.
+    parser.add_argument("--produce-only", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--bootstrap", help=argparse.SUPPRESS)
+    parser.add_argument("--topic", help=argparse.SUPPRESS)
+    parser.add_argument("--seed", type=int, default=LATENCY_SEED, help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.produce_only:
+        sent = await produce(args.bootstrap, args.topic, corpus(args.latency_messages, seed=args.seed), args.rate)
+        args.out.write_text(json.dumps(sent))
+        return
 
     messages = corpus(args.messages)
     sizes = [len(m.payload) for m in messages]
@@ -347,7 +389,7 @@ async def main() -> None:
                 console.print(results["raw"])
         if "latency" not in args.skip:
             results["latency"] = await latency(
-                args, broker.bootstrap_servers, engine, corpus(args.latency_messages, seed=11)
+                args, broker.bootstrap_servers, engine, corpus(args.latency_messages, seed=LATENCY_SEED)
             )
             console.print(results["latency"])
     finally:

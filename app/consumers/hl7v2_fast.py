@@ -92,7 +92,7 @@ def encoding(seps: str) -> Encoding | None:
     esc = seps[3] if len(seps) > 3 else "\\"
     sub_sep = seps[4] if len(seps) > 4 else "&"
     structural = (field_sep, rep_sep, comp_sep, sub_sep)
-    if len({"\r", *structural}) != 5 or any(c.isspace() for c in structural):
+    if len({"\r", *structural}) != 5 or any(c.isalnum() or c.isspace() for c in structural):
         return None  # hl7.parser._ParsePlan walks its separators with str.find: repeats derail it
     return Encoding(field_sep, rep_sep, comp_sep, sub_sep, esc)
 
@@ -231,6 +231,8 @@ class Er7Message:
         header = name in HEADER_SEGMENTS
         if not header and (fs in name or rs in name or cs in name or ss in name):
             return []  # python-hl7 splits such a name into parts: it never equals a string
+        if not header and name[:3] in HEADER_SEGMENTS:
+            return []  # "MSHX|...": python-hl7 names it MSH
         text = self.text
         prefix = name if header else name + fs
         needle = "\r" + prefix

@@ -42,6 +42,7 @@ class ConsumerRunner:
         poll_timeout_ms: int,
         session_timeout_ms: int,
         heartbeat_interval_ms: int,
+        fetch_max_wait_ms: int = 500,
         retry_initial_s: float,
         retry_max_s: float,
     ) -> None:
@@ -62,6 +63,7 @@ class ConsumerRunner:
             auto_offset_reset="earliest",
             session_timeout_ms=session_timeout_ms,
             heartbeat_interval_ms=heartbeat_interval_ms,
+            fetch_max_wait_ms=fetch_max_wait_ms,
         )
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -105,20 +107,25 @@ class ConsumerRunner:
                 log.warning("poll failed; retrying", exc_info=True)
                 await asyncio.sleep(self._retry_initial_s)
                 continue
+            # One transaction for the whole poll (every partition, each in its own order) when the batch
+            # path can take it; the offsets of all its partitions are committed after that commit.
+            if (
+                self._batch_handler is not None
+                and batch
+                and await self._try_batch([r for records in batch.values() for r in records])
+            ):
+                await self._commit_many({tp: records[-1].offset + 1 for tp, records in batch.items()})
+                continue
             for tp, records in batch.items():
                 await self._process_partition(tp, records)
                 if self._stopping.is_set():
                     break
 
     async def _process_partition(self, tp: TopicPartition, records: list[ConsumerRecord]) -> None:
-        """Apply records in order, then commit up to the last one whose effects are durable.
+        """Apply records one transaction each, in order, then commit up to the last durable one.
 
-        The batch path (one transaction for the whole poll) is an optimisation only: if it fails for
-        any reason, the per-record path below reprocesses the records, and idempotency makes any
-        overlap harmless."""
-        if self._batch_handler is not None and await self._try_batch(records):
-            await self._commit(tp, records[-1].offset + 1)
-            return
+        This is the path the batch path (an optimisation only) falls back to: if a batch fails for
+        any reason, its records come here, and idempotency makes any overlap harmless."""
         last_done: int | None = None
 
         async def commit_progress() -> None:
@@ -217,9 +224,15 @@ class ConsumerRunner:
         return True
 
     async def _commit(self, tp: TopicPartition, next_offset: int) -> None:
+        await self._commit_many({tp: next_offset})
+
+    async def _commit_many(self, offsets: dict[TopicPartition, int]) -> None:
         try:
-            await self._consumer.commit({tp: OffsetAndMetadata(next_offset, "")})
+            await self._consumer.commit({tp: OffsetAndMetadata(o, "") for tp, o in offsets.items()})
         except (CommitFailedError, IllegalStateError, KafkaError) as exc:
             # Revoked in a rebalance, or the broker is away: the next owner re-reads from the last
             # commit, and the idempotency ledger makes the re-read harmless.
-            log.warning("offset commit skipped", extra={"partition": tp.partition, "error": type(exc).__name__})
+            log.warning(
+                "offset commit skipped",
+                extra={"partitions": sorted(tp.partition for tp in offsets), "error": type(exc).__name__},
+            )
