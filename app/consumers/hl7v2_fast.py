@@ -1,9 +1,9 @@
 """A minimal HL7 v2 ER7 reader for the decode hot path, observably equal to python-hl7 for what it reads.
 
 `hl7.parse` builds the whole tree (every field of every OBX, as nested list objects) before decode_adt
-reads a few dozen values; that is ~3.6 ms of a ~5.9 ms decode for a 3 KB message. This reader splits
-the message into segments, a segment into fields only when it is read, and a field into repetitions,
-components and subcomponents only along the accessor path asked for.
+reads a few dozen values: ~3.5 ms of a ~5.5 ms decode for a 3 KB message. This reader finds only the
+segments asked for, splits those into fields, and a field into repetitions, components and
+subcomponents only along the accessor path asked for (bench/decode.py measures both).
 
 python-hl7 stays the reference (`decode_adt_reference`; tests/unit/test_hl7v2_fast.py compares the
 two). Where python-hl7's behaviour is idiosyncratic, this reader copies it rather than "fixing" it:
@@ -160,6 +160,14 @@ class Er7Segment:
             leaf = _at(subcomponents, sno)
             return leaf if self._esc not in leaf else self._msg.unescape(leaf)
         return ""
+
+    def leaf(self, field_no: int) -> str:
+        """The field's raw text when it holds no separator (a plain str in python-hl7); '' otherwise."""
+        fields = self.fields
+        if len(fields) <= field_no:
+            return ""
+        text = fields[field_no]
+        return text.strip() if self._is_leaf(field_no, text) else ""
 
     def component(self, field_no: int, component: int) -> str:
         """`str(seg(field_no)(1)(component)).strip()`: first repetition, raw (escape sequences kept, as

@@ -16,15 +16,13 @@ from __future__ import annotations
 
 import logging
 
-from aiokafka.errors import KafkaError
 from fastapi import APIRouter, Request, status
 from fastapi.responses import JSONResponse
 
 from app.api.auth import CurrentPrincipal
-from app.api.problems import Problem
 from app.fhir.outcome import FHIR_JSON
-from app.ingest.publish import DecodeError, MessageTooLarge, publish_davinci
-from app.state.audit import AuditAction, record_audit
+from app.ingest.http_front_door import accept
+from app.ingest.publish import publish_davinci
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["fhir"])
@@ -42,39 +40,15 @@ EVENT_ID_HEADER = "Carecoord-Event-Id"
     openapi_extra={"requestBody": {"content": {t: {"schema": {"type": "object"}} for t in FHIR_MEDIA_TYPES}}},
 )
 async def process_message(request: Request, principal: CurrentPrincipal) -> JSONResponse:
-    settings = request.app.state.settings
-    runtime = request.app.state.runtime
-    if not principal.has_any_role(settings.ingest_roles):
-        raise Problem(403, "Forbidden", f"$process-message requires one of the roles {settings.ingest_roles}")
-    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if media_type not in FHIR_MEDIA_TYPES:
-        raise Problem(415, "Unsupported media type", f"send {' or '.join(FHIR_MEDIA_TYPES)}", field="Content-Type")
-    body = await request.body()
-    try:
-        published = await publish_davinci(runtime, body, source="http", media_type=media_type)
-    except MessageTooLarge as exc:
-        raise Problem(413, "Message too large", str(exc)) from None
-    except DecodeError as exc:
-        raise Problem(400, "Invalid Da Vinci notification Bundle", exc.reason, field=exc.field) from None
-    except KafkaError as exc:
-        log.warning("publish failed", extra={"error": type(exc).__name__})
-        raise Problem(
-            503, "Broker unavailable", "the message was not accepted; retry later", headers={"Retry-After": "5"}
-        ) from None
-    event_id = str(published.event_id)
-    async with runtime.sessions() as session, session.begin():
-        record_audit(
-            session,
-            principal.subject,
-            principal.roles,
-            action=AuditAction.CREATE,
-            resource_type="Bundle",
-            request=f"POST {PATH} event={event_id}",
-        )
-    log.info(
-        "message accepted",
-        extra={"event_id": event_id, "partition": published.partition, "offset": published.offset},
+    published = await accept(
+        request,
+        principal,
+        media_types=FHIR_MEDIA_TYPES,
+        publish=publish_davinci,
+        invalid_title="Invalid Da Vinci notification Bundle",
+        request_line=f"POST {PATH}",
     )
+    event_id = str(published.event_id)
     outcome = {
         "resourceType": "OperationOutcome",
         "issue": [

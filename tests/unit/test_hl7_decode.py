@@ -161,3 +161,10 @@ def test_a_parser_crash_is_a_decode_error_for_every_entry_point() -> None:
     )  # type: ignore[arg-type]
     with pytest.raises(DecodeError):
         real.decode(b"MSH&^~\\&|ADT1|GOODHEALTH")
+
+
+def test_bare_code_diagnosis_from_older_feeds_is_kept() -> None:
+    # DG1-2 coding method (deprecated) names the system; DG1-3 carries the code alone.
+    text = adt() + "DG1|1|I10|F10.20|ALCOHOL DEPENDENCE\r"
+    msg = decode_adt(text, OPTIONS)
+    assert [(d.code, d.system) for d in msg.diagnoses] == [("F10.20", "I10")]

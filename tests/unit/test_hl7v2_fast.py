@@ -194,10 +194,11 @@ def test_accessor_values_are_unescaped_but_dg1_codes_are_not() -> None:
     assert notice.diagnoses[0].code == "C\\F\\D"  # str() of an hl7 container does not
 
 
-def test_dg1_code_without_components_is_dropped_as_python_hl7_does() -> None:
+def test_dg1_code_without_components_is_kept_by_both_readers() -> None:
+    # python-hl7 keeps a separator-free field as a plain str; `leaf` reads it on both readers.
     text = adt().replace("\rPV1", "\rDG1|1||I50.9\rDG1|2||J44~X\rPV1")
     notice = assert_same(text)[1]
-    assert [d.code for d in notice.diagnoses] == ["J44"]
+    assert [d.code for d in notice.diagnoses] == ["I50.9", "J44"]
 
 
 def test_blank_line_hides_every_segment_as_python_hl7_does() -> None:
@@ -446,6 +447,58 @@ def test_segments_and_raw_components_read_identically(text: str, name: str) -> N
         return [[seg.component(f, c) for f in range(6) for c in range(1, 5)] for seg in segments]
 
     assert reader_outcome(lambda: components(fast)) == reader_outcome(lambda: components(library))
+
+
+TRICKY_FIELDS = [
+    "", "a", " a ", "a~b", "a^b", "a&b", "a~b^c", "a^b&c~d", "a~~b", "~", "^", "&", "^~&", "a\\F\\b",
+    "\\T\\&x^\\S\\", "a^^b&&c", "x&y~z", "\\X41\\~\\.br\\", '""',
+]  # fmt: skip
+GRID_MESSAGES = [
+    "MSH|^~\\&|"
+    + "|".join(TRICKY_FIELDS)
+    + "\rPID|"
+    + "|".join(TRICKY_FIELDS)
+    + "\rZ^Z|1\rZ~Z|2\rPID|second\rMSHX|^|a^b|c",
+    "MSH|^~\\&",  # no field after MSH-2
+    "MSH|^~\\&|\rEVN\rBHS\rFHS^x|y\rMSH",  # segments without a field separator, or any separator
+    with_separators("MSH|^~\\&|" + "|".join(TRICKY_FIELDS) + "\rPID|" + "|".join(TRICKY_FIELDS), "#$%^@"),
+]
+
+
+def grid_paths(name: str, fields: int) -> list[str]:
+    numbers = [None, 1, 2, 3, -1]
+    found = []
+    for f in range(-3, fields + 2):
+        for r, c, sub in itertools.product(numbers, repeat=3):
+            parts = [f"F{f}", *(f"{p}{n}" for p, n in zip("RCS", (r, c, sub), strict=True))]
+            cut = next((i for i, n in enumerate((r, c, sub), 1) if n is None), 4)
+            found.append(".".join([name, *parts[:cut]]))
+    return sorted(set(found))
+
+
+@pytest.mark.parametrize("text", GRID_MESSAGES, ids=range(len(GRID_MESSAGES)))
+def test_accessor_grid_reads_identically(text: str) -> None:
+    """Every path shape over fields of every tree shape: python-hl7's tree rules, exhaustively."""
+    library, fast = hl7.parse(text), parse_er7(text)
+    assert fast is not None
+    for name in ["MSH", "MSH2", "PID", "PID2", "EVN", "BHS", "FHS", "Z^Z", "Z~Z", "NTE"]:
+        for path in grid_paths(name, len(TRICKY_FIELDS) + 3):
+            assert reader_outcome(lambda p=path: fast[p]) == reader_outcome(lambda p=path: library[p]), path
+
+
+@pytest.mark.parametrize("text", GRID_MESSAGES, ids=range(len(GRID_MESSAGES)))
+def test_raw_component_grid_reads_identically(text: str) -> None:
+    library, fast = LibraryReader(hl7.parse(text)), parse_er7(text)
+    assert fast is not None
+    for name in ["MSH", "MSHX", "PID", "EVN", "BHS", "FHS", "Z^Z", "NTE"]:
+
+        def components(reader: Hl7Reader, name: str = name) -> object:
+            return [
+                [seg.component(f, c) for f in range(-2, len(TRICKY_FIELDS) + 3) for c in range(-2, 5)]
+                for seg in reader.segments(name)
+            ]
+
+        assert reader_outcome(lambda: components(fast)) == reader_outcome(lambda: components(library)), name
 
 
 def test_er7_reader_matches_documented_accessor_examples() -> None:
