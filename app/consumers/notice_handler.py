@@ -27,6 +27,7 @@ from app.rules.engine import OpenTask, RuleEngine
 from app.rules.facts import EncounterEvent, EncounterEventKind, PatientFacts
 from app.state.encounters import apply_to_encounter
 from app.state.inbound import Position, already_applied, event_id_for, record_applied, record_rejected
+from app.state.limits import check_lengths
 from app.state.patients import merge_patients, resolve_patient
 from app.state.tasks import cancel_task, create_task_once, open_tasks_for_encounter, open_tasks_for_patient
 
@@ -90,12 +91,14 @@ class NoticeHandler:
         if len(payload) > self._max_bytes:
             raise DecodeError(f"message is {len(payload)} bytes; the limit is {self._max_bytes}", "size")
         try:
-            return self._decode(payload)
+            notice = self._decode(payload)
         except DecodeError:
             raise
         except Exception as exc:
             # A parser library tripping over hostile input is still bad input, not a retryable fault.
             raise DecodeError(f"undecodable: {type(exc).__name__}", "MSH" if self.source == "hl7v2" else None) from None
+        check_lengths(notice)
+        return notice
 
     async def handle(self, payload: bytes, position: Position) -> HandleResult:
         try:

@@ -221,10 +221,12 @@ async def test_structural_and_date_errors_are_dead_lettered(
         adt("A03", control_id="BACKWARDS", admit_time="20261121000000-0500").encode(),
         adt("A03", control_id="UNBORN", birth_date="20991231").encode(),
         adt("A40", control_id="NOMRG", include_pv1=False).encode(),
+        # PostgreSQL would refuse a 9-character patient class and SQLite would store it: refused alike.
+        adt("A03", control_id="LONGCLASS", patient_class="INPATIENT").encode(),
         b"MSH|^~\\&|" + b"X" * (settings.ingest_max_bytes + 1),
         adt("A03").encode(),
         key=b"k",
     )
-    await settle(db, 1, 5)
+    await settle(db, 1, 6)
     fields = sorted(r.field for r in await rows(db, RejectedEvent))
-    assert fields == ["MRG", "PID-7", "PV1", "PV1-45", "size"]
+    assert fields == ["MRG", "PID-7", "PV1", "PV1-2", "PV1-45", "size"]
