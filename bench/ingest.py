@@ -31,13 +31,13 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from rich.console import Console
 from rich.progress import Progress
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from app.db.migrate import upgrade_to_head
-from app.db.models import Base, InboundEvent, Task
+from app.db.migrate import recreate_schema
+from app.db.models import InboundEvent, Task
 from app.db.session import create_engine
 from app.messaging.embedded_broker import EmbeddedBroker
 from app.messaging.keys import patient_partition_key
@@ -148,17 +148,6 @@ def corpus(n: int, seed: int = 7) -> list[Message]:
     return messages
 
 
-async def reset(engine: AsyncEngine) -> None:
-    async with engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            await conn.execute(text("DROP SCHEMA public CASCADE"))
-            await conn.execute(text("CREATE SCHEMA public"))
-        else:
-            await conn.run_sync(Base.metadata.drop_all)
-            await conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
-    await upgrade_to_head(engine)
-
-
 async def produce(bootstrap: str, topic: str, messages: list[Message], rate: float | None = None) -> dict[str, float]:
     """Returns the send instant (epoch s) per control id. rate=None sends as fast as acks allow."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks="all")
@@ -227,7 +216,7 @@ def settings_for(args: argparse.Namespace, bootstrap: str, suffix: str, var_dir:
 
 
 async def throughput(args: argparse.Namespace, bootstrap: str, engine: AsyncEngine, messages: list[Message]) -> dict:
-    await reset(engine)
+    await recreate_schema(engine)
     s = settings_for(args, bootstrap, uuid.uuid4().hex[:6], Path(args.var_dir))
     async with Runtime(s, run_consumers=False):
         pass  # creates the topics
@@ -309,7 +298,7 @@ async def produce_in_subprocess(bootstrap: str, topic: str, n: int, rate: float,
 
 
 async def latency(args: argparse.Namespace, bootstrap: str, engine: AsyncEngine, messages: list[Message]) -> dict:
-    await reset(engine)
+    await recreate_schema(engine)
     s = settings_for(args, bootstrap, uuid.uuid4().hex[:6], Path(args.var_dir))
     async with Runtime(s) as rt:
         while not all(c._consumer.assignment() for c in rt.consumers):

@@ -13,12 +13,11 @@ from typing import TypeVar
 
 import httpx
 import pytest
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.api.app import create_app
 from app.api.auth import mint_token
-from app.db.migrate import upgrade_to_head
+from app.db.migrate import recreate_schema
 from app.db.models import Base
 from app.db.session import create_engine
 from app.messaging.embedded_broker import EmbeddedBroker
@@ -48,22 +47,10 @@ def database_url(session_dir: Path) -> str:
     return os.environ.get("CARECOORD_DATABASE_URL") or f"sqlite+aiosqlite:///{session_dir / 'test.db'}"
 
 
-async def reset_database(engine: AsyncEngine) -> None:
-    """Start from nothing: PostgreSQL drops the schema, SQLite drops every table."""
-    async with engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            await conn.execute(text("DROP SCHEMA public CASCADE"))
-            await conn.execute(text("CREATE SCHEMA public"))
-        else:
-            await conn.run_sync(Base.metadata.drop_all)
-            await conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
-
-
 @pytest.fixture(scope="session")
 async def migrated_engine(database_url: str) -> AsyncIterator[AsyncEngine]:
     engine = create_engine(database_url)
-    await reset_database(engine)
-    await upgrade_to_head(engine)
+    await recreate_schema(engine)
     yield engine
     await engine.dispose()
 

@@ -22,11 +22,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.models import Encounter, EncounterEvent, InboundEvent, Patient, PatientIdentifier, Task, TaskHistory, utcnow
 from app.encounters.notice import EncounterNotice
-from app.encounters.sensitivity import SensitivityPolicy, classify
+from app.encounters.sensitivity import SensitivityPolicy
 from app.encounters.state import EncounterFacts, EncounterState, fold, fold_onto
 from app.rules.engine import OpenTask, RuleEngine
 from app.rules.facts import EncounterEvent as RuleEvent
 from app.rules.facts import EncounterEventKind, PatientFacts
+from app.state.encounters import encounter_columns
 from app.state.inbound import Position, event_id_for
 from app.state.tasks import ACTIVE_STATUSES, INITIAL_STATUS
 
@@ -191,29 +192,8 @@ class BatchApplier:
         state = fold_onto(previous, history, facts) if previous is not None else fold([*history, facts])
         history.append(facts)
         b.states[encounter["id"]] = state
-        sensitivity = classify(
-            self._sensitivity,
-            hospital_service=state.hospital_service,
-            location=state.location,
-            diagnoses=state.diagnoses,
-        )
-        encounter.update(
-            status=state.status,
-            class_system=state.class_system,
-            class_code=state.class_code,
-            patient_class=state.patient_class,
-            location=state.location,
-            hospital_service=state.hospital_service,
-            discharge_disposition=state.discharge_disposition,
-            admit_at=state.admit_at,
-            discharge_at=state.discharge_at,
-            diagnoses=[[d.code, d.system] for d in state.diagnoses],
-            last_event_at=state.last_event_at,
-            behavioral_health=sensitivity.behavioral_health,
-            part2=sensitivity.part2,
-            security_labels=list(sensitivity.labels),
-            _changed=True,
-        )
+        columns = encounter_columns(state, self._sensitivity)
+        encounter.update(columns, _changed=True)
         b.encounter_events.append(
             {
                 "encounter_id": encounter["id"],
@@ -233,7 +213,7 @@ class BatchApplier:
             admit_at=state.admit_at,
             discharge_at=state.discharge_at,
             hospital_service=state.hospital_service,
-            behavioral_health=sensitivity.behavioral_health,
+            behavioral_health=columns["behavioral_health"],
         )
         patient_facts = PatientFacts(str(patient["id"]), patient["birth_date"], False)
         result = Applied(str(event_id), notice.message_type)

@@ -68,7 +68,6 @@ class ConsumerRunner:
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.healthy = False
-        self.processed = 0
 
     async def start(self) -> None:
         await self._consumer.start()
@@ -153,7 +152,6 @@ class ConsumerRunner:
             log.info("batch path failed; processing records one by one", exc_info=True)
             return False
         self.healthy = True
-        self.processed += len(records)
         return True
 
     async def _process_with_retry(self, record: ConsumerRecord, commit_progress: Callable[[], Awaitable[None]]) -> bool:
@@ -166,7 +164,6 @@ class ConsumerRunner:
                 if result.outcome is Outcome.REJECTED:
                     await self._publish_dead_letter(record, result)
                 self.healthy = True
-                self.processed += 1
                 return True
             except Exception as exc:
                 # Not even the rejected-events table would take it: the dead-letter topic still
@@ -220,7 +217,6 @@ class ConsumerRunner:
             )
         except KafkaError:
             return False
-        self.processed += 1
         return True
 
     async def _commit(self, tp: TopicPartition, next_offset: int) -> None:

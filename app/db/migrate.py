@@ -6,7 +6,10 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.db.models import Base
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -15,6 +18,18 @@ def alembic_config() -> Config:
     cfg = Config(str(REPO_ROOT / "alembic.ini"))
     cfg.set_main_option("script_location", str(REPO_ROOT / "migrations"))
     return cfg
+
+
+async def recreate_schema(engine: AsyncEngine) -> None:
+    """Drop everything and migrate to head: for test suites and benchmarks, never a live database."""
+    async with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            await conn.execute(text("DROP SCHEMA public CASCADE"))
+            await conn.execute(text("CREATE SCHEMA public"))
+        else:
+            await conn.run_sync(Base.metadata.drop_all)
+            await conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
+    await upgrade_to_head(engine)
 
 
 async def upgrade_to_head(engine: AsyncEngine) -> None:

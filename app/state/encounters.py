@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -64,21 +65,29 @@ async def apply_to_encounter(
     return encounter, state
 
 
-def _store(encounter: Encounter, state: EncounterState, policy: SensitivityPolicy) -> None:
-    encounter.status = state.status
-    encounter.class_system = state.class_system
-    encounter.class_code = state.class_code
-    encounter.patient_class = state.patient_class
-    encounter.location = state.location
-    encounter.hospital_service = state.hospital_service
-    encounter.discharge_disposition = state.discharge_disposition
-    encounter.admit_at = state.admit_at
-    encounter.discharge_at = state.discharge_at
-    encounter.diagnoses = [[d.code, d.system] for d in state.diagnoses]
-    encounter.last_event_at = state.last_event_at
+def encounter_columns(state: EncounterState, policy: SensitivityPolicy) -> dict[str, Any]:
+    """The `encounters` columns a folded state determines; both apply paths store exactly these."""
     sensitivity = classify(
         policy, hospital_service=state.hospital_service, location=state.location, diagnoses=state.diagnoses
     )
-    encounter.behavioral_health = sensitivity.behavioral_health
-    encounter.part2 = sensitivity.part2
-    encounter.security_labels = list(sensitivity.labels)
+    return {
+        "status": state.status,
+        "class_system": state.class_system,
+        "class_code": state.class_code,
+        "patient_class": state.patient_class,
+        "location": state.location,
+        "hospital_service": state.hospital_service,
+        "discharge_disposition": state.discharge_disposition,
+        "admit_at": state.admit_at,
+        "discharge_at": state.discharge_at,
+        "diagnoses": [[d.code, d.system] for d in state.diagnoses],
+        "last_event_at": state.last_event_at,
+        "behavioral_health": sensitivity.behavioral_health,
+        "part2": sensitivity.part2,
+        "security_labels": list(sensitivity.labels),
+    }
+
+
+def _store(encounter: Encounter, state: EncounterState, policy: SensitivityPolicy) -> None:
+    for column, value in encounter_columns(state, policy).items():
+        setattr(encounter, column, value)
