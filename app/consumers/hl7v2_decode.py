@@ -80,6 +80,10 @@ class Hl7Reader(Protocol):
         absent, IndexError when the path runs off the message."""
         ...
 
+    def value(self, path: str) -> str:
+        """`str(self[path]).strip()`; '' when the segment or component is absent."""
+        ...
+
     def segments(self, name: str) -> Sequence[SegmentReader]:
         """Every segment called `name`, in order; KeyError when there is none."""
         ...
@@ -117,6 +121,12 @@ class LibraryReader:
     def __getitem__(self, path: str) -> object:
         return self.message[path]
 
+    def value(self, path: str) -> str:
+        try:
+            return str(self.message[path]).strip()
+        except (KeyError, IndexError):
+            return ""
+
     def segments(self, name: str) -> list[LibrarySegment]:
         return [LibrarySegment(seg) for seg in self.message.segments(name)]
 
@@ -145,23 +155,15 @@ def read_message(text: str) -> Hl7Reader:
     return parse_er7(text) or LibraryReader(_parse_library(text))
 
 
-def value(msg: Hl7Reader, path: str) -> str:
-    """Field value by python-hl7 accessor path; '' when the segment or component is absent."""
-    try:
-        return str(msg[path]).strip()
-    except (KeyError, IndexError):
-        return ""
-
-
 def _required(msg: Hl7Reader, path: str, label: str) -> str:
-    found = value(msg, path)
+    found = msg.value(path)
     if not found:
         raise Hl7DecodeError(f"{label} is required", label)
     return found
 
 
 def _instant(msg: Hl7Reader, path: str, label: str, zone: ZoneInfo) -> datetime | None:
-    raw = value(msg, path)
+    raw = msg.value(path)
     if not raw:
         return None
     try:
@@ -184,9 +186,9 @@ def _identifiers(
             break
         if not ident:
             continue
-        namespace, universal = value(msg, f"{field_path}.R{rep}.C4.S1"), value(msg, f"{field_path}.R{rep}.C4.S2")
+        namespace, universal = msg.value(f"{field_path}.R{rep}.C4.S1"), msg.value(f"{field_path}.R{rep}.C4.S2")
         system = system_for_authority(namespace or ("" if universal else facility), universal, authority_systems)
-        type_code = value(msg, f"{field_path}.R{rep}.C5")
+        type_code = msg.value(f"{field_path}.R{rep}.C5")
         # CX.5 is a table-0203 code; some feeds put free text there, which is not a type.
         type_code = type_code if type_code and len(type_code) <= 16 and " " not in type_code else None
         found.append(PatientIdentifier(system=system, value=ident, type_code=type_code))
@@ -227,11 +229,11 @@ def _decode(msg: Hl7Reader, options: DecodeOptions) -> EncounterNotice:
     message_code = _required(msg, "MSH.F9.R1.C1", "MSH-9")
     if message_code != "ADT":
         raise Hl7DecodeError(f"unsupported message type {message_code[:16]!r}: expected ADT", "MSH-9")
-    trigger = (value(msg, "MSH.F9.R1.C2") or value(msg, "EVN.F1")).upper()
+    trigger = (msg.value("MSH.F9.R1.C2") or msg.value("EVN.F1")).upper()
     if not trigger:
         raise Hl7DecodeError("trigger event is required (MSH-9.2 or EVN-1)", "MSH-9")
     control_id = _required(msg, "MSH.F10", "MSH-10")
-    facility = value(msg, "MSH.F4.R1.C1") or value(msg, "MSH.F4.R1.C2")
+    facility = msg.value("MSH.F4.R1.C1") or msg.value("MSH.F4.R1.C2")
     if not facility:
         raise Hl7DecodeError("MSH-4 sending facility is required", "MSH-4")
     message_time = _instant(msg, "MSH.F7.R1.C1", "MSH-7", zone)
@@ -245,7 +247,7 @@ def _decode(msg: Hl7Reader, options: DecodeOptions) -> EncounterNotice:
     if not identifiers:
         raise Hl7DecodeError("PID-3 patient identifier list is empty", "PID-3")
 
-    birth_raw = value(msg, "PID.F7.R1.C1")
+    birth_raw = msg.value("PID.F7.R1.C1")
     try:
         birth_date = parse_date(birth_raw) if birth_raw else None
     except Hl7TimeError as exc:
@@ -268,11 +270,11 @@ def _decode(msg: Hl7Reader, options: DecodeOptions) -> EncounterNotice:
     discharge_time = _instant(msg, "PV1.F45.R1.C1", "PV1-45", zone)
     if admit_time and discharge_time and discharge_time < admit_time:
         raise Hl7DecodeError("PV1-45 discharge time is before PV1-44 admit time", "PV1-45")
-    disposition = value(msg, "PV1.F36.R1.C1") or None
-    patient_class = value(msg, "PV1.F2.R1.C1").upper() or None
+    disposition = msg.value("PV1.F36.R1.C1") or None
+    patient_class = msg.value("PV1.F2.R1.C1").upper() or None
     death_time = _instant(msg, "PID.F29.R1.C1", "PID-29", zone)
     expired = disposition in options.expired_dispositions
-    enc_class = encounter_class(patient_class, value(msg, "PV1.F18.R1.C1"), options.observation_patient_types)
+    enc_class = encounter_class(patient_class, msg.value("PV1.F18.R1.C1"), options.observation_patient_types)
 
     return EncounterNotice(
         source="hl7v2",
@@ -282,18 +284,18 @@ def _decode(msg: Hl7Reader, options: DecodeOptions) -> EncounterNotice:
         facility=facility,
         event_time=event_time,
         identifiers=tuple(identifiers),
-        family_name=value(msg, "PID.F5.R1.C1.S1") or None,
-        given_name=value(msg, "PID.F5.R1.C2") or None,
+        family_name=msg.value("PID.F5.R1.C1.S1") or None,
+        given_name=msg.value("PID.F5.R1.C2") or None,
         birth_date=birth_date,
-        sex=value(msg, "PID.F8.R1.C1") or None,
-        death_indicator=value(msg, "PID.F30.R1.C1").upper() == "Y" or expired,
+        sex=msg.value("PID.F8.R1.C1") or None,
+        death_indicator=msg.value("PID.F30.R1.C1").upper() == "Y" or expired,
         death_time=death_time or (discharge_time if expired else None),
-        visit_number=value(msg, "PV1.F19.R1.C1") or None,
+        visit_number=msg.value("PV1.F19.R1.C1") or None,
         patient_class=patient_class,
         class_system=enc_class[0] if enc_class else None,
         class_code=enc_class[1] if enc_class else None,
-        location="^".join(part for part in (value(msg, f"PV1.F3.R1.C{i}") for i in (1, 2, 3)) if part) or None,
-        hospital_service=value(msg, "PV1.F10.R1.C1") or None,
+        location="^".join(part for part in (msg.value(f"PV1.F3.R1.C{i}") for i in (1, 2, 3)) if part) or None,
+        hospital_service=msg.value("PV1.F10.R1.C1") or None,
         discharge_disposition=disposition,
         admit_time=admit_time,
         discharge_time=discharge_time,

@@ -50,9 +50,22 @@ class _Path(NamedTuple):
     raw: bool  # MSH-1 and MSH-2 are returned without unescaping
 
 
-@lru_cache(maxsize=4096)
+_PATHS: dict[str, _Path] = {}
+_MAX_CACHED_PATHS = 4096  # the decode reads a fixed set of paths; the bound only guards misuse
+
+
 def _path(path: str) -> _Path:
-    """`PID.F3.R1.C4.S1` -> its parts, read with python-hl7's own key grammar."""
+    """`PID.F3.R1.C4.S1` -> its parts, read with python-hl7's own key grammar (cached: a plain dict
+    lookup is a third of what lru_cache costs, and the decode makes ~30 a message)."""
+    parts = _PATHS.get(path)
+    if parts is None:
+        parts = _parse_path(path)
+        if len(_PATHS) < _MAX_CACHED_PATHS:
+            _PATHS[path] = parts
+    return parts
+
+
+def _parse_path(path: str) -> _Path:
     name, segment_num, field_num, repeat_num, component_num, subcomponent_num = Accessor.parse_key(path)
     return _Path(
         name,
@@ -261,6 +274,15 @@ class Er7Message:
             pos = text.find(needle, end) + 1
             if pos == 0:
                 return found
+
+    def value(self, path: str) -> str:
+        """`str(msg[path]).strip()`, '' where that raises KeyError or IndexError (absent)."""
+        parts = _PATHS.get(path) or _path(path)
+        try:
+            segments = self._segments.get(parts.name) or self.segments(parts.name)
+            return segments[parts.segment_index].extract(parts).strip()
+        except (KeyError, IndexError):
+            return ""
 
     def __getitem__(self, path: str) -> str:
         """`hl7.Message[path]` for an accessor path such as `PID.F3.R1.C4.S1`: KeyError when the segment
