@@ -1,4 +1,4 @@
-"""`carecoord` command line: serve, consume, mllp, migrate, token."""
+"""`carecoord` command line: serve, consume, mllp, migrate, token, rules."""
 
 from __future__ import annotations
 
@@ -10,9 +10,11 @@ import typer
 import uvicorn
 
 from app.logging_config import configure_logging
+from app.rules.commands import rules_cli
 from app.settings import get_settings
 
 cli = typer.Typer(help="carecoord: transition-of-care tasks from hospital event feeds.", no_args_is_help=True)
+cli.add_typer(rules_cli, name="rules")
 
 
 @cli.command()

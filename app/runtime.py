@@ -39,7 +39,9 @@ class Runtime:
         self.run_consumers = run_consumers
         self.zone = ZoneInfo(settings.facility_timezone)
         # Fail fast on a bad rules file, before anything is started.
-        self.rule_engine = RuleEngine(load_rules(settings.rules_file), self.zone)
+        self.rule_engine = RuleEngine(
+            load_rules(settings.rules_file), self.zone, require_attribution=settings.require_attribution
+        )
         self.broker: EmbeddedBroker | None = None
         self.engine: AsyncEngine | None = None
         self.sessions: async_sessionmaker | None = None
@@ -112,8 +114,9 @@ class Runtime:
                     retry_initial_s=s.consumer_db_retry_initial_s,
                     retry_max_s=s.consumer_db_retry_max_s,
                 )
-                await runner.start()
                 self.consumers.append(runner)
+            # Each start waits out a group join (about half the session timeout): join them together.
+            await asyncio.gather(*(runner.start() for runner in self.consumers))
         log.info("runtime started", extra={"embedded_broker": s.embedded_broker, "consumers": len(self.consumers)})
 
     async def stop(self) -> None:

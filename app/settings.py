@@ -82,6 +82,9 @@ class Settings(BaseSettings):
     )
 
     rules_file: Path = DEFAULT_RULES_FILE
+    require_attribution: bool = Field(
+        default=True, description="rules raise tasks only for members on the current roster (a rule may override)"
+    )
     facility_timezone: str = Field(default="America/New_York", description="zone for HL7 timestamps without an offset")
     assigning_authority_systems: dict[str, str] = Field(
         default_factory=dict, description="PID-3.4 assigning authority -> identifier system URI"

@@ -63,6 +63,9 @@ async def db(migrated_engine: AsyncEngine) -> AsyncEngine:
     return migrated_engine
 
 
+CONTACT_ONLY_RULES = Path(__file__).parent / "fixtures" / "rules_contact_only.toml"
+
+
 @pytest.fixture
 def settings(tmp_path: Path, broker: EmbeddedBroker, database_url: str) -> Settings:
     suffix = uuid.uuid4().hex[:8]
@@ -80,6 +83,10 @@ def settings(tmp_path: Path, broker: EmbeddedBroker, database_url: str) -> Setti
         consumer_db_retry_initial_s=0.1,
         jwt_secret=TEST_JWT_SECRET,
         facility_timezone="America/New_York",
+        # Most tests are about ingestion and task mechanics, not attribution: they raise tasks for any
+        # patient. Attribution tests turn this back on.
+        require_attribution=False,
+        rules_file=CONTACT_ONLY_RULES,
     )
 
 

@@ -6,7 +6,7 @@ import uuid
 from datetime import date, datetime
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 
 class PatientSummary(BaseModel):
@@ -49,3 +49,36 @@ class IngestAccepted(BaseModel):
     topic: str
     partition: int
     offset: int
+
+
+class TriggeringEvent(BaseModel):
+    event_id: str
+    source: str | None
+    message_type: str | None
+    event_time: datetime | None
+    received_at: datetime | None
+
+
+class HistoryEntry(BaseModel):
+    at: datetime
+    actor: str
+    action: str
+    from_status: str | None
+    to_status: str | None
+    detail: dict[str, Any]
+
+
+class TaskExplanation(BaseModel):
+    """Why a task exists, who it went to and why, and what has happened to it since."""
+
+    task_id: uuid.UUID
+    type: str
+    status: str
+    rule: RuleRef
+    rule_description: str | None = Field(description="from the rules file now loaded; null if the rule was removed")
+    rule_version_current: bool = Field(description="the task was raised by the version of the rule now loaded")
+    triggering_events: list[TriggeringEvent]
+    due_at: datetime
+    due_basis: dict[str, Any]
+    route_basis: dict[str, Any] | None
+    history: list[HistoryEntry]

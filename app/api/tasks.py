@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Mapping
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 from sqlalchemy import or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.api.auth import CurrentPrincipal, may_see_part2
 from app.api.problems import Problem
-from app.api.schemas import PatientSummary, RuleRef, TaskList, TaskOut
-from app.db.models import Encounter, Patient, Task
-from app.state.audit import AuditAction, record_audit
+from app.api.schemas import HistoryEntry, PatientSummary, RuleRef, TaskExplanation, TaskList, TaskOut, TriggeringEvent
+from app.db.models import Encounter, InboundEvent, Patient, Task, TaskHistory
+from app.rules.config import RuleSpec
+from app.state.audit import AuditAction, AuditOutcome, record_audit
 from app.state.tasks import ACTIVE_STATUSES
 
 router = APIRouter(tags=["tasks"])
@@ -101,3 +105,99 @@ async def list_tasks(
             patient_ids=[str(item.patient.id) for item in items],
         )
     return TaskList(items=items, count=len(items))
+
+
+@router.get("/tasks/{task_id}/explain", response_model=TaskExplanation)
+async def explain_task(request: Request, principal: CurrentPrincipal, task_id: uuid.UUID) -> TaskExplanation:
+    """The rule (id, version) and events that raised the task, how its due time and role were chosen,
+    and its history: what a facilitator or auditor needs to see why it exists."""
+    settings = request.app.state.settings
+    async with request.app.state.runtime.sessions() as session, session.begin():
+        found = (
+            await session.execute(
+                select(Task, Encounter)
+                .outerjoin(Encounter, Encounter.id == Task.encounter_id)
+                .where(Task.id == task_id)
+            )
+        ).first()
+        task, encounter = found if found is not None else (None, None)
+        visible = (
+            task is not None
+            and (task.role in principal.roles or principal.has_any_role(settings.supervisor_roles))
+            and (encounter is None or not encounter.part2 or may_see_part2(principal, settings))
+        )
+        record_audit(
+            session,
+            principal.subject,
+            principal.roles,
+            action=AuditAction.READ,
+            resource_type="Task",
+            request=f"GET /tasks/{task_id}/explain",
+            patient_ids=[str(task.patient_id)] if task is not None else [],
+            outcome=AuditOutcome.SUCCESS if visible else AuditOutcome.MINOR_FAILURE,
+        )
+        if task is None or not visible:
+            explanation = None
+        else:
+            explanation = await _explain(session, task, request.app.state.runtime.rule_engine.rules_by_id)
+    if explanation is None:
+        # Not yours, or Part 2 without the permission: the same answer as a task that does not exist
+        # (raised after the commit, so the refused attempt stays audited).
+        raise Problem(404, "Not Found", "no such task", field="task_id")
+    return explanation
+
+
+async def _explain(session: AsyncSession, task: Task, rules_by_id: Mapping[str, RuleSpec]) -> TaskExplanation:
+    events = (
+        await session.execute(select(InboundEvent).where(InboundEvent.id.in_(_uuids(task.triggering_event_ids))))
+    ).scalars()
+    by_id = {str(e.id): e for e in events}
+    history = (
+        await session.execute(select(TaskHistory).where(TaskHistory.task_id == task.id).order_by(TaskHistory.id))
+    ).scalars()
+    rule = rules_by_id.get(task.rule_id)
+    return TaskExplanation(
+        task_id=task.id,
+        type=task.type,
+        status=task.status,
+        rule=RuleRef(id=task.rule_id, version=task.rule_version),
+        rule_description=rule.description if rule is not None else None,
+        rule_version_current=rule is not None and rule.version == task.rule_version,
+        triggering_events=[_triggering(event_id, by_id.get(event_id)) for event_id in task.triggering_event_ids],
+        due_at=task.due_at,
+        due_basis=task.due_basis,
+        route_basis=task.route_basis,
+        history=[
+            HistoryEntry(
+                at=h.at,
+                actor=h.actor,
+                action=h.action,
+                from_status=h.from_status,
+                to_status=h.to_status,
+                detail=h.detail,
+            )
+            for h in history
+        ],
+    )
+
+
+def _uuids(values: list[str]) -> list[uuid.UUID]:
+    found = []
+    for value in values:
+        try:
+            found.append(uuid.UUID(value))
+        except ValueError:
+            continue
+    return found
+
+
+def _triggering(event_id: str, event: InboundEvent | None) -> TriggeringEvent:
+    if event is None:
+        return TriggeringEvent(event_id=event_id, source=None, message_type=None, event_time=None, received_at=None)
+    return TriggeringEvent(
+        event_id=event_id,
+        source=event.source,
+        message_type=event.message_type,
+        event_time=event.event_time,
+        received_at=event.received_at,
+    )

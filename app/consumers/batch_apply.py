@@ -25,12 +25,14 @@ from app.db.models import Encounter, EncounterEvent, InboundEvent, Patient, Pati
 from app.encounters.notice import EncounterNotice
 from app.encounters.sensitivity import SensitivityPolicy
 from app.encounters.state import EncounterFacts, EncounterState, fold, fold_onto
-from app.rules.engine import OpenTask, RuleEngine
+from app.rules.due import anchor_of
+from app.rules.engine import RuleEngine
 from app.rules.facts import EncounterEvent as RuleEvent
-from app.rules.facts import EncounterEventKind, PatientFacts
+from app.rules.facts import EncounterEventKind, OpenTask, PatientFacts
 from app.state.encounters import encounter_columns
 from app.state.inbound import Position, event_id_for
-from app.state.tasks import ACTIVE_STATUSES, INITIAL_STATUS
+from app.state.patient_context import load_contexts
+from app.state.tasks import INITIAL_STATUS
 
 _PATIENT_FIELDS = ("family_name", "given_name", "birth_date", "sex")
 _ENCOUNTER_STATE_FIELDS = (
@@ -66,6 +68,8 @@ class _TaskRow:
     status: str
     dedupe_key: str
     new: bool
+    encounter_id: uuid.UUID | None
+    anchor_at: datetime | None
     values: dict[str, Any] = field(default_factory=dict)
     version: int = 1  # optimistic-lock version, as the ORM would count: one per change
 
@@ -81,10 +85,12 @@ class _Batch:
     new_encounters: set[uuid.UUID] = field(default_factory=set)
     history: dict[uuid.UUID, list[EncounterFacts]] = field(default_factory=lambda: defaultdict(list))
     states: dict[uuid.UUID, EncounterState] = field(default_factory=dict)
-    open_tasks: dict[uuid.UUID, list[_TaskRow]] = field(default_factory=lambda: defaultdict(list))
+    open_tasks: dict[uuid.UUID, list[_TaskRow]] = field(default_factory=lambda: defaultdict(list))  # by patient
+    behavioral_health: set[uuid.UUID] = field(default_factory=set)  # patients in the BH population
+    attributed_practice: dict[uuid.UUID, str | None] = field(default_factory=dict)
     dedupe_keys: set[str] = field(default_factory=set)
     new_tasks: list[_TaskRow] = field(default_factory=list)
-    cancelled_existing: list[_TaskRow] = field(default_factory=list)
+    closed_existing: list[_TaskRow] = field(default_factory=list)
     encounter_events: list[dict[str, Any]] = field(default_factory=list)
     ledger: list[dict[str, Any]] = field(default_factory=list)
     task_history: list[dict[str, Any]] = field(default_factory=list)
@@ -179,16 +185,17 @@ class BatchApplier:
                 )
             ).all():
                 b.history[enc_id].append(EncounterFacts.from_json(facts))
-            for t in (
-                await session.execute(
-                    select(Task.id, Task.encounter_id, Task.rule_id, Task.status, Task.dedupe_key).where(
-                        Task.encounter_id.in_(enc_ids)
-                    )
-                )
-            ).all():
-                b.dedupe_keys.add(t.dedupe_key)
-                if t.status in ACTIVE_STATUSES:
-                    b.open_tasks[t.encounter_id].append(_TaskRow(t.id, t.rule_id, t.status, t.dedupe_key, new=False))
+            b.dedupe_keys.update(
+                (await session.execute(select(Task.dedupe_key).where(Task.encounter_id.in_(enc_ids)))).scalars()
+            )
+        contexts = await load_contexts(session, b.patients.keys())
+        b.behavioral_health = contexts.behavioral_health
+        b.attributed_practice = contexts.attributed_practice
+        for patient_id, tasks in contexts.open_tasks.items():
+            b.open_tasks[patient_id] = [
+                _TaskRow(t.id, t.rule_id, t.status, t.dedupe_key, False, t.encounter_id, anchor_of(t.due_basis))
+                for t in tasks
+            ]
         return applied
 
     def _apply_one(self, notice: EncounterNotice, position: Position, b: _Batch, now: datetime) -> Applied:
@@ -224,46 +231,60 @@ class BatchApplier:
             hospital_service=state.hospital_service,
             behavioral_health=columns["behavioral_health"],
         )
-        patient_facts = PatientFacts(str(patient["id"]), patient["birth_date"], False)
+        pid = patient["id"]
+        if columns["behavioral_health"]:
+            b.behavioral_health.add(pid)
+        open_tasks = b.open_tasks[pid]
+        patient_facts = PatientFacts(
+            str(pid),
+            patient["birth_date"],
+            False,
+            attributed=pid in b.attributed_practice,
+            practice=b.attributed_practice.get(pid),
+            behavioral_health=pid in b.behavioral_health,
+            open_tasks=tuple(
+                OpenTask(str(t.id), t.rule_id, str(t.encounter_id) if t.encounter_id else None, t.anchor_at)
+                for t in open_tasks
+            ),
+        )
         result = Applied(str(event_id), notice.message_type)
-        open_tasks = b.open_tasks[encounter["id"]]
+        effects = self._engine.on_encounter_event(rule_event, patient_facts)
         by_id = {str(t.id): t for t in open_tasks}
-        for cancel in self._engine.invalidated(
-            [OpenTask(str(t.id), t.rule_id) for t in open_tasks], rule_event, patient_facts
-        ):
+        actor = f"event:{notice.message_type}"
+        for done in effects.complete:
+            detail = {"reason": done.reason, "evidence_event_id": done.evidence_event_id}
+            self._close(b, open_tasks, by_id[done.task_id], "completed", detail, actor, now)
+        for cancel in effects.cancel:
             task = by_id[cancel.task_id]
             b.dedupe_keys.discard(task.dedupe_key)
             task.dedupe_key = f"{task.dedupe_key}|cancelled|{task.id}"
             b.dedupe_keys.add(task.dedupe_key)
-            b.task_history.append(
-                {
-                    "task_id": task.id,
-                    "at": now,
-                    "actor": f"event:{notice.message_type}",
-                    "action": "cancelled",
-                    "from_status": task.status,
-                    "to_status": "cancelled",
-                    "detail": {"reason": cancel.reason, "event_id": str(event_id)},
-                }
+            self._close(
+                b, open_tasks, task, "cancelled", {"reason": cancel.reason, "event_id": str(event_id)}, actor, now
             )
-            task.status = "cancelled"
-            task.version += 1
-            open_tasks.remove(task)
-            if not task.new:
-                b.cancelled_existing.append(task)
             result.tasks_cancelled += 1
-        for effect in self._engine.on_encounter_event(rule_event, patient_facts):
+        for effect in effects.create:
             if effect.dedupe_key in b.dedupe_keys:
                 continue
-            task = _TaskRow(uuid.uuid4(), effect.rule_id, INITIAL_STATUS, effect.dedupe_key, new=True)
+            task = _TaskRow(
+                uuid.uuid4(),
+                effect.rule_id,
+                INITIAL_STATUS,
+                effect.dedupe_key,
+                True,
+                encounter["id"],
+                anchor_of(effect.due_basis),
+            )
             task.values = {
                 "type": effect.type,
                 "priority": effect.priority,
                 "role": effect.role,
-                "patient_id": patient["id"],
+                "team": effect.team,
+                "patient_id": pid,
                 "encounter_id": encounter["id"],
                 "due_at": effect.due_at,
                 "due_basis": effect.due_basis,
+                "route_basis": effect.route_basis,
                 "rule_id": effect.rule_id,
                 "rule_version": effect.rule_version,
                 "triggering_event_ids": list(effect.triggering_event_ids),
@@ -304,6 +325,33 @@ class BatchApplier:
             }
         )
         return result
+
+    @staticmethod
+    def _close(
+        b: _Batch,
+        open_tasks: list[_TaskRow],
+        task: _TaskRow,
+        status: str,
+        detail: dict[str, Any],
+        actor: str,
+        now: datetime,
+    ) -> None:
+        b.task_history.append(
+            {
+                "task_id": task.id,
+                "at": now,
+                "actor": actor,
+                "action": status,
+                "from_status": task.status,
+                "to_status": status,
+                "detail": detail,
+            }
+        )
+        task.status = status
+        task.version += 1
+        open_tasks.remove(task)
+        if not task.new:
+            b.closed_existing.append(task)
 
     def _patient(self, notice: EncounterNotice, b: _Batch) -> dict[str, Any]:
         owners = [b.owner[(i.system, i.value)] for i in notice.identifiers if (i.system, i.value) in b.owner]
@@ -385,13 +433,18 @@ class BatchApplier:
                 for t in b.new_tasks
             ],
         )
-        if b.cancelled_existing:
+        if b.closed_existing:
             table = Task.__table__
             await session.execute(
                 table.update()
                 .where(table.c.id == bindparam("b_id"))
-                .values(status="cancelled", dedupe_key=bindparam("b_key"), version=table.c.version + 1, updated_at=now),
-                [{"b_id": t.id, "b_key": t.dedupe_key} for t in b.cancelled_existing],
+                .values(
+                    status=bindparam("b_status"),
+                    dedupe_key=bindparam("b_key"),
+                    version=table.c.version + 1,
+                    updated_at=now,
+                ),
+                [{"b_id": t.id, "b_status": t.status, "b_key": t.dedupe_key} for t in b.closed_existing],
             )
         await insert_rows(session, TaskHistory.__table__, b.task_history)
         await insert_rows(session, InboundEvent.__table__, b.ledger)

@@ -23,13 +23,14 @@ from app.db.models import Encounter, Patient
 from app.encounters.notice import DecodeError, EncounterNotice
 from app.encounters.sensitivity import SensitivityPolicy
 from app.encounters.state import EncounterState
-from app.rules.engine import OpenTask, RuleEngine
+from app.rules.engine import RuleEngine
 from app.rules.facts import EncounterEvent, EncounterEventKind, PatientFacts
 from app.state.encounters import apply_to_encounter
 from app.state.inbound import Position, already_applied, event_id_for, record_applied, record_rejected
 from app.state.limits import check_lengths
+from app.state.patient_context import load_contexts
 from app.state.patients import merge_patients, resolve_patient
-from app.state.tasks import cancel_task, create_task_once, open_tasks_for_encounter, open_tasks_for_patient
+from app.state.tasks import cancel_task, complete_task, create_task_once, open_task_facts, open_tasks_for_patient
 
 log = logging.getLogger(__name__)
 
@@ -239,23 +240,33 @@ class NoticeHandler:
             hospital_service=state.hospital_service,
             behavioral_health=encounter.behavioral_health,
         )
-        facts = PatientFacts(str(patient.id), patient.birth_date, patient.deceased)
-        open_tasks = {str(t.id): t for t in await open_tasks_for_encounter(session, encounter.id)}
-        cancels = self._engine.invalidated([OpenTask(tid, t.rule_id) for tid, t in open_tasks.items()], event, facts)
-        for cancel in cancels:
-            cancel_task(
-                session,
-                open_tasks[cancel.task_id],
-                reason=cancel.reason,
-                actor=f"event:{notice.message_type}",
-                event_id=str(event_id),
+        await session.flush()  # the encounter's BH flag counts towards the patient's population
+        contexts = await load_contexts(session, [patient.id])
+        tasks = contexts.open_tasks[patient.id]
+        facts = PatientFacts(
+            str(patient.id),
+            patient.birth_date,
+            patient.deceased,
+            attributed=patient.id in contexts.attributed_practice,
+            practice=contexts.attributed_practice.get(patient.id),
+            behavioral_health=patient.id in contexts.behavioral_health,
+            open_tasks=open_task_facts(tasks),
+        )
+        effects = self._engine.on_encounter_event(event, facts)
+        by_id = {str(t.id): t for t in tasks}
+        actor = f"event:{notice.message_type}"
+        for done in effects.complete:
+            complete_task(
+                session, by_id[done.task_id], reason=done.reason, actor=actor, evidence_event_id=done.evidence_event_id
             )
+        for cancel in effects.cancel:
+            cancel_task(session, by_id[cancel.task_id], reason=cancel.reason, actor=actor, event_id=str(event_id))
         await session.flush()
         created = 0
-        for effect in self._engine.on_encounter_event(event, facts):
+        for effect in effects.create:
             if await create_task_once(session, effect, patient.id) is not None:
                 created += 1
-        return created, len(cancels)
+        return created, len(effects.cancel)
 
     async def _cancel_for_death(self, session: AsyncSession, patient: Patient, event_id: uuid.UUID) -> int:
         tasks = await open_tasks_for_patient(session, patient.id)

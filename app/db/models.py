@@ -180,6 +180,8 @@ class Task(Base):
     encounter_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("encounters.id"))
     due_at: Mapped[datetime] = mapped_column(UTCDateTime)
     due_basis: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # Population, role and team the routing matrix chose, for GET /tasks/{id}/explain.
+    route_basis: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     rule_id: Mapped[str] = mapped_column(String(64))
     rule_version: Mapped[str] = mapped_column(String(32))
     triggering_event_ids: Mapped[list[str]] = mapped_column(JSON)

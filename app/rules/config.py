@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import tomllib
+from datetime import date, time
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from app.rules.calendar import BusinessCalendar
 from app.rules.facts import EncounterEventKind
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+POPULATIONS = ("pediatric", "behavioral-health", "adult")
+Population = Literal["pediatric", "behavioral-health", "adult"]
+ANY = "*"
 
 
 class Trigger(_Strict):
@@ -23,7 +30,14 @@ class Trigger(_Strict):
     encounter_statuses: list[str] = Field(
         default_factory=list, description="Encounter.status the visit must be in after the event; empty = any"
     )
+    behavioral_health: bool | None = Field(
+        default=None, description="true: only BH encounters (psychiatric service/unit, F diagnosis); false: only others"
+    )
+    hospital_services: list[str] = Field(default_factory=list, description="PV1-10 codes; empty = any")
     skip_deceased: bool = True
+    require_attribution: bool | None = Field(
+        default=None, description="only for members on the current roster; unset = CARECOORD_REQUIRE_ATTRIBUTION"
+    )
 
 
 class TaskSpec(_Strict):
@@ -32,19 +46,43 @@ class TaskSpec(_Strict):
 
 
 class DueSpec(_Strict):
+    policy: Literal["calendar", "business-days", "end-of-day"] = "calendar"
     anchor: Literal["discharge", "admit", "event"]
-    days: int = Field(default=0, ge=0)
-    hours: int = Field(default=0, ge=0)
+    days: int = Field(default=0, ge=0, description="calendar: days on the local wall clock")
+    hours: int = Field(default=0, ge=0, description="calendar: elapsed hours")
+    business_days: int = Field(default=0, ge=0, description="business-days: close of business on the Nth")
 
     @model_validator(mode="after")
-    def _positive(self) -> DueSpec:
-        if self.days == 0 and self.hours == 0:
+    def _consistent(self) -> DueSpec:
+        if self.policy == "calendar" and self.days == 0 and self.hours == 0:
             raise ValueError("due needs days or hours > 0")
+        if self.policy == "business-days" and self.business_days < 1:
+            raise ValueError("business-days needs business_days >= 1")
+        if self.policy != "calendar" and (self.days or self.hours):
+            raise ValueError(f"days and hours apply to the calendar policy, not {self.policy}")
+        if self.policy != "business-days" and self.business_days:
+            raise ValueError(f"business_days applies to the business-days policy, not {self.policy}")
         return self
 
 
 class RouteSpec(_Strict):
-    role: str = Field(min_length=1, max_length=32)
+    role: str | None = Field(
+        default=None, min_length=1, max_length=32, description="a fixed role; unset = the routing matrix"
+    )
+
+
+class CompletionSpec(_Strict):
+    """Evidence that the work happened, which completes the task without a person closing it."""
+
+    encounter_classes: list[str] = Field(
+        default_factory=list,
+        description="an encounter of these classes starting after the task's anchor (AMB, VR, HH) completes it",
+    )
+    behavioral_health: bool = Field(default=False, description="only a behavioral-health encounter counts")
+
+
+class CancelSpec(_Strict):
+    on_readmission: bool = Field(default=False, description="a new inpatient/observation admission supersedes the task")
 
 
 class RuleSpec(_Strict):
@@ -55,18 +93,88 @@ class RuleSpec(_Strict):
     trigger: Trigger
     task: TaskSpec
     due: DueSpec
-    route: RouteSpec
+    route: RouteSpec = RouteSpec()
+    complete: CompletionSpec = CompletionSpec()
+    cancel: CancelSpec = CancelSpec()
+
+
+class CalendarSpec(_Strict):
+    """Business days for due times: weekends, public holidays of a country/state, and closures."""
+
+    country: str | None = "US"
+    subdivision: str | None = None
+    weekend: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] = ["sat", "sun"]
+    closed: list[date] = Field(default_factory=list, description="closures beyond public holidays")
+    open: list[date] = Field(default_factory=list, description="public holidays the office works")
+    close_of_business: time = time(17, 0)
+
+    @model_validator(mode="after")
+    def _known_country(self) -> CalendarSpec:
+        if self.country:
+            try:
+                self.business_calendar().holiday_name(date(2000, 1, 1))
+            except NotImplementedError as exc:
+                raise ValueError(f"unknown holiday calendar {self.country}/{self.subdivision}: {exc}") from None
+        return self
+
+    def business_calendar(self) -> BusinessCalendar:
+        return BusinessCalendar(
+            country=self.country,
+            subdivision=self.subdivision,
+            weekend=frozenset(self.weekend),
+            closed=frozenset(self.closed),
+            open=frozenset(self.open),
+        )
+
+
+class RoutingSpec(_Strict):
+    """The routing matrix: task type x population -> role (seed 002: every practice fills it in)."""
+
+    pediatric_under_age: int = Field(default=18, ge=1, le=26)
+    precedence: list[Population] = Field(
+        default_factory=lambda: list(POPULATIONS),
+        description="a patient in several populations takes the first listed",
+    )
+    roles: dict[str, dict[str, str]] = Field(
+        description='task type (or "*" for any other) -> population (or "*" for any) -> role'
+    )
+
+    @model_validator(mode="after")
+    def _complete(self) -> RoutingSpec:
+        if sorted(self.precedence) != sorted(POPULATIONS):
+            raise ValueError(f"precedence must list each of {', '.join(POPULATIONS)} once")
+        for task_type, row in self.roles.items():
+            unknown = set(row) - {*POPULATIONS, ANY}
+            if unknown:
+                raise ValueError(f"roles.{task_type}: unknown population {', '.join(sorted(unknown))}")
+            if ANY not in row and set(row) != set(POPULATIONS):
+                missing = sorted(set(POPULATIONS) - set(row))
+                raise ValueError(f'roles.{task_type}: no role for {", ".join(missing)} (or give "*")')
+        return self
+
+    def role_for(self, task_type: str, population: str) -> str | None:
+        row = self.roles.get(task_type) or self.roles.get(ANY)
+        if row is None:
+            return None
+        return row.get(population) or row.get(ANY)
 
 
 class RulesFile(_Strict):
+    calendar: CalendarSpec = CalendarSpec()
+    routing: RoutingSpec
     rule: list[RuleSpec]
 
     @model_validator(mode="after")
-    def _unique_ids(self) -> RulesFile:
+    def _consistent(self) -> RulesFile:
         ids = [r.id for r in self.rule]
         dupes = sorted({i for i in ids if ids.count(i) > 1})
         if dupes:
             raise ValueError(f"duplicate rule ids: {', '.join(dupes)}")
+        unroutable = [
+            r.id for r in self.rule if r.route.role is None and self.routing.role_for(r.task.type, "adult") is None
+        ]
+        if unroutable:
+            raise ValueError(f'no route.role and no routing.roles row (or "*") for: {", ".join(unroutable)}')
         return self
 
 

@@ -1,16 +1,25 @@
-"""Evaluate rules against encounter events, and re-check open tasks when their trigger may no
-longer hold. Pure: returns effects; adapters persist them."""
+"""Evaluate rules against events. Pure: (event, patient facts) -> effects; adapters persist them.
+
+One call per event returns everything it causes, in the order adapters apply them: open tasks the
+event completes (evidence), cancels (the trigger no longer holds, death, a readmission superseding
+them), then the tasks it raises.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from app.rules.calendar import BusinessCalendar
 from app.rules.config import RulesFile, RuleSpec, Trigger
-from app.rules.due import calendar_due
-from app.rules.facts import EncounterEvent, PatientFacts
+from app.rules.due import DueTime, business_due, calendar_due, end_of_day_due
+from app.rules.facts import EncounterEvent, EncounterEventKind, OpenTask, PatientFacts
+from app.rules.routing import route
+
+# A new stay, for "readmission supersedes open post-discharge tasks".
+ADMISSION_CLASSES = frozenset({"IMP", "OBSENC"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,18 +28,14 @@ class CreateTask:
     type: str
     priority: str
     role: str
+    team: str | None
     due_at: datetime
     due_basis: dict[str, Any]
+    route_basis: dict[str, Any]
     rule_id: str
     rule_version: str
     encounter_id: str
     triggering_event_ids: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class OpenTask:
-    task_id: str
-    rule_id: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,53 +44,106 @@ class CancelTask:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class CompleteTask:
+    task_id: str
+    reason: str
+    evidence_event_id: str
+
+
+@dataclass(slots=True)
+class Effects:
+    complete: list[CompleteTask] = field(default_factory=list)
+    cancel: list[CancelTask] = field(default_factory=list)
+    create: list[CreateTask] = field(default_factory=list)
+
+
 class RuleEngine:
-    def __init__(self, rules: RulesFile, zone: ZoneInfo) -> None:
-        self._rules = [r for r in rules.rule if r.enabled]
-        self._by_id = {r.id: r for r in rules.rule}
+    def __init__(self, rules: RulesFile, zone: ZoneInfo, *, require_attribution: bool = True) -> None:
+        self.rules = rules
+        self._enabled = [r for r in rules.rule if r.enabled]
+        self.rules_by_id = {r.id: r for r in rules.rule}
         self._zone = zone
+        self._calendar: BusinessCalendar = rules.calendar.business_calendar()
+        self._require_attribution = require_attribution
 
-    def on_encounter_event(self, event: EncounterEvent, patient: PatientFacts) -> list[CreateTask]:
-        return [
-            effect
-            for rule in self._rules
-            if event.kind == rule.trigger.event
-            and _holds(rule.trigger, event, patient) is None
-            and (effect := self._create(rule, event)) is not None
-        ]
-
-    def invalidated(self, open_tasks: list[OpenTask], event: EncounterEvent, patient: PatientFacts) -> list[CancelTask]:
-        """Open tasks of this encounter whose rule's conditions no longer hold (A13, A11, death...)."""
-        cancels = []
-        for task in open_tasks:
-            rule = self._by_id.get(task.rule_id)
+    def on_encounter_event(self, event: EncounterEvent, patient: PatientFacts) -> Effects:
+        effects = Effects()
+        handled: set[str] = set()
+        for task in patient.open_tasks:
+            rule = self.rules_by_id.get(task.rule_id)
             if rule is None:
                 continue  # a rule since removed from the file: leave its tasks for people to close
-            reason = _holds(rule.trigger, event, patient)
-            if reason is not None:
-                cancels.append(CancelTask(task.task_id, reason))
-        return cancels
+            if task.encounter_id == event.encounter_id:
+                reason = _standing(rule.trigger, event, patient)
+                if reason is not None:
+                    effects.cancel.append(CancelTask(task.task_id, reason))
+                    handled.add(task.task_id)
+                continue
+            if patient.deceased and rule.trigger.skip_deceased:
+                effects.cancel.append(CancelTask(task.task_id, "patient deceased"))
+            elif _is_evidence(rule, task, event):
+                effects.complete.append(
+                    CompleteTask(task.task_id, f"{event.class_code} encounter after the anchor", event.event_id)
+                )
+            elif rule.cancel.on_readmission and _is_readmission(event, task):
+                effects.cancel.append(CancelTask(task.task_id, f"superseded by readmission (event {event.event_id})"))
+        for rule in self._enabled:
+            if event.kind == rule.trigger.event and self._fires(rule, event, patient):
+                effects.create.append(self._create(rule, event, patient))
+        return effects
 
     def cancels_on_death(self, rule_id: str) -> bool:
-        rule = self._by_id.get(rule_id)
+        rule = self.rules_by_id.get(rule_id)
         return rule is not None and rule.trigger.skip_deceased
 
-    def _create(self, rule: RuleSpec, event: EncounterEvent) -> CreateTask:
+    def _fires(self, rule: RuleSpec, event: EncounterEvent, patient: PatientFacts) -> bool:
+        if _standing(rule.trigger, event, patient) is not None:
+            return False
+        required = rule.trigger.require_attribution
+        return patient.attributed or not (self._require_attribution if required is None else required)
+
+    def _due(self, rule: RuleSpec, anchor: datetime, anchor_name: str) -> DueTime:
+        due = rule.due
+        if due.policy == "business-days":
+            return business_due(
+                anchor,
+                anchor_name,
+                days=due.business_days,
+                calendar=self._calendar,
+                close_of_business=self.rules.calendar.close_of_business,
+                zone=self._zone,
+            )
+        if due.policy == "end-of-day":
+            return end_of_day_due(anchor, anchor_name, zone=self._zone)
+        return calendar_due(anchor, anchor_name, days=due.days, hours=due.hours, zone=self._zone)
+
+    def _create(self, rule: RuleSpec, event: EncounterEvent, patient: PatientFacts) -> CreateTask:
         anchors = {"discharge": event.discharge_at, "admit": event.admit_at, "event": event.occurred_at}
         anchor_name = rule.due.anchor
         anchor = anchors[anchor_name]
         if anchor is None:
             # The feed omitted the specific time (e.g. PV1-45): fall back to the event time, and say so.
             anchor_name, anchor = "event", event.occurred_at
-        due = calendar_due(anchor, anchor_name, days=rule.due.days, hours=rule.due.hours, zone=self._zone)
+        due = self._due(rule, anchor, anchor_name)
+        routed = route(
+            self.rules.routing,
+            rule.task.type,
+            patient,
+            anchor.astimezone(self._zone).date(),
+            encounter_bh=event.behavioral_health,
+            fixed_role=rule.route.role,
+        )
         return CreateTask(
             # One task per rule per encounter: a resent or corrected discharge does not double it.
             dedupe_key=f"{rule.id}|encounter|{event.encounter_id}",
             type=rule.task.type,
             priority=rule.task.priority,
-            role=rule.route.role,
+            role=routed.role,
+            team=routed.team,
             due_at=due.due_at,
             due_basis=due.basis,
+            route_basis=routed.basis(),
             rule_id=rule.id,
             rule_version=rule.version,
             encounter_id=event.encounter_id,
@@ -93,7 +151,7 @@ class RuleEngine:
         )
 
 
-def _holds(trigger: Trigger, event: EncounterEvent, patient: PatientFacts) -> str | None:
+def _standing(trigger: Trigger, event: EncounterEvent, patient: PatientFacts) -> str | None:
     """None when the trigger's standing conditions hold; otherwise why not (a cancellation reason)."""
     if trigger.skip_deceased and patient.deceased:
         return "patient deceased"
@@ -101,4 +159,29 @@ def _holds(trigger: Trigger, event: EncounterEvent, patient: PatientFacts) -> st
         return f"encounter class is now {event.class_code or 'unknown'}"
     if trigger.encounter_statuses and event.status not in trigger.encounter_statuses:
         return f"encounter is now {event.status} ({event.kind.value})"
+    if trigger.behavioral_health is not None and event.behavioral_health != trigger.behavioral_health:
+        return "encounter is no longer behavioral-health" if trigger.behavioral_health else "encounter is now BH"
+    if trigger.hospital_services and event.hospital_service not in trigger.hospital_services:
+        return f"hospital service is now {event.hospital_service or 'unknown'}"
     return None
+
+
+def _is_evidence(rule: RuleSpec, task: OpenTask, event: EncounterEvent) -> bool:
+    """A later encounter of a completing class (office, telehealth, home visit) for the same patient."""
+    classes = rule.complete.encounter_classes
+    if not classes or event.class_code not in classes:
+        return False
+    if rule.complete.behavioral_health and not event.behavioral_health:
+        return False
+    if event.kind not in (EncounterEventKind.REGISTER, EncounterEventKind.ADMIT, EncounterEventKind.DISCHARGE):
+        return False
+    started = event.admit_at or event.occurred_at
+    return task.anchor_at is None or started >= task.anchor_at
+
+
+def _is_readmission(event: EncounterEvent, task: OpenTask) -> bool:
+    """A new stay that began after the task's anchor (a late A01 for an earlier stay is not one)."""
+    if event.kind is not EncounterEventKind.ADMIT or event.class_code not in ADMISSION_CLASSES:
+        return False
+    started = event.admit_at or event.occurred_at
+    return task.anchor_at is None or started >= task.anchor_at

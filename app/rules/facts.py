@@ -23,10 +23,34 @@ class EncounterEventKind(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class OpenTask:
+    """A task still being worked, as the rules need to see it: which rule raised it, for which visit,
+    and from which instant its due time was counted (evidence must come after that)."""
+
+    task_id: str
+    rule_id: str
+    encounter_id: str | None = None
+    anchor_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class PatientFacts:
     patient_id: str
     birth_date: date | None
     deceased: bool
+    # On the current roster (issue 7 fills this from membership; adapters without one pass False).
+    attributed: bool = False
+    practice: str | None = None  # the attributed practice: the task's team
+    # In the behavioural-health population beyond the current encounter: an earlier BH encounter or
+    # diagnosis, a positive BH screen, or a BH program on the roster.
+    behavioral_health: bool = False
+    open_tasks: tuple[OpenTask, ...] = ()
+
+    def age_on(self, day: date) -> int | None:
+        if self.birth_date is None:
+            return None
+        born = self.birth_date
+        return day.year - born.year - ((day.month, day.day) < (born.month, born.day))
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,9 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.models import Task, TaskHistory
+from app.rules.due import anchor_of
 from app.rules.engine import CreateTask
+from app.rules.facts import OpenTask
 
 INITIAL_STATUS = "ready"  # FHIR Task.status: ready to be performed, no action taken yet
 ACTIVE_STATUSES = ("requested", "received", "accepted", "ready", "in-progress", "on-hold")
@@ -29,6 +31,8 @@ async def create_task_once(session: AsyncSession, effect: CreateTask, patient_id
         encounter_id=uuid.UUID(effect.encounter_id),
         due_at=effect.due_at,
         due_basis=effect.due_basis,
+        route_basis=effect.route_basis,
+        team=effect.team,
         rule_id=effect.rule_id,
         rule_version=effect.rule_version,
         triggering_event_ids=list(effect.triggering_event_ids),
@@ -46,11 +50,6 @@ async def create_task_once(session: AsyncSession, effect: CreateTask, patient_id
         )
     )
     return task
-
-
-async def open_tasks_for_encounter(session: AsyncSession, encounter_id: uuid.UUID) -> list[Task]:
-    query = select(Task).where(Task.encounter_id == encounter_id, Task.status.in_(ACTIVE_STATUSES))
-    return list((await session.execute(query)).scalars().all())
 
 
 async def open_tasks_for_patient(session: AsyncSession, patient_id: uuid.UUID) -> list[Task]:
@@ -73,4 +72,33 @@ def cancel_task(session: AsyncSession, task: Task, *, reason: str, actor: str, e
             to_status="cancelled",
             detail={"reason": reason, "event_id": event_id},
         )
+    )
+
+
+def complete_task(session: AsyncSession, task: Task, *, reason: str, actor: str, evidence_event_id: str) -> None:
+    """Evidence closed the loop (a follow-up visit after discharge): completed, with the evidence named."""
+    previous = task.status
+    task.status = "completed"
+    session.add(
+        TaskHistory(
+            task_id=task.id,
+            actor=actor,
+            action="completed",
+            from_status=previous,
+            to_status="completed",
+            detail={"reason": reason, "evidence_event_id": evidence_event_id},
+        )
+    )
+
+
+def open_task_facts(tasks: list[Task]) -> tuple[OpenTask, ...]:
+    """Open tasks as the rules see them; the anchor is where the due time was counted from."""
+    return tuple(
+        OpenTask(
+            str(t.id),
+            t.rule_id,
+            str(t.encounter_id) if t.encounter_id else None,
+            anchor_of(t.due_basis),
+        )
+        for t in tasks
     )

@@ -58,7 +58,7 @@ async def test_a03_on_topic_becomes_a_task_over_http(
     # PV1-45 20261120140000-0500 = 19:00Z; due 7 calendar days later on the facility clock.
     assert task["due_at"] == "2026-11-27T19:00:00Z"
     assert task["due_basis"]["anchor"] == "discharge"
-    assert task["rule"] == {"id": "post-discharge-contact", "version": "1"}
+    assert task["rule"] == {"id": "post-discharge-contact", "version": "2"}
     assert task["patient"]["name"] == "JANE DOE" and task["patient"]["birth_date"] == "1970-04-12"
 
     async with db.connect() as conn:
@@ -74,7 +74,7 @@ async def test_a03_on_topic_becomes_a_task_over_http(
     assert event.offset == 0
     assert encounter.status == "finished" and encounter.class_code == "IMP"
     assert encounter.discharge_at == datetime(2026, 11, 20, 19, 0, tzinfo=UTC)
-    assert history.action == "created" and history.actor == "rule:post-discharge-contact@1"
+    assert history.action == "created" and history.actor == "rule:post-discharge-contact@2"
 
 
 async def test_ingest_endpoint_publishes_then_task_appears(
@@ -259,8 +259,9 @@ async def test_tasks_of_part2_encounters_need_the_part2_role(
         adt(control_id="MED", mrn="M-MED", visit_number="V-MED").encode(),
         key=b"k",
     )
-    assert await eventually(lambda: _n_tasks(client, token_for("PMC", "PART2"), 2))
-    visible = await tasks_over_http(client, token_for("PMC"))
+    # The SUD stay is behavioural health: its contact goes to the BHCF queue.
+    assert await eventually(lambda: _n_tasks(client, token_for("PMC", "BHCF", "PART2"), 2))
+    visible = await tasks_over_http(client, token_for("PMC", "BHCF"))
     async with db.connect() as conn:
         visits = dict((await conn.execute(select(Encounter.id, Encounter.visit_number))).all())
     assert [visits[uuid.UUID(t["encounter_id"])] for t in visible] == ["V-MED"]

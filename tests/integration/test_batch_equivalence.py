@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.consumers.batch_apply import BatchApplier
 from app.db.models import Base, Encounter, InboundEvent, Patient, PatientIdentifier, Task, TaskHistory
 from app.runtime import Runtime
+from app.settings import DEFAULT_RULES_FILE, Settings
 from app.state.inbound import Position
 from tests.hl7_builder import adt
 
@@ -44,6 +45,27 @@ def scenario_messages() -> list[bytes]:
         adt("A03", control_id="S3", mrn="S3", visit_number="VS3", patient_class="E").encode(),
         adt("A11", control_id="S4-A11", mrn="S4", visit_number="VS4").encode(),
         adt("A08", control_id="S5", mrn="S1", visit_number="VS5", family="RENAMED").encode(),
+        # Evidence and supersession across encounters of one patient (shipped rules).
+        adt("A03", control_id="S6-A03", mrn="S6", visit_number="VS6", discharge_time="20261116100000-0500").encode(),
+        adt(
+            "A04",
+            control_id="S6-A04",
+            mrn="S6",
+            visit_number="VS6b",
+            patient_class="O",
+            event_time="20261118090000-0500",
+            admit_time="20261118090000-0500",
+        ).encode(),
+        adt("A03", control_id="S7-A03", mrn="S7", visit_number="VS7", discharge_time="20261116100000-0500").encode(),
+        adt(
+            "A01",
+            control_id="S7-A01",
+            mrn="S7",
+            visit_number="VS7b",
+            event_time="20261119090000-0500",
+            admit_time="20261119090000-0500",
+        ).encode(),
+        adt("A03", control_id="S8", mrn="S8", visit_number="VS8", hospital_service="PSY").encode(),
     ]
 
 
@@ -90,13 +112,16 @@ async def snapshot(db: AsyncEngine) -> dict[str, Any]:
                 t.rule_id,
                 t.rule_version,
                 str(t.due_basis),
+                str(t.route_basis),
+                t.team,
                 t.version,
                 t.dedupe_key.split("|cancelled|")[0].split("|")[0],
             )
             for t in (await conn.execute(select(Task))).all()
         )
         history = sorted(
-            (h.action, h.from_status, h.to_status, h.actor) for h in (await conn.execute(select(TaskHistory))).all()
+            (h.action, h.from_status, h.to_status, h.actor, str(sorted(h.detail)))
+            for h in (await conn.execute(select(TaskHistory))).all()
         )
         ledger = sorted(
             (i.idempotency_key, i.status, i.message_type, i.offset, i.event_time)
@@ -113,8 +138,15 @@ async def clear(db: AsyncEngine) -> None:
 
 @pytest.mark.parametrize("batch_size", [7, 60])
 async def test_set_based_batches_equal_the_per_message_reference(
-    runtime: Runtime, db: AsyncEngine, monkeypatch: pytest.MonkeyPatch, batch_size: int
+    settings: Settings, db: AsyncEngine, monkeypatch: pytest.MonkeyPatch, batch_size: int
 ) -> None:
+    # The shipped rule set: every kind of effect (create, complete, cancel, supersede) on both paths.
+    full_rules = settings.model_copy(update={"rules_file": DEFAULT_RULES_FILE})
+    async with Runtime(full_rules, run_consumers=False) as runtime:
+        await _compare(runtime, db, monkeypatch, batch_size)
+
+
+async def _compare(runtime: Runtime, db: AsyncEngine, monkeypatch: pytest.MonkeyPatch, batch_size: int) -> None:
     handler = runtime.adt_handler
     assert handler is not None
     payloads = [m.payload for m in bench_ingest.corpus(240)] + scenario_messages()
@@ -142,4 +174,10 @@ async def test_set_based_batches_equal_the_per_message_reference(
     assert set_based >= len(records) // batch_size - 1, "the set-based path must actually have run"
     for part in reference:
         assert batched[part] == reference[part], part
-    assert len(reference["tasks"]) > 40 and any(t[2] == "cancelled" for t in reference["tasks"])
+    statuses = {t[2] for t in reference["tasks"]}
+    assert len(reference["tasks"]) > 40 and {"cancelled", "completed", "ready"} <= statuses
+    assert {t[1] for t in reference["tasks"]} >= {
+        "fuh-follow-up",
+        "admission-notification",
+        "medication-reconciliation",
+    }

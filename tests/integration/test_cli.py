@@ -14,13 +14,15 @@ from pathlib import Path
 
 import httpx
 import pytest
+from alembic.script import ScriptDirectory
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.db.migrate import alembic_config
 from app.db.models import Task
 from app.messaging.embedded_broker import free_loopback_port
 from app.settings import Settings
-from tests.conftest import TEST_JWT_SECRET, bearer
+from tests.conftest import CONTACT_ONLY_RULES, TEST_JWT_SECRET, bearer
 from tests.hl7_builder import adt
 from tests.integration.test_adt_pipeline import produce
 
@@ -28,8 +30,10 @@ CARECOORD = str(Path(sys.executable).with_name("carecoord"))
 
 
 def clean_env(**overrides: str) -> dict[str, str]:
-    """The caller's environment without any CARECOORD_* setting: embedded defaults unless overridden."""
+    """The caller's environment without any CARECOORD_* setting: embedded defaults unless overridden,
+    with the tests' rule set (one task per discharge, attribution not required) as in conftest."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CARECOORD_")}
+    env.update(CARECOORD_RULES_FILE=str(CONTACT_ONLY_RULES), CARECOORD_REQUIRE_ATTRIBUTION="false")
     env.update(overrides)
     return env
 
@@ -122,7 +126,7 @@ def test_migrate_creates_the_schema(tmp_path: Path) -> None:
         "task_history",
         "audit_events",
     } <= tables
-    assert version == ("0001",)
+    assert version == (ScriptDirectory.from_config(alembic_config()).get_current_head(),)
 
 
 def test_token_requires_a_role(tmp_path: Path) -> None:

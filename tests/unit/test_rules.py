@@ -1,34 +1,60 @@
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from dataclasses import replace
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
 
+from app.rules.calendar import BusinessCalendar
 from app.rules.config import RulesFileError, load_rules
-from app.rules.due import calendar_due
-from app.rules.engine import CancelTask, OpenTask, RuleEngine
-from app.rules.facts import EncounterEvent, EncounterEventKind, PatientFacts
+from app.rules.due import business_due, calendar_due, end_of_day_due
+from app.rules.engine import CancelTask, CompleteTask, RuleEngine
+from app.rules.facts import EncounterEvent, EncounterEventKind, OpenTask, PatientFacts
 from app.settings import DEFAULT_RULES_FILE
 
 NY = ZoneInfo("America/New_York")
-ALIVE = PatientFacts("p1", None, deceased=False)
+ENC = "00000000-0000-0000-0000-000000000001"
+OTHER_ENC = "00000000-0000-0000-0000-000000000002"
+ADULT = PatientFacts("p1", date(1970, 5, 1), deceased=False, attributed=True, practice="GOODHEALTH CLINIC")
+CHILD = replace(ADULT, birth_date=date(2015, 3, 1))
+DISCHARGED_AT = datetime(2026, 11, 20, 19, 0, tzinfo=UTC)
 
 
 def discharge(
-    class_code: str | None = "IMP", discharge_at: datetime | None = None, status: str = "finished"
+    class_code: str | None = "IMP",
+    discharge_at: datetime | None = DISCHARGED_AT,
+    status: str = "finished",
+    behavioral_health: bool = False,
+    encounter_id: str = ENC,
 ) -> EncounterEvent:
     return EncounterEvent(
         event_id="e1",
         kind=EncounterEventKind.DISCHARGE,
         occurred_at=datetime(2026, 11, 20, 19, 25, tzinfo=UTC),
-        encounter_id="00000000-0000-0000-0000-000000000001",
+        encounter_id=encounter_id,
         status=status,
         class_code=class_code,
         admit_at=datetime(2026, 11, 15, 13, 30, tzinfo=UTC),
         discharge_at=discharge_at,
         hospital_service="MED",
+        behavioral_health=behavioral_health,
+    )
+
+
+def visit(kind: EncounterEventKind, class_code: str, at: datetime, **changes: object) -> EncounterEvent:
+    return replace(
+        discharge(),
+        event_id="e2",
+        kind=kind,
+        encounter_id=OTHER_ENC,
+        class_code=class_code,
+        status="in-progress" if kind is not EncounterEventKind.DISCHARGE else "finished",
+        admit_at=at,
+        occurred_at=at,
+        discharge_at=None,
+        **changes,
     )
 
 
@@ -37,57 +63,142 @@ def engine() -> RuleEngine:
     return RuleEngine(load_rules(DEFAULT_RULES_FILE), NY)
 
 
-def test_inpatient_discharge_raises_post_discharge_contact_due_in_7_days(engine: RuleEngine) -> None:
-    at = datetime(2026, 11, 20, 19, 0, tzinfo=UTC)
-    [task] = engine.on_encounter_event(discharge(discharge_at=at), ALIVE)
-    assert task.type == "post-discharge-contact"
-    assert task.role == "PMC"
-    assert task.rule_id == "post-discharge-contact" and task.rule_version == "1"
-    assert task.due_at == datetime(2026, 11, 27, 19, 0, tzinfo=UTC)
-    assert task.due_basis["anchor"] == "discharge"
-    assert task.due_basis["anchor_at"] == at.isoformat()
-    assert task.triggering_event_ids == ("e1",)
-    assert task.dedupe_key == "post-discharge-contact|encounter|00000000-0000-0000-0000-000000000001"
+def created(engine: RuleEngine, event: EncounterEvent, patient: PatientFacts = ADULT) -> dict[str, object]:
+    return {t.type: t for t in engine.on_encounter_event(event, patient).create}
+
+
+def test_inpatient_discharge_raises_contact_and_med_rec(engine: RuleEngine) -> None:
+    tasks = created(engine, discharge())
+    assert set(tasks) == {"post-discharge-contact", "medication-reconciliation"}
+    contact = tasks["post-discharge-contact"]
+    assert contact.role == "PMC" and contact.team == "GOODHEALTH CLINIC"
+    assert contact.rule_id == "post-discharge-contact" and contact.rule_version == "2"
+    assert contact.due_at == datetime(2026, 11, 27, 19, 0, tzinfo=UTC)
+    assert contact.due_basis["anchor"] == "discharge"
+    assert contact.due_basis["anchor_at"] == DISCHARGED_AT.isoformat()
+    assert contact.route_basis == {"population": "adult", "role": "PMC", "team": "GOODHEALTH CLINIC"}
+    assert contact.triggering_event_ids == ("e1",)
+    assert contact.dedupe_key == f"post-discharge-contact|encounter|{ENC}"
+    med_rec = tasks["medication-reconciliation"]
+    assert med_rec.role == "RN"
+    assert med_rec.due_at == DISCHARGED_AT + timedelta(hours=72)
 
 
 def test_missing_discharge_time_falls_back_to_event_time(engine: RuleEngine) -> None:
-    [task] = engine.on_encounter_event(discharge(discharge_at=None), ALIVE)
+    task = created(engine, discharge(discharge_at=None))["post-discharge-contact"]
     assert task.due_basis["anchor"] == "event"
     assert task.due_at == datetime(2026, 11, 27, 19, 25, tzinfo=UTC)
 
 
-@pytest.mark.parametrize("class_code", ["EMER", "AMB", "PRENC", None])
+def test_ed_discharge_raises_post_ed_contact_and_med_rec(engine: RuleEngine) -> None:
+    assert set(created(engine, discharge("EMER"))) == {"post-ed-contact", "medication-reconciliation"}
+
+
+@pytest.mark.parametrize("class_code", ["AMB", "PRENC", None])
 def test_other_encounter_classes_raise_nothing(engine: RuleEngine, class_code: str | None) -> None:
-    assert engine.on_encounter_event(discharge(class_code), ALIVE) == []
+    assert created(engine, discharge(class_code)) == {}
 
 
 def test_observation_discharge_raises_contact(engine: RuleEngine) -> None:
-    assert [t.type for t in engine.on_encounter_event(discharge("OBSENC"), ALIVE)] == ["post-discharge-contact"]
+    assert "post-discharge-contact" in created(engine, discharge("OBSENC"))
+
+
+def test_psychiatric_discharge_adds_fuh_for_bhcf_and_routes_contact_to_bhcf(engine: RuleEngine) -> None:
+    tasks = created(engine, discharge(behavioral_health=True))
+    assert set(tasks) == {"post-discharge-contact", "medication-reconciliation", "fuh-follow-up"}
+    assert tasks["fuh-follow-up"].role == "BHCF"
+    assert tasks["post-discharge-contact"].role == "BHCF"
+    assert tasks["post-discharge-contact"].route_basis["population"] == "behavioral-health"
+    assert tasks["medication-reconciliation"].role == "RN"
+
+
+def test_routing_pediatric_and_bh_population(engine: RuleEngine) -> None:
+    assert created(engine, discharge(), CHILD)["post-discharge-contact"].role == "PCF"
+    # Pediatric comes first in the shipped precedence, even for a BH stay (a practice may reorder).
+    assert created(engine, discharge(behavioral_health=True), CHILD)["post-discharge-contact"].role == "PCF"
+    bh_history = replace(ADULT, behavioral_health=True)  # an earlier BH encounter, screen or program
+    assert created(engine, discharge(), bh_history)["post-discharge-contact"].role == "BHCF"
+    # 18th birthday on the discharge day: an adult.
+    eighteen = replace(ADULT, birth_date=date(2008, 11, 20))
+    assert created(engine, discharge(), eighteen)["post-discharge-contact"].role == "PMC"
+
+
+def test_unattributed_patients_raise_nothing_unless_the_setting_allows(engine: RuleEngine) -> None:
+    stranger = replace(ADULT, attributed=False, practice=None)
+    assert created(engine, discharge(), stranger) == {}
+    lenient = RuleEngine(load_rules(DEFAULT_RULES_FILE), NY, require_attribution=False)
+    assert created(lenient, discharge(), stranger)["post-discharge-contact"].team is None
 
 
 def test_discharge_that_no_longer_stands_raises_nothing(engine: RuleEngine) -> None:
     # An A03 whose encounter a later-timed A13 already reopened.
-    assert engine.on_encounter_event(discharge(status="in-progress"), ALIVE) == []
+    assert created(engine, discharge(status="in-progress")) == {}
 
 
-def test_open_tasks_are_invalidated_when_their_trigger_no_longer_holds(engine: RuleEngine) -> None:
-    tasks = [OpenTask("t1", "post-discharge-contact"), OpenTask("t2", "retired-rule")]
-    reopened = discharge(status="in-progress")
-    assert engine.invalidated(tasks, reopened, ALIVE) == [CancelTask("t1", "encounter is now in-progress (discharge)")]
-    assert engine.invalidated(tasks, discharge(), PatientFacts("p1", None, deceased=True)) == [
-        CancelTask("t1", "patient deceased")
-    ]
-    assert engine.invalidated(tasks, discharge(), ALIVE) == []
+def test_open_tasks_are_cancelled_when_their_trigger_no_longer_holds(engine: RuleEngine) -> None:
+    open_tasks = (
+        OpenTask("t1", "post-discharge-contact", ENC, DISCHARGED_AT),
+        OpenTask("t2", "retired-rule", ENC, DISCHARGED_AT),
+    )
+    patient = replace(ADULT, open_tasks=open_tasks)
+    reopened = engine.on_encounter_event(discharge(status="in-progress"), patient)
+    assert reopened.cancel == [CancelTask("t1", "encounter is now in-progress (discharge)")]
+    dead = engine.on_encounter_event(discharge(), replace(patient, deceased=True))
+    assert dead.cancel == [CancelTask("t1", "patient deceased")] and dead.create == []
+    assert engine.on_encounter_event(discharge(), patient).cancel == []
 
 
-def test_deceased_patient_gets_no_contact_task(engine: RuleEngine) -> None:
-    assert engine.on_encounter_event(discharge(), PatientFacts("p1", None, deceased=True)) == []
+def test_deceased_patient_tasks_on_other_encounters_are_cancelled(engine: RuleEngine) -> None:
+    patient = replace(ADULT, deceased=True, open_tasks=(OpenTask("t1", "post-discharge-contact", OTHER_ENC, None),))
+    assert engine.on_encounter_event(discharge(), patient).cancel == [CancelTask("t1", "patient deceased")]
 
 
-def test_admit_raises_nothing_under_default_rules(engine: RuleEngine) -> None:
-    event = discharge()
-    admit = EncounterEvent(**{**{f: getattr(event, f) for f in event.__slots__}, "kind": EncounterEventKind.ADMIT})
-    assert engine.on_encounter_event(admit, ALIVE) == []
+def test_office_or_telehealth_visit_after_discharge_completes_contact(engine: RuleEngine) -> None:
+    patient = replace(ADULT, open_tasks=(OpenTask("t1", "post-discharge-contact", ENC, DISCHARGED_AT),))
+    for class_code in ("AMB", "VR", "HH"):
+        later = visit(EncounterEventKind.REGISTER, class_code, DISCHARGED_AT + timedelta(days=2))
+        effects = engine.on_encounter_event(later, patient)
+        assert effects.complete == [CompleteTask("t1", f"{class_code} encounter after the anchor", "e2")]
+    before = visit(EncounterEventKind.REGISTER, "AMB", DISCHARGED_AT - timedelta(days=2))
+    assert engine.on_encounter_event(before, patient).complete == [], "a visit before the discharge is no evidence"
+    ed = visit(EncounterEventKind.REGISTER, "EMER", DISCHARGED_AT + timedelta(days=2))
+    assert engine.on_encounter_event(ed, patient).complete == [], "an ED visit is not a follow-up"
+
+
+def test_fuh_needs_a_behavioral_health_visit(engine: RuleEngine) -> None:
+    patient = replace(ADULT, open_tasks=(OpenTask("t1", "fuh-follow-up", ENC, DISCHARGED_AT),))
+    office = visit(EncounterEventKind.REGISTER, "AMB", DISCHARGED_AT + timedelta(days=3))
+    assert engine.on_encounter_event(office, patient).complete == []
+    bh_office = replace(office, behavioral_health=True)
+    assert [c.task_id for c in engine.on_encounter_event(bh_office, patient).complete] == ["t1"]
+
+
+def test_readmission_supersedes_open_post_discharge_tasks(engine: RuleEngine) -> None:
+    patient = replace(
+        ADULT,
+        open_tasks=(
+            OpenTask("t1", "post-discharge-contact", ENC, DISCHARGED_AT),
+            OpenTask("t2", "medication-reconciliation", ENC, DISCHARGED_AT),
+        ),
+    )
+    readmit = visit(EncounterEventKind.ADMIT, "IMP", DISCHARGED_AT + timedelta(days=3))
+    effects = engine.on_encounter_event(readmit, patient)
+    assert [c.task_id for c in effects.cancel] == ["t1", "t2"]
+    assert all(c.reason.startswith("superseded by readmission") for c in effects.cancel)
+    assert [t.type for t in effects.create] == ["admission-notification"]
+    late_a01 = visit(EncounterEventKind.ADMIT, "IMP", DISCHARGED_AT - timedelta(days=30))
+    assert engine.on_encounter_event(late_a01, patient).cancel == [], (
+        "a late A01 for an earlier stay supersedes nothing"
+    )
+
+
+def test_admission_raises_in_reach_due_next_business_day(engine: RuleEngine) -> None:
+    # Admitted Friday 2026-11-20 15:00 EST: due Monday 17:00 EST.
+    admit = visit(EncounterEventKind.ADMIT, "IMP", datetime(2026, 11, 20, 20, 0, tzinfo=UTC))
+    [task] = engine.on_encounter_event(admit, ADULT).create
+    assert task.type == "admission-notification" and task.role == "PMC"
+    assert task.due_at == datetime(2026, 11, 23, 22, 0, tzinfo=UTC)
+    assert task.due_basis["skipped"] == ["2026-11-21 weekend", "2026-11-22 weekend"]
 
 
 def test_calendar_days_keep_wall_clock_across_dst() -> None:
@@ -109,9 +220,17 @@ def test_calendar_hours_are_elapsed_time() -> None:
     [
         ("[[rule]\nid=", "not valid TOML"),
         ('[[rule]]\nid = "x"\nversion = "1"\n', "trigger"),
-        (DEFAULT_RULES_FILE.read_text() + "\n" + DEFAULT_RULES_FILE.read_text(), "duplicate rule ids"),
-        (DEFAULT_RULES_FILE.read_text().replace("days = 7", "days = 0"), "due needs days or hours"),
-        (DEFAULT_RULES_FILE.read_text().replace('role = "PMC"', 'role = "PMC"\n  colour = "red"'), "colour"),
+        (
+            DEFAULT_RULES_FILE.read_text()
+            + "\n"
+            + DEFAULT_RULES_FILE.read_text().split("[[rule]]", 1)[1].join(["[[rule]]", ""]),
+            "duplicate rule ids",
+        ),
+        (DEFAULT_RULES_FILE.read_text().replace("days = 7", "days = 0", 1), "due needs days or hours"),
+        (DEFAULT_RULES_FILE.read_text().replace('adult = "PMC"', 'adult = "PMC"\n  elderly = "RN"'), "elderly"),
+        (DEFAULT_RULES_FILE.read_text().replace('  role = "BHCF"\n', '  role = "BHCF"\n  colour = "red"\n'), "colour"),
+        (DEFAULT_RULES_FILE.read_text().replace("business_days = 1", "business_days = 0"), "business_days >= 1"),
+        (DEFAULT_RULES_FILE.read_text().replace('subdivision = "MA"', 'subdivision = "ZZ"'), "unknown holiday"),
         (DEFAULT_RULES_FILE.read_text().replace('event = "discharge"', 'event = "dischrage"'), "rule.0.trigger.event"),
         (DEFAULT_RULES_FILE.read_text().replace("encounter_classes", "patient_classes"), "patient_classes"),
     ],
@@ -126,3 +245,64 @@ def test_invalid_rules_files_fail_with_the_offending_key(tmp_path: Path, content
 def test_missing_rules_file(tmp_path: Path) -> None:
     with pytest.raises(RulesFileError, match="not found"):
         load_rules(tmp_path / "nope.toml")
+
+
+MA = BusinessCalendar(country="US", subdivision="MA")
+
+
+def test_two_business_days_after_a_friday_evening_discharge_is_tuesday_close_of_business() -> None:
+    friday_evening = datetime(2026, 11, 13, 23, 30, tzinfo=UTC)  # 18:30 EST
+    due = business_due(friday_evening, "discharge", days=2, calendar=MA, close_of_business=time(17), zone=NY)
+    assert due.due_at.astimezone(NY).replace(tzinfo=None) == datetime(2026, 11, 17, 17, 0)
+    assert due.basis["skipped"] == ["2026-11-14 weekend", "2026-11-15 weekend"]
+
+
+def test_business_days_skip_thanksgiving_and_state_holidays() -> None:
+    wednesday = datetime(2026, 11, 25, 15, 0, tzinfo=UTC)
+    due = business_due(wednesday, "discharge", days=1, calendar=MA, close_of_business=time(17), zone=NY)
+    assert due.due_at.astimezone(NY).date() == date(2026, 11, 27)
+    assert due.basis["skipped"] == ["2026-11-26 Thanksgiving Day"]
+    # Patriots' Day (third Monday of April) is a Massachusetts holiday, not a federal one.
+    friday = datetime(2026, 4, 17, 15, 0, tzinfo=UTC)
+    assert business_due(friday, "x", days=1, calendar=MA, close_of_business=time(17), zone=NY).due_at.astimezone(
+        NY
+    ).date() == date(2026, 4, 21)
+    federal = BusinessCalendar(country="US")
+    assert business_due(friday, "x", days=1, calendar=federal, close_of_business=time(17), zone=NY).due_at.astimezone(
+        NY
+    ).date() == date(2026, 4, 20)
+
+
+def test_organisation_closures_and_worked_holidays() -> None:
+    calendar = BusinessCalendar(
+        country="US", closed=frozenset({date(2026, 12, 24)}), open=frozenset({date(2026, 11, 26)})
+    )
+    assert not calendar.is_business_day(date(2026, 12, 24))
+    assert calendar.holiday_name(date(2026, 12, 24)) == "organisation closure"
+    assert calendar.is_business_day(date(2026, 11, 26))
+
+
+def test_business_days_close_of_business_across_dst() -> None:
+    # Friday 2026-10-30 before the fall-back Sunday: Monday close of business is 17:00 EST = 22:00Z.
+    due = business_due(
+        datetime(2026, 10, 30, 20, 0, tzinfo=UTC), "x", days=1, calendar=MA, close_of_business=time(17), zone=NY
+    )
+    assert due.due_at == datetime(2026, 11, 2, 22, 0, tzinfo=UTC)
+
+
+def test_end_of_day_is_the_anchors_local_day() -> None:
+    late_evening = datetime(2026, 11, 21, 2, 0, tzinfo=UTC)  # 21:00 EST on the 20th
+    assert end_of_day_due(late_evening, "event", zone=NY).due_at == datetime(2026, 11, 21, 4, 59, tzinfo=UTC)
+
+
+def test_calendar_open_all_week_is_refused() -> None:
+    closed = BusinessCalendar(country=None, weekend=frozenset({"mon", "tue", "wed", "thu", "fri", "sat", "sun"}))
+    with pytest.raises(ValueError, match="no business day"):
+        closed.add_business_days(date(2026, 1, 1), 1)
+
+
+def test_routing_rows_must_cover_every_population(tmp_path: Path) -> None:
+    path = tmp_path / "rules.toml"
+    path.write_text(DEFAULT_RULES_FILE.read_text().replace('  adult = "PMC"\n', "", 1))
+    with pytest.raises(RulesFileError, match=r"no role for adult"):
+        load_rules(path)

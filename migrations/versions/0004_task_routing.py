@@ -1,0 +1,25 @@
+"""Tasks record how the routing matrix chose their role and team (GET /tasks/{id}/explain).
+
+Revision ID: 0004_task_routing
+Revises: 0001
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0004_task_routing"
+down_revision: str | None = "0001"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("tasks") as batch:
+        batch.add_column(sa.Column("route_basis", sa.JSON(), nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("tasks") as batch:
+        batch.drop_column("route_basis")
