@@ -24,7 +24,7 @@ from app.db.bulk import insert_rows
 from app.db.models import Encounter, EncounterEvent, InboundEvent, Patient, PatientIdentifier, Task, TaskHistory, utcnow
 from app.encounters.notice import EncounterNotice
 from app.encounters.sensitivity import SensitivityPolicy
-from app.encounters.state import EncounterFacts, EncounterState, fold, fold_onto
+from app.encounters.state import EncounterFacts, Folded, fold_all, fold_next
 from app.rules.due import anchor_of
 from app.rules.engine import RuleEngine
 from app.rules.facts import EncounterEvent as RuleEvent
@@ -84,7 +84,7 @@ class _Batch:
     encounters: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     new_encounters: set[uuid.UUID] = field(default_factory=set)
     history: dict[uuid.UUID, list[EncounterFacts]] = field(default_factory=lambda: defaultdict(list))
-    states: dict[uuid.UUID, EncounterState] = field(default_factory=dict)
+    states: dict[uuid.UUID, Folded] = field(default_factory=dict)
     open_tasks: dict[uuid.UUID, list[_TaskRow]] = field(default_factory=lambda: defaultdict(list))  # by patient
     behavioral_health: set[uuid.UUID] = field(default_factory=set)  # patients in the BH population
     attributed_practice: dict[uuid.UUID, str | None] = field(default_factory=dict)
@@ -205,9 +205,10 @@ class BatchApplier:
         facts = EncounterFacts.from_notice(notice)
         history = b.history[encounter["id"]]
         previous = b.states.get(encounter["id"])
-        state = fold_onto(previous, history, facts) if previous is not None else fold([*history, facts])
+        folded = fold_next(previous, history, facts) if previous is not None else fold_all([*history, facts])
         history.append(facts)
-        b.states[encounter["id"]] = state
+        b.states[encounter["id"]] = folded
+        state = folded.state
         columns = encounter_columns(state, self._sensitivity)
         encounter.update(columns, _changed=True)
         b.encounter_events.append(

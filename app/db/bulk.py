@@ -59,6 +59,4 @@ async def insert_rows(session: AsyncSession, table: Table, rows: Sequence[Mappin
         columns.append([bind(v) for v in values] if bind else values)
     records = list(zip(*columns, strict=True))
     raw = (await conn.get_raw_connection()).driver_connection
-    await raw.copy_records_to_table(
-        table.name, records=records, columns=names, schema_name=table.schema
-    )
+    await raw.copy_records_to_table(table.name, records=records, columns=names, schema_name=table.schema)

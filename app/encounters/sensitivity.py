@@ -56,9 +56,12 @@ class Sensitivity:
         return tuple(labels)
 
 
+_ICD10_SYSTEMS_UPPER = frozenset(s.upper() for s in ICD10_SYSTEMS)
+
+
 def _icd10_category(dx: Diagnosis) -> str | None:
     code = dx.code.strip().upper()
-    if dx.system is not None and dx.system.upper() not in {s.upper() for s in ICD10_SYSTEMS}:
+    if dx.system is not None and dx.system.upper() not in _ICD10_SYSTEMS_UPPER:
         return None
     if not _ICD10_SHAPE.match(code):
         return None

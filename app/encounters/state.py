@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from app.encounters.notice import Diagnosis, EncounterNotice
@@ -122,18 +122,33 @@ def order_key(facts: EncounterFacts) -> tuple[datetime, int, str]:
 
 
 def fold(events: Iterable[EncounterFacts]) -> EncounterState:
+    return fold_all(events).state
+
+
+@dataclass(frozen=True, slots=True)
+class Folded:
+    """A folded state and the order key of the last event in it, so an event arriving in order is
+    applied in one step without re-reading the history."""
+
+    state: EncounterState
+    last_key: tuple[datetime, int, str]
+
+
+def fold_all(events: Iterable[EncounterFacts]) -> Folded:
+    ordered = sorted(events, key=order_key)
     state = EncounterState()
-    for facts in sorted(events, key=order_key):
+    for facts in ordered:
         state = _apply(state, facts)
-    return state
+    return Folded(state, order_key(ordered[-1]) if ordered else (datetime.min.replace(tzinfo=UTC), 0, ""))
 
 
-def fold_onto(state: EncounterState, folded: list[EncounterFacts], new: EncounterFacts) -> EncounterState:
-    """`fold([*folded, new])`, in one step when `new` sorts after everything already folded into
-    `state` (a feed in order), else by re-folding all of them (an event that arrived late)."""
-    if folded and order_key(new) >= max(order_key(f) for f in folded):
-        return _apply(state, new)
-    return fold([*folded, new])
+def fold_next(folded: Folded, history: list[EncounterFacts], new: EncounterFacts) -> Folded:
+    """`fold_all([*history, new])` where `folded` is the fold of `history`: one step when `new` sorts
+    after everything in it (a feed in order), else a re-fold (an event that arrived late)."""
+    key = order_key(new)
+    if key >= folded.last_key:
+        return Folded(_apply(folded.state, new), key)
+    return fold_all([*history, new])
 
 
 def _apply(state: EncounterState, f: EncounterFacts) -> EncounterState:

@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from app.encounters.notice import Diagnosis
-from app.encounters.state import EncounterFacts, fold, fold_onto
+from app.encounters.state import EncounterFacts, fold, fold_all, fold_next
 from app.rules.facts import EncounterEventKind as K
 
 T0 = datetime(2026, 11, 15, 13, 30, tzinfo=UTC)
@@ -94,7 +94,8 @@ def test_preadmit_does_not_undo_an_admission() -> None:
 
 @given(st.permutations([ADMIT, TRANSFER, UPDATE, DISCHARGE, LATE_UPDATE, facts(K.CANCEL_DISCHARGE, 97, "c")]))
 def test_incremental_fold_equals_full_fold(events: list[EncounterFacts]) -> None:
-    state = fold(events[:1])
+    folded = fold_all(events[:1])
     for i in range(1, len(events)):
-        state = fold_onto(state, events[:i], events[i])
-    assert state == fold(events)
+        folded = fold_next(folded, events[:i], events[i])
+        assert folded == fold_all(events[: i + 1])
+    assert folded.state == fold(events)

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from app.consumers.hl7_time import Hl7TimeError, parse_date, parse_instant
+from app.consumers.hl7_time import Hl7TimeError, _parse_instant, _seconds_with_offset, parse_date, parse_instant
 
 NY = ZoneInfo("America/New_York")
 
@@ -56,3 +56,32 @@ def test_birth_date_is_a_calendar_date() -> None:
     assert parse_date("197004120830-0500").isoformat() == "1970-04-12"
     with pytest.raises(Hl7TimeError):
         parse_date("1970")
+
+
+@given(
+    st.text(alphabet="0123456789", min_size=14, max_size=14),
+    st.sampled_from("+-"),
+    st.text(alphabet="0123456789", min_size=4, max_size=4),
+)
+def test_sliced_fast_path_agrees_with_the_general_path(digits: str, sign: str, offset: str) -> None:
+    """Any 19-character `YYYYMMDDHHMMSS+ZZZZ`, valid or not, reads the same through both paths."""
+    text = digits + sign + offset
+    zone = ZoneInfo("America/New_York")
+
+    def outcome(parse):  # type: ignore[no-untyped-def]
+        try:
+            return parse(text, zone)
+        except Hl7TimeError:
+            return "error"
+
+    assert outcome(parse_instant) == outcome(_parse_instant)
+    assert _seconds_with_offset(text) in (None, outcome(_parse_instant))
+
+
+@given(st.datetimes(min_value=datetime(1900, 1, 1), max_value=datetime(2100, 1, 1)), st.integers(-14 * 60, 14 * 60))
+def test_sliced_fast_path_agrees_on_valid_instants(moment: datetime, offset_minutes: int) -> None:
+    sign = "-" if offset_minutes < 0 else "+"
+    hh, mm = divmod(abs(offset_minutes), 60)
+    text = moment.strftime("%Y%m%d%H%M%S") + f"{sign}{hh:02d}{mm:02d}"
+    zone = ZoneInfo("America/New_York")
+    assert _seconds_with_offset(text) == _parse_instant(text, zone)
