@@ -21,6 +21,7 @@ from app.consumers.hl7v2_decode import DecodeOptions, decode_hl7v2
 from app.consumers.notice_handler import HandleResult, NoticeHandler
 from app.consumers.runner import ConsumerRunner
 from app.db.migrate import upgrade_to_head
+from app.db.models import utcnow
 from app.db.session import create_engine, session_factory
 from app.encounters.sensitivity import SensitivityPolicy
 from app.messaging.embedded_broker import EmbeddedBroker
@@ -29,6 +30,7 @@ from app.messaging.topics import ensure_topics
 from app.rules.config import load_rules
 from app.rules.engine import RuleEngine
 from app.settings import Settings
+from app.state.tasks import escalate_overdue
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +51,7 @@ class Runtime:
         self.adt_handler: NoticeHandler | None = None
         self.ens_handler: NoticeHandler | None = None  # Da Vinci notifications (FHIR message Bundles)
         self.consumers: list[ConsumerRunner] = []
+        self._escalation: asyncio.Task[None] | None = None
 
     @property
     def bootstrap(self) -> str:
@@ -117,9 +120,28 @@ class Runtime:
                 self.consumers.append(runner)
             # Each start waits out a group join (about half the session timeout): join them together.
             await asyncio.gather(*(runner.start() for runner in self.consumers))
+            if s.escalation_interval_s > 0:
+                self._escalation = asyncio.create_task(self._escalate_periodically(), name="escalation")
         log.info("runtime started", extra={"embedded_broker": s.embedded_broker, "consumers": len(self.consumers)})
 
+    async def _escalate_periodically(self) -> None:
+        """Overdue tasks get a higher priority and join the supervisor queue (app/state/tasks.py)."""
+        assert self.sessions is not None
+        while True:
+            try:
+                async with self.sessions() as session, session.begin():
+                    escalated = await escalate_overdue(session, utcnow())
+                if escalated:
+                    log.info("overdue tasks escalated", extra={"tasks": escalated})
+            except Exception:  # a database outage must not end the loop
+                log.warning("escalation pass failed; will retry", exc_info=True)
+            await asyncio.sleep(self.settings.escalation_interval_s)
+
     async def stop(self) -> None:
+        if self._escalation is not None:
+            self._escalation.cancel()
+            await asyncio.gather(self._escalation, return_exceptions=True)
+            self._escalation = None
         if self.broker is not None and self.consumers:
             await self._drain(self.settings.shutdown_drain_timeout_s)
         for runner in self.consumers:

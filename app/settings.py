@@ -82,6 +82,9 @@ class Settings(BaseSettings):
     )
 
     rules_file: Path = DEFAULT_RULES_FILE
+    escalation_interval_s: float = Field(
+        default=300, ge=0, description="how often serve/consume escalate overdue tasks; 0 turns it off"
+    )
     require_attribution: bool = Field(
         default=True, description="rules raise tasks only for members on the current roster (a rule may override)"
     )

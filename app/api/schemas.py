@@ -8,6 +8,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from app.tasks.lifecycle import AttemptOutcome, Timeliness
+
 
 class PatientSummary(BaseModel):
     id: uuid.UUID
@@ -32,6 +34,9 @@ class TaskOut(BaseModel):
     encounter_id: uuid.UUID | None
     due_at: datetime
     due_basis: dict[str, Any]
+    timeliness: Timeliness | None = Field(description="open tasks: on-time, due-soon or overdue")
+    escalated_at: datetime | None = Field(description="when the escalation job found it overdue")
+    failed_attempts: int
     rule: RuleRef
     triggering_event_ids: list[str]
     created_at: datetime
@@ -82,3 +87,8 @@ class TaskExplanation(BaseModel):
     due_basis: dict[str, Any]
     route_basis: dict[str, Any] | None
     history: list[HistoryEntry]
+
+
+class AttemptIn(BaseModel):
+    outcome: AttemptOutcome
+    note: str | None = Field(default=None, max_length=2000, description="kept in the task history; no PHI in logs")

@@ -4,31 +4,33 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
+from datetime import datetime, timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.api.auth import CurrentPrincipal, may_see_part2
+from app.api.auth import CurrentPrincipal, Principal, may_see_part2
 from app.api.problems import Problem
-from app.api.schemas import HistoryEntry, PatientSummary, RuleRef, TaskExplanation, TaskList, TaskOut, TriggeringEvent
-from app.db.models import Encounter, InboundEvent, Patient, Task, TaskHistory
+from app.api.schemas import (
+    AttemptIn,
+    HistoryEntry,
+    PatientSummary,
+    RuleRef,
+    TaskExplanation,
+    TaskList,
+    TaskOut,
+    TriggeringEvent,
+)
+from app.db.models import Encounter, InboundEvent, Patient, Task, TaskHistory, utcnow
 from app.rules.config import RuleSpec
+from app.rules.engine import RuleEngine
 from app.state.audit import AuditAction, AuditOutcome, record_audit
-from app.state.tasks import ACTIVE_STATUSES
+from app.state.tasks import ACTIVE_STATUSES, record_attempt
+from app.tasks.lifecycle import ACTIVE, STATUSES, TransitionError, timeliness
 
 router = APIRouter(tags=["tasks"])
-
-TASK_STATUSES = (
-    *ACTIVE_STATUSES,
-    "draft",
-    "rejected",
-    "cancelled",
-    "completed",
-    "failed",
-    "entered-in-error",
-)
 
 
 def _split(values: list[str] | None) -> list[str]:
@@ -40,7 +42,7 @@ def _display_name(patient: Patient) -> str | None:
     return " ".join(parts) or None
 
 
-def _task_out(task: Task, patient: Patient) -> TaskOut:
+def _task_out(task: Task, patient: Patient, now: datetime, due_soon: timedelta) -> TaskOut:
     return TaskOut(
         id=task.id,
         type=task.type,
@@ -53,6 +55,9 @@ def _task_out(task: Task, patient: Patient) -> TaskOut:
         encounter_id=task.encounter_id,
         due_at=task.due_at,
         due_basis=task.due_basis,
+        timeliness=timeliness(task.due_at, now, due_soon) if task.status in ACTIVE else None,
+        escalated_at=task.escalated_at,
+        failed_attempts=task.failed_attempts,
         rule=RuleRef(id=task.rule_id, version=task.rule_version),
         triggering_event_ids=task.triggering_event_ids,
         created_at=task.created_at,
@@ -77,7 +82,7 @@ async def list_tasks(
     if not is_supervisor and not set(roles) <= principal.roles:
         raise Problem(403, "Forbidden", "you may only read the queues of your own roles", field="role")
     statuses = _split(status) or list(ACTIVE_STATUSES)
-    unknown = sorted(set(statuses) - set(TASK_STATUSES))
+    unknown = sorted(set(statuses) - STATUSES)
     if unknown:
         raise Problem(422, "Request is not valid", f"unknown task status: {', '.join(unknown)}", field="status")
 
@@ -94,7 +99,8 @@ async def list_tasks(
         query = query.where(or_(Encounter.part2.is_(False), Encounter.id.is_(None)))
     async with request.app.state.runtime.sessions() as session, session.begin():
         rows = (await session.execute(query)).all()
-        items = [_task_out(task, patient) for task, patient in rows]
+        now, due_soon = utcnow(), _due_soon(request)
+        items = [_task_out(task, patient, now, due_soon) for task, patient in rows]
         record_audit(
             session,
             principal.subject,
@@ -111,35 +117,9 @@ async def list_tasks(
 async def explain_task(request: Request, principal: CurrentPrincipal, task_id: uuid.UUID) -> TaskExplanation:
     """The rule (id, version) and events that raised the task, how its due time and role were chosen,
     and its history: what a facilitator or auditor needs to see why it exists."""
-    settings = request.app.state.settings
     async with request.app.state.runtime.sessions() as session, session.begin():
-        found = (
-            await session.execute(
-                select(Task, Encounter)
-                .outerjoin(Encounter, Encounter.id == Task.encounter_id)
-                .where(Task.id == task_id)
-            )
-        ).first()
-        task, encounter = found if found is not None else (None, None)
-        visible = (
-            task is not None
-            and (task.role in principal.roles or principal.has_any_role(settings.supervisor_roles))
-            and (encounter is None or not encounter.part2 or may_see_part2(principal, settings))
-        )
-        record_audit(
-            session,
-            principal.subject,
-            principal.roles,
-            action=AuditAction.READ,
-            resource_type="Task",
-            request=f"GET /tasks/{task_id}/explain",
-            patient_ids=[str(task.patient_id)] if task is not None else [],
-            outcome=AuditOutcome.SUCCESS if visible else AuditOutcome.MINOR_FAILURE,
-        )
-        if task is None or not visible:
-            explanation = None
-        else:
-            explanation = await _explain(session, task, request.app.state.runtime.rule_engine.rules_by_id)
+        task = await _visible_task(session, request, principal, task_id, f"GET /tasks/{task_id}/explain")
+        explanation = await _explain(session, task, _engine(request).rules_by_id) if task is not None else None
     if explanation is None:
         # Not yours, or Part 2 without the permission: the same answer as a task that does not exist
         # (raised after the commit, so the refused attempt stays audited).
@@ -201,3 +181,107 @@ def _triggering(event_id: str, event: InboundEvent | None) -> TriggeringEvent:
         event_time=event.event_time,
         received_at=event.received_at,
     )
+
+
+def _engine(request: Request) -> RuleEngine:
+    return request.app.state.runtime.rule_engine
+
+
+def _due_soon(request: Request) -> timedelta:
+    return timedelta(hours=_engine(request).rules.lifecycle.due_soon_hours)
+
+
+async def _visible_task(
+    session: AsyncSession, request: Request, principal: Principal, task_id: uuid.UUID, what: str, *, write: bool = False
+) -> Task | None:
+    """The task when the caller works its queue (or supervises) and may see its encounter (Part 2);
+    else None, which callers answer as 404 so a hidden task's existence is not disclosed. Audited
+    either way."""
+    settings = request.app.state.settings
+    query = select(Task, Encounter).outerjoin(Encounter, Encounter.id == Task.encounter_id).where(Task.id == task_id)
+    found = (await session.execute(query.with_for_update(of=Task) if write else query)).first()
+    task, encounter = found if found is not None else (None, None)
+    visible = (
+        task is not None
+        and (task.role in principal.roles or principal.has_any_role(settings.supervisor_roles))
+        and (encounter is None or not encounter.part2 or may_see_part2(principal, settings))
+    )
+    record_audit(
+        session,
+        principal.subject,
+        principal.roles,
+        action=AuditAction.UPDATE if write else AuditAction.READ,
+        resource_type="Task",
+        request=what,
+        patient_ids=[str(task.patient_id)] if task is not None else [],
+        outcome=AuditOutcome.SUCCESS if visible else AuditOutcome.MINOR_FAILURE,
+    )
+    return task if visible else None
+
+
+@router.post("/tasks/{task_id}/attempts", response_model=TaskOut)
+async def log_attempt(request: Request, principal: CurrentPrincipal, task_id: uuid.UUID, body: AttemptIn) -> TaskOut:
+    """Record an outreach attempt (reached, left-message, no-answer, wrong-number, declined). The
+    configured number of unsuccessful attempts fails the task as "unable to reach"."""
+    refused: Problem | None = None
+    out: TaskOut | None = None
+    async with request.app.state.runtime.sessions() as session, session.begin():
+        task = await _visible_task(session, request, principal, task_id, f"POST /tasks/{task_id}/attempts", write=True)
+        if task is not None:
+            try:
+                await record_attempt(
+                    session,
+                    task,
+                    outcome=body.outcome,
+                    actor=f"user:{principal.subject}",
+                    note=body.note,
+                    max_failed=_engine(request).rules.lifecycle.max_failed_attempts,
+                )
+            except TransitionError as exc:
+                refused = Problem(409, "Conflict", str(exc), field="status")
+            else:
+                await session.flush()
+                patient = await session.get(Patient, task.patient_id)
+                assert patient is not None
+                out = _task_out(task, patient, utcnow(), _due_soon(request))
+    if refused is not None:
+        raise refused
+    if out is None:
+        raise Problem(404, "Not Found", "no such task", field="task_id")
+    return out
+
+
+@router.get("/tasks/escalated", response_model=TaskList)
+async def escalated_queue(
+    request: Request, principal: CurrentPrincipal, limit: Annotated[int, Query(ge=1, le=500)] = 100
+) -> TaskList:
+    """The supervisor queue: open tasks the escalation job found overdue, most overdue first, for the
+    supervisor's teams (and tasks with no team)."""
+    settings = request.app.state.settings
+    if not principal.has_any_role(settings.supervisor_roles):
+        raise Problem(403, "Forbidden", "the escalation queue is for supervisors", field="role")
+    query = (
+        select(Task, Patient)
+        .join(Patient, Patient.id == Task.patient_id)
+        .outerjoin(Encounter, Encounter.id == Task.encounter_id)
+        .where(Task.status.in_(ACTIVE_STATUSES), Task.escalated_at.is_not(None))
+        .where(or_(Task.team.in_(sorted(principal.teams)), Task.team.is_(None)))
+        .order_by(Task.due_at, Task.id)
+        .limit(limit)
+    )
+    if not may_see_part2(principal, settings):
+        query = query.where(or_(Encounter.part2.is_(False), Encounter.id.is_(None)))
+    async with request.app.state.runtime.sessions() as session, session.begin():
+        rows = (await session.execute(query)).all()
+        now, due_soon = utcnow(), _due_soon(request)
+        items = [_task_out(task, patient, now, due_soon) for task, patient in rows]
+        record_audit(
+            session,
+            principal.subject,
+            principal.roles,
+            action=AuditAction.READ,
+            resource_type="Task",
+            request="GET /tasks/escalated",
+            patient_ids=[str(item.patient.id) for item in items],
+        )
+    return TaskList(items=items, count=len(items))

@@ -28,10 +28,10 @@ from app.encounters.state import EncounterFacts, Folded, fold_all, fold_next
 from app.rules.due import anchor_of
 from app.rules.engine import RuleEngine
 from app.rules.facts import EncounterEvent as RuleEvent
-from app.rules.facts import EncounterEventKind, OpenTask, PatientFacts
+from app.rules.facts import EncounterEventKind, EncounterSummary, OpenTask, PatientFacts
 from app.state.encounters import encounter_columns
 from app.state.inbound import Position, event_id_for
-from app.state.patient_context import load_contexts
+from app.state.patient_context import load_contexts, summary
 from app.state.tasks import INITIAL_STATUS
 
 _PATIENT_FIELDS = ("family_name", "given_name", "birth_date", "sex")
@@ -87,6 +87,9 @@ class _Batch:
     states: dict[uuid.UUID, Folded] = field(default_factory=dict)
     open_tasks: dict[uuid.UUID, list[_TaskRow]] = field(default_factory=lambda: defaultdict(list))  # by patient
     behavioral_health: set[uuid.UUID] = field(default_factory=set)  # patients in the BH population
+    encounter_summaries: dict[uuid.UUID, dict[uuid.UUID, EncounterSummary]] = field(
+        default_factory=lambda: defaultdict(dict)
+    )
     attributed_practice: dict[uuid.UUID, str | None] = field(default_factory=dict)
     dedupe_keys: set[str] = field(default_factory=set)
     new_tasks: list[_TaskRow] = field(default_factory=list)
@@ -190,6 +193,7 @@ class BatchApplier:
             )
         contexts = await load_contexts(session, b.patients.keys())
         b.behavioral_health = contexts.behavioral_health
+        b.encounter_summaries = contexts.encounters
         b.attributed_practice = contexts.attributed_practice
         for patient_id, tasks in contexts.open_tasks.items():
             b.open_tasks[patient_id] = [
@@ -235,6 +239,10 @@ class BatchApplier:
         pid = patient["id"]
         if columns["behavioral_health"]:
             b.behavioral_health.add(pid)
+        visits = b.encounter_summaries[pid]
+        visits[encounter["id"]] = summary(
+            encounter["id"], state.class_code, state.admit_at, state.last_event_at, columns["behavioral_health"]
+        )
         open_tasks = b.open_tasks[pid]
         patient_facts = PatientFacts(
             str(pid),
@@ -247,6 +255,7 @@ class BatchApplier:
                 OpenTask(str(t.id), t.rule_id, str(t.encounter_id) if t.encounter_id else None, t.anchor_at)
                 for t in open_tasks
             ),
+            encounters=tuple(visits.values()),
         )
         result = Applied(str(event_id), notice.message_type)
         effects = self._engine.on_encounter_event(rule_event, patient_facts)
@@ -308,6 +317,9 @@ class BatchApplier:
                 }
             )
             result.tasks_created += 1
+            if effect.completed_by:
+                actor = f"rule:{effect.rule_id}@{effect.rule_version}"
+                self._close(b, open_tasks, task, "completed", {"reason": effect.completed_by}, actor, now)
         b.ledger.append(
             {
                 "id": event_id,

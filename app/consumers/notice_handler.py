@@ -251,6 +251,7 @@ class NoticeHandler:
             practice=contexts.attributed_practice.get(patient.id),
             behavioral_health=patient.id in contexts.behavioral_health,
             open_tasks=open_task_facts(tasks),
+            encounters=tuple(contexts.encounters[patient.id].values()),
         )
         effects = self._engine.on_encounter_event(event, facts)
         by_id = {str(t.id): t for t in tasks}

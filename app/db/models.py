@@ -182,6 +182,8 @@ class Task(Base):
     due_basis: Mapped[dict[str, Any]] = mapped_column(JSON)
     # Population, role and team the routing matrix chose, for GET /tasks/{id}/explain.
     route_basis: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    failed_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    escalated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # overdue: priority raised once
     rule_id: Mapped[str] = mapped_column(String(64))
     rule_version: Mapped[str] = mapped_column(String(32))
     triggering_event_ids: Mapped[list[str]] = mapped_column(JSON)

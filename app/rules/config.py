@@ -159,8 +159,18 @@ class RoutingSpec(_Strict):
         return row.get(population) or row.get(ANY)
 
 
+class LifecycleSpec(_Strict):
+    """How tasks age once raised: outreach attempts, and when they count as due soon."""
+
+    max_failed_attempts: int = Field(
+        default=3, ge=1, description="unsuccessful outreach attempts before the task fails as 'unable to reach'"
+    )
+    due_soon_hours: int = Field(default=24, ge=0, description="an open task this close to its due time is due soon")
+
+
 class RulesFile(_Strict):
     calendar: CalendarSpec = CalendarSpec()
+    lifecycle: LifecycleSpec = LifecycleSpec()
     routing: RoutingSpec
     rule: list[RuleSpec]
 

@@ -36,6 +36,9 @@ class CreateTask:
     rule_version: str
     encounter_id: str
     triggering_event_ids: tuple[str, ...]
+    # Evidence already on file (a follow-up visit whose ADT arrived before the discharge's): the task
+    # is raised and completed at once, so the measure still counts the discharge.
+    completed_by: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +137,17 @@ class RuleEngine:
             encounter_bh=event.behavioral_health,
             fixed_role=rule.route.role,
         )
+        evidence = next(
+            (
+                e
+                for e in patient.encounters
+                if e.encounter_id != event.encounter_id
+                and _completes(rule, e.class_code, e.behavioral_health)
+                and e.started_at is not None
+                and e.started_at >= anchor
+            ),
+            None,
+        )
         return CreateTask(
             # One task per rule per encounter: a resent or corrected discharge does not double it.
             dedupe_key=f"{rule.id}|encounter|{event.encounter_id}",
@@ -148,6 +162,9 @@ class RuleEngine:
             rule_version=rule.version,
             encounter_id=event.encounter_id,
             triggering_event_ids=(event.event_id,),
+            completed_by=(
+                f"{evidence.class_code} encounter {evidence.encounter_id} after the anchor" if evidence else None
+            ),
         )
 
 
@@ -168,15 +185,17 @@ def _standing(trigger: Trigger, event: EncounterEvent, patient: PatientFacts) ->
 
 def _is_evidence(rule: RuleSpec, task: OpenTask, event: EncounterEvent) -> bool:
     """A later encounter of a completing class (office, telehealth, home visit) for the same patient."""
-    classes = rule.complete.encounter_classes
-    if not classes or event.class_code not in classes:
-        return False
-    if rule.complete.behavioral_health and not event.behavioral_health:
+    if not _completes(rule, event.class_code, event.behavioral_health):
         return False
     if event.kind not in (EncounterEventKind.REGISTER, EncounterEventKind.ADMIT, EncounterEventKind.DISCHARGE):
         return False
     started = event.admit_at or event.occurred_at
     return task.anchor_at is None or started >= task.anchor_at
+
+
+def _completes(rule: RuleSpec, class_code: str | None, behavioral_health: bool) -> bool:
+    classes = rule.complete.encounter_classes
+    return bool(classes) and class_code in classes and (behavioral_health or not rule.complete.behavioral_health)
 
 
 def _is_readmission(event: EncounterEvent, task: OpenTask) -> bool:

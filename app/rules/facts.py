@@ -34,6 +34,16 @@ class OpenTask:
 
 
 @dataclass(frozen=True, slots=True)
+class EncounterSummary:
+    """Another visit of the patient, as evidence rules see it."""
+
+    encounter_id: str
+    class_code: str | None
+    started_at: datetime | None
+    behavioral_health: bool
+
+
+@dataclass(frozen=True, slots=True)
 class PatientFacts:
     patient_id: str
     birth_date: date | None
@@ -45,6 +55,7 @@ class PatientFacts:
     # diagnosis, a positive BH screen, or a BH program on the roster.
     behavioral_health: bool = False
     open_tasks: tuple[OpenTask, ...] = ()
+    encounters: tuple[EncounterSummary, ...] = ()  # for evidence that arrived before the task
 
     def age_on(self, day: date) -> int | None:
         if self.birth_date is None:

@@ -8,17 +8,21 @@ import uuid
 from collections import defaultdict
 from collections.abc import Collection
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.models import Encounter, Task
+from app.rules.facts import EncounterSummary
 from app.state.tasks import ACTIVE_STATUSES
 
 
 @dataclass(slots=True)
 class PatientContexts:
     open_tasks: dict[uuid.UUID, list[Task]] = field(default_factory=lambda: defaultdict(list))
+    # patient -> encounter id -> summary: evidence rules look across the patient's visits
+    encounters: dict[uuid.UUID, dict[uuid.UUID, EncounterSummary]] = field(default_factory=lambda: defaultdict(dict))
     behavioral_health: set[uuid.UUID] = field(default_factory=set)
     # patient -> attributed practice; absent = not on the current roster. Filled from membership
     # once rosters exist (issue 7); until then nobody is attributed.
@@ -33,8 +37,29 @@ async def load_contexts(session: AsyncSession, patient_ids: Collection[uuid.UUID
     tasks = await session.execute(select(Task).where(Task.patient_id.in_(ids), Task.status.in_(ACTIVE_STATUSES)))
     for task in tasks.scalars():
         found.open_tasks[task.patient_id].append(task)
-    bh = await session.execute(
-        select(Encounter.patient_id).where(Encounter.patient_id.in_(ids), Encounter.behavioral_health.is_(True))
+    visits = await session.execute(
+        select(
+            Encounter.id,
+            Encounter.patient_id,
+            Encounter.class_code,
+            Encounter.admit_at,
+            Encounter.last_event_at,
+            Encounter.behavioral_health,
+        ).where(Encounter.patient_id.in_(ids))
     )
-    found.behavioral_health.update(bh.scalars())
+    for enc_id, patient_id, class_code, admit_at, last_event_at, bh in visits.all():
+        found.encounters[patient_id][enc_id] = summary(enc_id, class_code, admit_at, last_event_at, bh)
+        if bh:
+            found.behavioral_health.add(patient_id)
     return found
+
+
+def summary(
+    encounter_id: uuid.UUID,
+    class_code: str | None,
+    admit_at: datetime | None,
+    last_event_at: datetime | None,
+    behavioral_health: bool,
+) -> EncounterSummary:
+    """A visit starts at its admit/arrival time (PV1-44); without one, its latest event stands in."""
+    return EncounterSummary(str(encounter_id), class_code, admit_at or last_event_at, bool(behavioral_health))

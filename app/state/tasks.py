@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -11,9 +12,17 @@ from app.db.models import Task, TaskHistory
 from app.rules.due import anchor_of
 from app.rules.engine import CreateTask
 from app.rules.facts import OpenTask
+from app.tasks.lifecycle import (
+    ACTIVE,
+    AttemptOutcome,
+    TransitionError,
+    after_attempt,
+    check_transition,
+    escalated_priority,
+)
 
 INITIAL_STATUS = "ready"  # FHIR Task.status: ready to be performed, no action taken yet
-ACTIVE_STATUSES = ("requested", "received", "accepted", "ready", "in-progress", "on-hold")
+ACTIVE_STATUSES = tuple(sorted(ACTIVE))
 
 
 async def create_task_once(session: AsyncSession, effect: CreateTask, patient_id: uuid.UUID) -> Task | None:
@@ -49,6 +58,9 @@ async def create_task_once(session: AsyncSession, effect: CreateTask, patient_id
             detail={"triggering_event_ids": list(effect.triggering_event_ids), "due_basis": effect.due_basis},
         )
     )
+    if effect.completed_by:
+        await session.flush()
+        complete_task(session, task, reason=effect.completed_by, actor=f"rule:{effect.rule_id}@{effect.rule_version}")
     return task
 
 
@@ -61,6 +73,7 @@ def cancel_task(session: AsyncSession, task: Task, *, reason: str, actor: str, e
     """Cancel with a reason a facilitator can read; frees the dedupe key so the rule can fire again
     (a patient re-discharged after an A13 gets a fresh task)."""
     previous = task.status
+    check_transition(previous, "cancelled")
     task.status = "cancelled"
     task.dedupe_key = f"{task.dedupe_key}|cancelled|{task.id}"
     session.add(
@@ -75,9 +88,13 @@ def cancel_task(session: AsyncSession, task: Task, *, reason: str, actor: str, e
     )
 
 
-def complete_task(session: AsyncSession, task: Task, *, reason: str, actor: str, evidence_event_id: str) -> None:
+def complete_task(
+    session: AsyncSession, task: Task, *, reason: str, actor: str, evidence_event_id: str | None = None
+) -> None:
     """Evidence closed the loop (a follow-up visit after discharge): completed, with the evidence named."""
     previous = task.status
+    if previous not in ACTIVE:  # evidence may close any open task, however far a person has taken it
+        raise TransitionError(f"a {previous} task cannot be completed")
     task.status = "completed"
     session.add(
         TaskHistory(
@@ -86,7 +103,7 @@ def complete_task(session: AsyncSession, task: Task, *, reason: str, actor: str,
             action="completed",
             from_status=previous,
             to_status="completed",
-            detail={"reason": reason, "evidence_event_id": evidence_event_id},
+            detail={"reason": reason} | ({"evidence_event_id": evidence_event_id} if evidence_event_id else {}),
         )
     )
 
@@ -102,3 +119,56 @@ def open_task_facts(tasks: list[Task]) -> tuple[OpenTask, ...]:
         )
         for t in tasks
     )
+
+
+async def record_attempt(
+    session: AsyncSession, task: Task, *, outcome: AttemptOutcome, actor: str, note: str | None, max_failed: int
+) -> Task:
+    """Log an outreach attempt; the task starts, or fails when the patient cannot be reached."""
+    result = after_attempt(task.status, outcome, task.failed_attempts, max_failed)
+    previous = task.status
+    task.failed_attempts = result.failed_attempts
+    task.status = result.status
+    session.add(
+        TaskHistory(
+            task_id=task.id,
+            actor=actor,
+            action="attempt",
+            from_status=previous,
+            to_status=result.status,
+            detail={"outcome": outcome.value, "note": note, "failed_attempts": result.failed_attempts}
+            | ({"reason": result.reason} if result.reason else {}),
+        )
+    )
+    return task
+
+
+async def escalate_overdue(session: AsyncSession, now: datetime, *, limit: int = 1000) -> int:
+    """Raise the priority of open tasks past due, once each, and mark them for the supervisor queue.
+    Safe to run from several processes: a row is escalated only while `escalated_at` is unset."""
+    overdue = (
+        await session.execute(
+            select(Task)
+            .where(Task.status.in_(ACTIVE_STATUSES), Task.due_at <= now, Task.escalated_at.is_(None))
+            .order_by(Task.due_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+    ).scalars()
+    count = 0
+    for task in overdue:
+        previous = task.priority
+        task.priority = escalated_priority(previous)
+        task.escalated_at = now
+        session.add(
+            TaskHistory(
+                task_id=task.id,
+                actor="system:escalation",
+                action="escalated",
+                from_status=task.status,
+                to_status=task.status,
+                detail={"reason": "overdue", "due_at": task.due_at.isoformat(), "priority": [previous, task.priority]},
+            )
+        )
+        count += 1
+    return count

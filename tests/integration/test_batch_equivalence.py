@@ -66,6 +66,17 @@ def scenario_messages() -> list[bytes]:
             admit_time="20261119090000-0500",
         ).encode(),
         adt("A03", control_id="S8", mrn="S8", visit_number="VS8", hospital_service="PSY").encode(),
+        # The follow-up visit's A04 arrives before the discharge it follows: the task is born completed.
+        adt(
+            "A04",
+            control_id="S9-A04",
+            mrn="S9",
+            visit_number="VS9b",
+            patient_class="O",
+            event_time="20261118090000-0500",
+            admit_time="20261118090000-0500",
+        ).encode(),
+        adt("A03", control_id="S9-A03", mrn="S9", visit_number="VS9", discharge_time="20261116100000-0500").encode(),
     ]
 
 

@@ -11,7 +11,7 @@ from app.rules.calendar import BusinessCalendar
 from app.rules.config import RulesFileError, load_rules
 from app.rules.due import business_due, calendar_due, end_of_day_due
 from app.rules.engine import CancelTask, CompleteTask, RuleEngine
-from app.rules.facts import EncounterEvent, EncounterEventKind, OpenTask, PatientFacts
+from app.rules.facts import EncounterEvent, EncounterEventKind, EncounterSummary, OpenTask, PatientFacts
 from app.settings import DEFAULT_RULES_FILE
 
 NY = ZoneInfo("America/New_York")
@@ -306,3 +306,14 @@ def test_routing_rows_must_cover_every_population(tmp_path: Path) -> None:
     path.write_text(DEFAULT_RULES_FILE.read_text().replace('  adult = "PMC"\n', "", 1))
     with pytest.raises(RulesFileError, match=r"no role for adult"):
         load_rules(path)
+
+
+def test_evidence_already_on_file_raises_the_task_completed(engine: RuleEngine) -> None:
+    """The follow-up visit's ADT arrived before the discharge's (a late A03)."""
+    office = EncounterSummary(OTHER_ENC, "AMB", DISCHARGED_AT + timedelta(days=2), False)
+    before = EncounterSummary("enc-before", "AMB", DISCHARGED_AT - timedelta(days=2), False)
+    tasks = created(engine, discharge(), replace(ADULT, encounters=(before, office)))
+    assert tasks["post-discharge-contact"].completed_by == f"AMB encounter {OTHER_ENC} after the anchor"
+    assert tasks["medication-reconciliation"].completed_by is None, "a visit is not a medication reconciliation"
+    only_before = created(engine, discharge(), replace(ADULT, encounters=(before,)))
+    assert only_before["post-discharge-contact"].completed_by is None
