@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from datetime import datetime, timedelta
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from sqlalchemy import or_, select
@@ -66,6 +66,37 @@ def _task_out(task: Task, patient: Patient, now: datetime, due_soon: timedelta) 
     )
 
 
+async def _task_list(
+    request: Request, principal: Principal, conditions: tuple[Any, ...], limit: int, what: str
+) -> TaskList:
+    """Tasks matching `conditions`, soonest due first, with Part 2 hidden from callers without the
+    permission (the FHIR API hides those encounters; their tasks would show names and dates); audited."""
+    query = (
+        select(Task, Patient)
+        .join(Patient, Patient.id == Task.patient_id)
+        .outerjoin(Encounter, Encounter.id == Task.encounter_id)
+        .where(*conditions)
+        .order_by(Task.due_at, Task.id)
+        .limit(limit)
+    )
+    if not may_see_part2(principal, request.app.state.settings):
+        query = query.where(or_(Encounter.part2.is_(False), Encounter.id.is_(None)))
+    async with request.app.state.runtime.sessions() as session, session.begin():
+        rows = (await session.execute(query)).all()
+        now, due_soon = utcnow(), _due_soon(request)
+        items = [_task_out(task, patient, now, due_soon) for task, patient in rows]
+        record_audit(
+            session,
+            principal.subject,
+            principal.roles,
+            action=AuditAction.READ,
+            resource_type="Task",
+            request=what,
+            patient_ids=[str(item.patient.id) for item in items],
+        )
+    return TaskList(items=items, count=len(items))
+
+
 @router.get("/tasks", response_model=TaskList)
 async def list_tasks(
     request: Request,
@@ -86,31 +117,13 @@ async def list_tasks(
     if unknown:
         raise Problem(422, "Request is not valid", f"unknown task status: {', '.join(unknown)}", field="status")
 
-    query = (
-        select(Task, Patient)
-        .join(Patient, Patient.id == Task.patient_id)
-        .outerjoin(Encounter, Encounter.id == Task.encounter_id)
-        .where(Task.role.in_(roles), Task.status.in_(statuses))
-        .order_by(Task.due_at, Task.id)
-        .limit(limit)
+    return await _task_list(
+        request,
+        principal,
+        (Task.role.in_(roles), Task.status.in_(statuses)),
+        limit,
+        f"GET /tasks role={','.join(roles)}",
     )
-    if not may_see_part2(principal, settings):
-        # The FHIR API hides Part 2 encounters; their tasks (name, discharge time) are hidden alike.
-        query = query.where(or_(Encounter.part2.is_(False), Encounter.id.is_(None)))
-    async with request.app.state.runtime.sessions() as session, session.begin():
-        rows = (await session.execute(query)).all()
-        now, due_soon = utcnow(), _due_soon(request)
-        items = [_task_out(task, patient, now, due_soon) for task, patient in rows]
-        record_audit(
-            session,
-            principal.subject,
-            principal.roles,
-            action=AuditAction.READ,
-            resource_type="Task",
-            request=f"GET /tasks role={','.join(roles)}",
-            patient_ids=[str(item.patient.id) for item in items],
-        )
-    return TaskList(items=items, count=len(items))
 
 
 @router.get("/tasks/{task_id}/explain", response_model=TaskExplanation)
@@ -260,28 +273,14 @@ async def escalated_queue(
     settings = request.app.state.settings
     if not principal.has_any_role(settings.supervisor_roles):
         raise Problem(403, "Forbidden", "the escalation queue is for supervisors", field="role")
-    query = (
-        select(Task, Patient)
-        .join(Patient, Patient.id == Task.patient_id)
-        .outerjoin(Encounter, Encounter.id == Task.encounter_id)
-        .where(Task.status.in_(ACTIVE_STATUSES), Task.escalated_at.is_not(None))
-        .where(or_(Task.team.in_(sorted(principal.teams)), Task.team.is_(None)))
-        .order_by(Task.due_at, Task.id)
-        .limit(limit)
+    return await _task_list(
+        request,
+        principal,
+        (
+            Task.status.in_(ACTIVE_STATUSES),
+            Task.escalated_at.is_not(None),
+            or_(Task.team.in_(sorted(principal.teams)), Task.team.is_(None)),
+        ),
+        limit,
+        "GET /tasks/escalated",
     )
-    if not may_see_part2(principal, settings):
-        query = query.where(or_(Encounter.part2.is_(False), Encounter.id.is_(None)))
-    async with request.app.state.runtime.sessions() as session, session.begin():
-        rows = (await session.execute(query)).all()
-        now, due_soon = utcnow(), _due_soon(request)
-        items = [_task_out(task, patient, now, due_soon) for task, patient in rows]
-        record_audit(
-            session,
-            principal.subject,
-            principal.roles,
-            action=AuditAction.READ,
-            resource_type="Task",
-            request="GET /tasks/escalated",
-            patient_ids=[str(item.patient.id) for item in items],
-        )
-    return TaskList(items=items, count=len(items))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -48,15 +49,14 @@ async def create_task_once(session: AsyncSession, effect: CreateTask, patient_id
     )
     session.add(task)
     await session.flush()
-    session.add(
-        TaskHistory(
-            task_id=task.id,
-            actor=f"rule:{effect.rule_id}@{effect.rule_version}",
-            action="created",
-            from_status=None,
-            to_status=INITIAL_STATUS,
-            detail={"triggering_event_ids": list(effect.triggering_event_ids), "due_basis": effect.due_basis},
-        )
+    _history(
+        session,
+        task,
+        f"rule:{effect.rule_id}@{effect.rule_version}",
+        "created",
+        None,
+        INITIAL_STATUS,
+        {"triggering_event_ids": list(effect.triggering_event_ids), "due_basis": effect.due_basis},
     )
     if effect.completed_by:
         await session.flush()
@@ -76,16 +76,7 @@ def cancel_task(session: AsyncSession, task: Task, *, reason: str, actor: str, e
     check_transition(previous, "cancelled")
     task.status = "cancelled"
     task.dedupe_key = f"{task.dedupe_key}|cancelled|{task.id}"
-    session.add(
-        TaskHistory(
-            task_id=task.id,
-            actor=actor,
-            action="cancelled",
-            from_status=previous,
-            to_status="cancelled",
-            detail={"reason": reason, "event_id": event_id},
-        )
-    )
+    _history(session, task, actor, "cancelled", previous, "cancelled", {"reason": reason, "event_id": event_id})
 
 
 def complete_task(
@@ -96,15 +87,14 @@ def complete_task(
     if previous not in ACTIVE:  # evidence may close any open task, however far a person has taken it
         raise TransitionError(f"a {previous} task cannot be completed")
     task.status = "completed"
-    session.add(
-        TaskHistory(
-            task_id=task.id,
-            actor=actor,
-            action="completed",
-            from_status=previous,
-            to_status="completed",
-            detail={"reason": reason} | ({"evidence_event_id": evidence_event_id} if evidence_event_id else {}),
-        )
+    _history(
+        session,
+        task,
+        actor,
+        "completed",
+        previous,
+        "completed",
+        {"reason": reason} | ({"evidence_event_id": evidence_event_id} if evidence_event_id else {}),
     )
 
 
@@ -129,16 +119,15 @@ async def record_attempt(
     previous = task.status
     task.failed_attempts = result.failed_attempts
     task.status = result.status
-    session.add(
-        TaskHistory(
-            task_id=task.id,
-            actor=actor,
-            action="attempt",
-            from_status=previous,
-            to_status=result.status,
-            detail={"outcome": outcome.value, "note": note, "failed_attempts": result.failed_attempts}
-            | ({"reason": result.reason} if result.reason else {}),
-        )
+    _history(
+        session,
+        task,
+        actor,
+        "attempt",
+        previous,
+        result.status,
+        {"outcome": outcome.value, "note": note, "failed_attempts": result.failed_attempts}
+        | ({"reason": result.reason} if result.reason else {}),
     )
     return task
 
@@ -160,15 +149,30 @@ async def escalate_overdue(session: AsyncSession, now: datetime, *, limit: int =
         previous = task.priority
         task.priority = escalated_priority(previous)
         task.escalated_at = now
-        session.add(
-            TaskHistory(
-                task_id=task.id,
-                actor="system:escalation",
-                action="escalated",
-                from_status=task.status,
-                to_status=task.status,
-                detail={"reason": "overdue", "due_at": task.due_at.isoformat(), "priority": [previous, task.priority]},
-            )
+        _history(
+            session,
+            task,
+            "system:escalation",
+            "escalated",
+            task.status,
+            task.status,
+            {"reason": "overdue", "due_at": task.due_at.isoformat(), "priority": [previous, task.priority]},
         )
         count += 1
     return count
+
+
+def _history(
+    session: AsyncSession,
+    task: Task,
+    actor: str,
+    action: str,
+    from_status: str | None,
+    to_status: str | None,
+    detail: dict[str, Any],
+) -> None:
+    session.add(
+        TaskHistory(
+            task_id=task.id, actor=actor, action=action, from_status=from_status, to_status=to_status, detail=detail
+        )
+    )
