@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import platform
 import random
 import resource
@@ -25,6 +26,8 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -240,8 +243,12 @@ async def throughput(args: argparse.Namespace, bootstrap: str, engine: AsyncEngi
     console.print(f"produced {len(messages)} in {produce_s:.1f}s ({len(messages) / produce_s:,.0f}/s)")
     cpu_before = _cpu_seconds()
     with Progress(console=console) as progress:
-        async with Runtime(s):
-            total, elapsed = await wait_applied(engine, len(messages), progress)
+        if args.consumers == 1:
+            async with Runtime(s):
+                total, elapsed = await wait_applied(engine, len(messages), progress)
+        else:
+            async with consumer_processes(s, args.consumers):
+                total, elapsed = await wait_applied(engine, len(messages), progress)
     cpu = _cpu_seconds() - cpu_before
     tasks = await count(engine, Task)
     contacts = await count_contacts(engine)
@@ -254,12 +261,48 @@ async def throughput(args: argparse.Namespace, bootstrap: str, engine: AsyncEngi
         "seconds_including_startup": round(total, 2),
         # The consumer process's own CPU per message (user + system): what one core can sustain,
         # independent of what else the machine is running.
-        "consumer_cpu_us_per_message": round(cpu / len(messages) * 1e6),
+        "consumer_cpu_us_per_message": round(cpu / len(messages) * 1e6) if args.consumers == 1 else None,
+        "consumers": args.consumers,
         "tasks": tasks,
         "post_discharge_contacts": contacts,
         "produce_per_second": round(len(messages) / produce_s),
         "topic": s.topics.adt,
     }
+
+
+@asynccontextmanager
+async def consumer_processes(s: Settings, n: int) -> AsyncIterator[None]:
+    """`carecoord consume` x n, one consumer group: the scale-out a deployment uses (up to the
+    partition count). Started together so they join the group in one rebalance."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CARECOORD_")} | {
+        "CARECOORD_VAR_DIR": str(s.var_dir),
+        "CARECOORD_DATABASE_URL": s.effective_database_url,
+        "CARECOORD_AUTO_MIGRATE": "false",
+        "CARECOORD_KAFKA_BOOTSTRAP_SERVERS": s.kafka_bootstrap_servers or "",
+        "CARECOORD_TOPICS__ADT": s.topics.adt,
+        "CARECOORD_TOPICS__ADT_DEAD_LETTER": s.topics.adt_dead_letter,
+        "CARECOORD_CONSUMER_GROUP": s.consumer_group,
+        "CARECOORD_CONSUMER_SESSION_TIMEOUT_MS": "6000",  # a 3 s join window: all n join one rebalance
+        "CARECOORD_CONSUMER_HEARTBEAT_INTERVAL_MS": "1000",
+        "CARECOORD_CONSUMER_MAX_BATCH": str(s.consumer_max_batch),
+        "CARECOORD_REQUIRE_ATTRIBUTION": "false",
+        "CARECOORD_ESCALATION_INTERVAL_S": "0",
+        "CARECOORD_LOG_LEVEL": "WARNING",
+        "CARECOORD_JWT_SECRET": s.jwt_secret.get_secret_value() if s.jwt_secret else "",
+    }
+    procs = [
+        await asyncio.create_subprocess_exec(
+            sys.executable, "-c", "from app.cli import main; main()", "consume", env=env
+        )
+        for _ in range(n)
+    ]
+    try:
+        yield
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            await proc.wait()
 
 
 async def raw(bootstrap: str, topic: str, n: int) -> dict:
@@ -355,6 +398,12 @@ async def main() -> None:
     parser.add_argument("--rate", type=float, default=500.0)
     parser.add_argument("--partitions", type=int, default=6)
     parser.add_argument("--batch", type=int, default=500)
+    parser.add_argument(
+        "--consumers",
+        type=int,
+        default=1,
+        help="1: in this process (CPU measured); n > 1: n `carecoord consume` processes",
+    )
     parser.add_argument("--database-url", default="postgresql+asyncpg://postgres@127.0.0.1:5432/carecoord_bench")
     parser.add_argument("--var-dir", default="var/bench")
     parser.add_argument("--skip", choices=["latency", "throughput", "raw"], action="append", default=[])
