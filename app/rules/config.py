@@ -10,7 +10,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from app.rules.calendar import BusinessCalendar
-from app.rules.facts import EncounterEventKind
+from app.rules.facts import EncounterEventKind, MembershipChange
 
 
 class _Strict(BaseModel):
@@ -22,10 +22,14 @@ Population = Literal["pediatric", "behavioral-health", "adult"]
 ANY = "*"
 
 
+SCREENING = "screening"
+TriggerEvent = EncounterEventKind | Literal["screening"] | MembershipChange
+
+
 class Trigger(_Strict):
     """When a rule fires, and (the same conditions) while its task stays valid."""
 
-    event: EncounterEventKind
+    event: TriggerEvent
     encounter_classes: list[str] = Field(default_factory=list, description="Encounter.class codes; empty = any")
     encounter_statuses: list[str] = Field(
         default_factory=list, description="Encounter.status the visit must be in after the event; empty = any"
@@ -38,6 +42,26 @@ class Trigger(_Strict):
     require_attribution: bool | None = Field(
         default=None, description="only for members on the current roster; unset = CARECOORD_REQUIRE_ATTRIBUTION"
     )
+    # Screening triggers.
+    instruments: list[str] = Field(default_factory=list, description="PHQ-9, PHQ-2, GAD-7, AUDIT-C; empty = any")
+    positive: bool | None = Field(default=None, description="true: positive screens only; false: negative only")
+    item9_at_least: int | None = Field(default=None, ge=0, le=3, description="PHQ-9 item 9 at or above this")
+    unless_open: list[str] = Field(
+        default_factory=list, description="task types that, already open for the patient, make this rule stand down"
+    )
+
+    @model_validator(mode="after")
+    def _keys_fit_the_event(self) -> Trigger:
+        encounter_keys = ("encounter_classes", "encounter_statuses", "behavioral_health", "hospital_services")
+        screening_keys = ("instruments", "positive", "item9_at_least")
+        for keys, applies, kind in (
+            (encounter_keys, isinstance(self.event, EncounterEventKind), "encounter"),
+            (screening_keys, self.event == SCREENING, "screening"),
+        ):
+            used = [k for k in keys if getattr(self, k) not in (None, [])]
+            if used and not applies:
+                raise ValueError(f"{', '.join(used)} apply to {kind} events, not {self.event}")
+        return self
 
 
 class TaskSpec(_Strict):
@@ -83,6 +107,7 @@ class CompletionSpec(_Strict):
 
 class CancelSpec(_Strict):
     on_readmission: bool = Field(default=False, description="a new inpatient/observation admission supersedes the task")
+    on_disenrollment: bool = Field(default=True, description="the patient leaving the roster cancels the task")
 
 
 class RuleSpec(_Strict):

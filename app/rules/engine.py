@@ -13,11 +13,22 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from app.rules.calendar import BusinessCalendar
-from app.rules.config import RulesFile, RuleSpec, Trigger
+from app.rules.config import SCREENING, RulesFile, RuleSpec, Trigger
 from app.rules.due import DueTime, business_due, calendar_due, end_of_day_due
-from app.rules.facts import EncounterEvent, EncounterEventKind, OpenTask, PatientFacts
+from app.rules.facts import (
+    EncounterEvent,
+    EncounterEventKind,
+    MembershipChange,
+    MembershipEvent,
+    OpenTask,
+    PatientFacts,
+    ScreeningEvent,
+    ScreeningStatus,
+)
 from app.rules.routing import route
 
+# Screens that put a patient in the behavioural-health population when positive.
+BH_INSTRUMENTS = frozenset({"PHQ-9", "PHQ-2", "GAD-7", "AUDIT-C"})
 # A new stay, for "readmission supersedes open post-discharge tasks".
 ADMISSION_CLASSES = frozenset({"IMP", "OBSENC"})
 
@@ -34,7 +45,7 @@ class CreateTask:
     route_basis: dict[str, Any]
     rule_id: str
     rule_version: str
-    encounter_id: str
+    encounter_id: str | None  # None: raised by a screening or a roster change
     triggering_event_ids: tuple[str, ...]
     # Evidence already on file (a follow-up visit whose ADT arrived before the discharge's): the task
     # is raised and completed at once, so the measure still counts the discharge.
@@ -101,10 +112,7 @@ class RuleEngine:
         return rule is not None and rule.trigger.skip_deceased
 
     def _fires(self, rule: RuleSpec, event: EncounterEvent, patient: PatientFacts) -> bool:
-        if _standing(rule.trigger, event, patient) is not None:
-            return False
-        required = rule.trigger.require_attribution
-        return patient.attributed or not (self._require_attribution if required is None else required)
+        return _standing(rule.trigger, event, patient) is None and self._attribution_allows(rule, patient)
 
     def _due(self, rule: RuleSpec, anchor: datetime, anchor_name: str) -> DueTime:
         due = rule.due
@@ -128,20 +136,44 @@ class RuleEngine:
         if anchor is None:
             # The feed omitted the specific time (e.g. PV1-45): fall back to the event time, and say so.
             anchor_name, anchor = "event", event.occurred_at
+        return self._task(
+            rule,
+            patient,
+            anchor,
+            anchor_name,
+            # One task per rule per encounter: a resent or corrected discharge does not double it.
+            dedupe_key=f"{rule.id}|encounter|{event.encounter_id}",
+            encounter_id=event.encounter_id,
+            event_id=event.event_id,
+            encounter_bh=event.behavioral_health,
+        )
+
+    def _task(
+        self,
+        rule: RuleSpec,
+        patient: PatientFacts,
+        anchor: datetime,
+        anchor_name: str,
+        *,
+        dedupe_key: str,
+        encounter_id: str | None,
+        event_id: str,
+        encounter_bh: bool = False,
+    ) -> CreateTask:
         due = self._due(rule, anchor, anchor_name)
         routed = route(
             self.rules.routing,
             rule.task.type,
             patient,
             anchor.astimezone(self._zone).date(),
-            encounter_bh=event.behavioral_health,
+            encounter_bh=encounter_bh,
             fixed_role=rule.route.role,
         )
         evidence = next(
             (
                 e
                 for e in patient.encounters
-                if e.encounter_id != event.encounter_id
+                if e.encounter_id != encounter_id
                 and _completes(rule, e.class_code, e.behavioral_health)
                 and e.started_at is not None
                 and e.started_at >= anchor
@@ -149,8 +181,7 @@ class RuleEngine:
             None,
         )
         return CreateTask(
-            # One task per rule per encounter: a resent or corrected discharge does not double it.
-            dedupe_key=f"{rule.id}|encounter|{event.encounter_id}",
+            dedupe_key=dedupe_key,
             type=rule.task.type,
             priority=rule.task.priority,
             role=routed.role,
@@ -160,12 +191,78 @@ class RuleEngine:
             route_basis=routed.basis(),
             rule_id=rule.id,
             rule_version=rule.version,
-            encounter_id=event.encounter_id,
-            triggering_event_ids=(event.event_id,),
+            encounter_id=encounter_id,
+            triggering_event_ids=(event_id,),
             completed_by=(
                 f"{evidence.class_code} encounter {evidence.encounter_id} after the anchor" if evidence else None
             ),
         )
+
+    def on_screening_event(self, event: ScreeningEvent, patient: PatientFacts) -> Effects:
+        """A positive screen raises its follow-up work (BH referral, suicide-risk response, a PHQ-9
+        after a positive PHQ-2) unless the patient already has it open; a result entered in error
+        cancels what it raised."""
+        effects = Effects()
+        if event.status is ScreeningStatus.RETRACTED:
+            effects.cancel = [
+                CancelTask(t.task_id, "screening result entered in error")
+                for t in patient.open_tasks
+                if event.event_id in t.triggering_event_ids
+            ]
+            return effects
+        open_types = {
+            self.rules_by_id[t.rule_id].task.type for t in patient.open_tasks if t.rule_id in self.rules_by_id
+        }
+        for rule in self._enabled:
+            trigger = rule.trigger
+            if trigger.event != SCREENING or not _screening_matches(trigger, event):
+                continue
+            if set(trigger.unless_open) & open_types or not self._attribution_allows(rule, patient):
+                continue
+            if trigger.skip_deceased and patient.deceased:
+                continue
+            task = self._task(
+                rule,
+                patient,
+                event.effective_at,
+                "event",
+                dedupe_key=f"{rule.id}|screening|{event.event_id}",
+                encounter_id=None,
+                event_id=event.event_id,
+                encounter_bh=event.positive and event.instrument in BH_INSTRUMENTS,
+            )
+            effects.create.append(task)
+            open_types.add(task.type)
+        return effects
+
+    def on_membership_event(self, event: MembershipEvent, patient: PatientFacts) -> Effects:
+        """A termination cancels the open work its rules tie to enrollment; an addition raises the
+        new-member rules (outreach within the first month)."""
+        effects = Effects()
+        if event.change is MembershipChange.TERMINATED:
+            for task in patient.open_tasks:
+                rule = self.rules_by_id.get(task.rule_id)
+                if rule is not None and rule.cancel.on_disenrollment:
+                    effects.cancel.append(CancelTask(task.task_id, "member disenrolled"))
+            return effects
+        for rule in self._enabled:
+            if rule.trigger.event == event.change and not (rule.trigger.skip_deceased and patient.deceased):
+                effects.create.append(
+                    self._task(
+                        rule,
+                        patient,
+                        event.effective_at,
+                        "event",
+                        dedupe_key=f"{rule.id}|member|{patient.patient_id}|{event.effective_at.date().isoformat()}",
+                        encounter_id=None,
+                        event_id=event.event_id,
+                    )
+                )
+        return effects
+
+    def _attribution_allows(self, rule: RuleSpec, patient: PatientFacts) -> bool:
+        required = rule.trigger.require_attribution
+        return patient.attributed or not (self._require_attribution if required is None else required)
 
 
 def _standing(trigger: Trigger, event: EncounterEvent, patient: PatientFacts) -> str | None:
@@ -196,6 +293,14 @@ def _is_evidence(rule: RuleSpec, task: OpenTask, event: EncounterEvent) -> bool:
 def _completes(rule: RuleSpec, class_code: str | None, behavioral_health: bool) -> bool:
     classes = rule.complete.encounter_classes
     return bool(classes) and class_code in classes and (behavioral_health or not rule.complete.behavioral_health)
+
+
+def _screening_matches(trigger: Trigger, event: ScreeningEvent) -> bool:
+    if trigger.instruments and event.instrument not in trigger.instruments:
+        return False
+    if trigger.positive is not None and event.positive != trigger.positive:
+        return False
+    return trigger.item9_at_least is None or (event.item9 is not None and event.item9 >= trigger.item9_at_least)
 
 
 def _is_readmission(event: EncounterEvent, task: OpenTask) -> bool:

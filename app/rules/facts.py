@@ -31,6 +31,7 @@ class OpenTask:
     rule_id: str
     encounter_id: str | None = None
     anchor_at: datetime | None = None
+    triggering_event_ids: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,3 +79,36 @@ class EncounterEvent:
     discharge_at: datetime | None
     hospital_service: str | None
     behavioral_health: bool = False
+
+
+class ScreeningStatus(StrEnum):
+    ACTIVE = "active"
+    RETRACTED = "retracted"  # the result was entered in error
+
+
+@dataclass(frozen=True, slots=True)
+class ScreeningEvent:
+    """A scored screening (PHQ-9, PHQ-2, GAD-7, AUDIT-C), from an Observation or a scored
+    QuestionnaireResponse; positive per the configured thresholds."""
+
+    event_id: str
+    instrument: str
+    score: int | None
+    positive: bool
+    effective_at: datetime
+    item9: int | None = None  # PHQ-9 item 9 (LOINC 44260-8): thoughts of self-harm
+    status: ScreeningStatus = ScreeningStatus.ACTIVE
+
+
+class MembershipChange(StrEnum):
+    ADDED = "member-added"
+    TERMINATED = "member-terminated"
+
+
+@dataclass(frozen=True, slots=True)
+class MembershipEvent:
+    """A roster reconciliation's add or termination of this patient."""
+
+    event_id: str
+    change: MembershipChange
+    effective_at: datetime

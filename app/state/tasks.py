@@ -38,7 +38,7 @@ async def create_task_once(session: AsyncSession, effect: CreateTask, patient_id
         priority=effect.priority,
         role=effect.role,
         patient_id=patient_id,
-        encounter_id=uuid.UUID(effect.encounter_id),
+        encounter_id=uuid.UUID(effect.encounter_id) if effect.encounter_id else None,
         due_at=effect.due_at,
         due_basis=effect.due_basis,
         route_basis=effect.route_basis,
@@ -106,6 +106,7 @@ def open_task_facts(tasks: list[Task]) -> tuple[OpenTask, ...]:
             t.rule_id,
             str(t.encounter_id) if t.encounter_id else None,
             anchor_of(t.due_basis),
+            tuple(t.triggering_event_ids or ()),
         )
         for t in tasks
     )

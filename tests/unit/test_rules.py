@@ -11,7 +11,17 @@ from app.rules.calendar import BusinessCalendar
 from app.rules.config import RulesFileError, load_rules
 from app.rules.due import business_due, calendar_due, end_of_day_due
 from app.rules.engine import CancelTask, CompleteTask, RuleEngine
-from app.rules.facts import EncounterEvent, EncounterEventKind, EncounterSummary, OpenTask, PatientFacts
+from app.rules.facts import (
+    EncounterEvent,
+    EncounterEventKind,
+    EncounterSummary,
+    MembershipChange,
+    MembershipEvent,
+    OpenTask,
+    PatientFacts,
+    ScreeningEvent,
+    ScreeningStatus,
+)
 from app.settings import DEFAULT_RULES_FILE
 
 NY = ZoneInfo("America/New_York")
@@ -317,3 +327,76 @@ def test_evidence_already_on_file_raises_the_task_completed(engine: RuleEngine) 
     assert tasks["medication-reconciliation"].completed_by is None, "a visit is not a medication reconciliation"
     only_before = created(engine, discharge(), replace(ADULT, encounters=(before,)))
     assert only_before["post-discharge-contact"].completed_by is None
+
+
+SCREENED_AT = datetime(2026, 11, 20, 15, 0, tzinfo=UTC)  # 10:00 EST
+
+
+def screening(instrument: str = "PHQ-9", score: int = 14, positive: bool = True, item9: int | None = 0, **kw: object):
+    return ScreeningEvent("s1", instrument, score, positive, SCREENED_AT, item9=item9, **kw)  # type: ignore[arg-type]
+
+
+def test_positive_phq9_raises_a_bh_referral_for_the_bhcf(engine: RuleEngine) -> None:
+    [task] = engine.on_screening_event(screening(), ADULT).create
+    assert (task.type, task.role, task.encounter_id) == ("bh-referral", "BHCF", None)
+    assert task.due_at == SCREENED_AT + timedelta(days=3)
+    assert task.route_basis["population"] == "behavioral-health"
+    assert task.dedupe_key == "bh-referral|screening|s1"
+    assert engine.on_screening_event(screening(score=4, positive=False), ADULT).create == []
+
+
+def test_an_open_referral_makes_another_positive_screen_stand_down(engine: RuleEngine) -> None:
+    patient = replace(ADULT, open_tasks=(OpenTask("t1", "bh-referral", None, SCREENED_AT),))
+    assert engine.on_screening_event(screening(instrument="GAD-7"), patient).create == []
+
+
+def test_phq9_item9_raises_a_same_day_urgent_response(engine: RuleEngine) -> None:
+    tasks = {t.type: t for t in engine.on_screening_event(screening(item9=1), ADULT).create}
+    assert set(tasks) == {"bh-referral", "suicide-risk-response"}
+    risk = tasks["suicide-risk-response"]
+    assert (risk.role, risk.priority) == ("RN", "urgent")
+    assert risk.due_at == datetime(2026, 11, 21, 4, 59, tzinfo=UTC)  # 23:59 EST the same day
+
+
+def test_positive_phq2_asks_for_a_phq9(engine: RuleEngine) -> None:
+    types = {t.type for t in engine.on_screening_event(screening("PHQ-2", 3, True, None), ADULT).create}
+    assert types == {"bh-referral", "phq9-follow-up"}
+
+
+def test_a_screen_entered_in_error_cancels_what_it_raised(engine: RuleEngine) -> None:
+    patient = replace(
+        ADULT,
+        open_tasks=(
+            OpenTask("t1", "bh-referral", None, SCREENED_AT, ("s1",)),
+            OpenTask("t2", "post-discharge-contact", ENC, DISCHARGED_AT, ("e1",)),
+        ),
+    )
+    effects = engine.on_screening_event(screening(status=ScreeningStatus.RETRACTED), patient)
+    assert effects.cancel == [CancelTask("t1", "screening result entered in error")] and effects.create == []
+
+
+def test_bh_referral_loop_closes_on_a_bh_visit(engine: RuleEngine) -> None:
+    patient = replace(ADULT, open_tasks=(OpenTask("t1", "bh-referral", None, SCREENED_AT, ("s1",)),))
+    bh_visit = visit(EncounterEventKind.REGISTER, "AMB", SCREENED_AT + timedelta(days=10), behavioral_health=True)
+    assert [c.task_id for c in engine.on_encounter_event(bh_visit, patient).complete] == ["t1"]
+
+
+def test_membership_add_raises_outreach_and_termination_cancels_open_work(engine: RuleEngine) -> None:
+    added = MembershipEvent("m1", MembershipChange.ADDED, datetime(2026, 12, 1, 5, 0, tzinfo=UTC))
+    [outreach] = engine.on_membership_event(added, CHILD).create
+    assert (outreach.type, outreach.role) == ("new-member-outreach", "PCF")
+    assert outreach.due_at == datetime(2026, 12, 31, 5, 0, tzinfo=UTC)
+    patient = replace(ADULT, open_tasks=(OpenTask("t1", "post-discharge-contact", ENC, DISCHARGED_AT),))
+    termed = MembershipEvent("m2", MembershipChange.TERMINATED, datetime(2026, 12, 1, tzinfo=UTC))
+    assert engine.on_membership_event(termed, patient).cancel == [CancelTask("t1", "member disenrolled")]
+
+
+def test_screening_keys_on_an_encounter_rule_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "rules.toml"
+    path.write_text(
+        DEFAULT_RULES_FILE.read_text().replace(
+            '  encounter_classes = ["EMER"]\n', '  encounter_classes = ["EMER"]\n  positive = true\n'
+        )
+    )
+    with pytest.raises(RulesFileError, match="positive apply to screening events"):
+        load_rules(path)
