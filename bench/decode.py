@@ -33,7 +33,6 @@ from app.consumers.hl7v2_decode import (
     decode_adt_reference,
     parse_message,
     read_message,
-    value,
 )
 from app.encounters.notice import EncounterNotice
 
@@ -87,7 +86,7 @@ def breakdown(texts: list[str], rounds: int) -> dict[str, float]:
 
 def _timestamps(msg: object) -> list[str]:
     paths = ("MSH.F7.R1.C1", "EVN.F2.R1.C1", "PV1.F44.R1.C1", "PV1.F45.R1.C1", "PID.F29.R1.C1")
-    return [found for found in (value(msg, path) for path in paths) if found]  # type: ignore[arg-type]
+    return [found for found in (msg.value(path) for path in paths) if found]
 
 
 def _run(part: Callable[[str], object], items: list[str], rounds: int) -> list[float]:
