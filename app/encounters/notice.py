@@ -13,12 +13,16 @@ from app.rules.facts import EncounterEventKind
 
 
 class DecodeError(ValueError):
-    """A message that can never be applied as sent; `field` names where it is wrong."""
+    """A message that can never be applied as sent; `field` names where it is wrong.
 
-    def __init__(self, reason: str, field: str | None = None) -> None:
+    `http_status` is what an HTTP front door answers: 400 for input that cannot be parsed or is not
+    valid FHIR / HL7, 422 for valid input that breaks a business rule (FHIR's distinction)."""
+
+    def __init__(self, reason: str, field: str | None = None, *, http_status: int = 400) -> None:
         super().__init__(reason)
         self.reason = reason
         self.field = field
+        self.http_status = http_status
 
 
 @dataclass(frozen=True, slots=True)

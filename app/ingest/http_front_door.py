@@ -46,7 +46,7 @@ async def accept(
     except MessageTooLarge as exc:
         raise Problem(413, "Message too large", str(exc)) from None
     except DecodeError as exc:
-        raise Problem(400, invalid_title, exc.reason, field=exc.field) from None
+        raise Problem(exc.http_status, invalid_title, exc.reason, field=exc.field) from None
     except KafkaError as exc:
         log.warning("publish failed", extra={"error": type(exc).__name__})
         raise Problem(
