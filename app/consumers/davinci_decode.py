@@ -76,7 +76,7 @@ NUBC_SYSTEMS = frozenset(
     }
 )
 # FHIR administrative-gender -> HL7 v2 table 0001, so both feeds store the same value.
-_SEX = {"male": "M", "female": "F", "other": "O", "unknown": "U"}
+SEX_CODES = {"male": "M", "female": "F", "other": "O", "unknown": "U"}
 _PATH_PART = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -273,7 +273,7 @@ class ResourceDecoder:
             self.instant(patient.deceasedDateTime, f"{pat_path}.deceasedDateTime") if patient is not None else None
         )
         enc_class = self._class(encounter)
-        family, given = _name(patient.name or []) if patient is not None else (None, None)
+        family, given = patient_name(patient.name or []) if patient is not None else (None, None)
 
         return EncounterNotice(
             source=source,
@@ -286,7 +286,7 @@ class ResourceDecoder:
             family_name=family,
             given_name=given,
             birth_date=birth_date,
-            sex=_SEX.get(patient.gender or "") if patient is not None else None,
+            sex=SEX_CODES.get(patient.gender or "") if patient is not None else None,
             death_indicator=(patient is not None and bool(patient.deceasedBoolean))
             or deceased_at is not None
             or expired,
@@ -458,7 +458,7 @@ def _visit_number(identifiers: Sequence[Any]) -> str | None:
     return usable[0].value if usable else None
 
 
-def _name(names: Sequence[Any]) -> tuple[str | None, str | None]:
+def patient_name(names: Sequence[Any]) -> tuple[str | None, str | None]:
     usable = [n for n in names if n.use not in ("old", "nickname", "anonymous")] or list(names)
     if not usable:
         return None, None
