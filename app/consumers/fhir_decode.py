@@ -30,7 +30,7 @@ import json
 import re
 import uuid
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from fhir.resources.R4B import get_fhir_model_class
@@ -105,7 +105,7 @@ class PatientRef:
     local_id: uuid.UUID | None = None
     family_name: str | None = None
     given_name: str | None = None
-    birth_date: Any = None
+    birth_date: date | None = None
     sex: str | None = None
     death_indicator: bool = False
     death_time: datetime | None = None
@@ -304,7 +304,7 @@ class _Decoder:
                 identifiers=resolver.identifiers(patient, ppath),
                 family_name=family,
                 given_name=given,
-                birth_date=patient.birthDate,
+                birth_date=patient.birthDate if isinstance(patient.birthDate, date) else None,
                 sex=SEX_CODES.get(patient.gender or ""),
                 death_indicator=bool(patient.deceasedBoolean) or deceased_at is not None,
                 death_time=deceased_at,

@@ -15,6 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from app.consumers.transient import is_transient
+from app.encounters.notice import DecodeError
 from app.state.inbound import Position, record_rejected
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,8 @@ async def apply_or_reject(
             # A concurrent writer got there first: the same message (a duplicate), or the same new
             # patient, visit or task from another feed. One fresh attempt sees its rows.
             return await apply()
+    except DecodeError as exc:  # input that only the database shows to be unusable (an unknown reference)
+        return await reject(exc.reason, exc.field)
     except IntegrityError:
         return await reject("conflicting data: integrity constraint violated", None)
     except Exception as exc:

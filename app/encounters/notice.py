@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date, datetime
 
+from app.messaging.keys import patient_partition_key
 from app.rules.facts import EncounterEventKind
 
 
@@ -76,6 +77,10 @@ class EncounterNotice:
     def patient_key(self) -> PatientIdentifier:
         """The identifier events are keyed (partitioned) by: the first one the feed sends."""
         return self.identifiers[0]
+
+    @property
+    def partition_key(self) -> bytes:
+        return patient_partition_key(self.patient_key.system, self.patient_key.value)
 
     @property
     def describes_visit(self) -> bool:

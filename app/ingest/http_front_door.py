@@ -28,6 +28,7 @@ async def accept(
     publish: Publish,
     invalid_title: str,
     request_line: str,
+    resource_type: str = "Bundle",
 ) -> Published:
     settings = request.app.state.settings
     runtime: Runtime = request.app.state.runtime
@@ -58,7 +59,7 @@ async def accept(
             principal.subject,
             principal.roles,
             action=AuditAction.CREATE,
-            resource_type="Bundle",
+            resource_type=resource_type,
             request=f"{request_line} event={published.event_id}",
         )
     log.info(

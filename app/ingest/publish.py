@@ -10,13 +10,14 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
+from app.consumers.davinci_decode import parse_fhir_json
+from app.consumers.fhir_handler import FhirHandler
 from app.consumers.notice_handler import NoticeHandler
 from app.encounters.notice import DecodeError
-from app.messaging.keys import patient_partition_key
 from app.runtime import Runtime
 from app.state.inbound import event_id_for
 
-__all__ = ["DecodeError", "MessageTooLarge", "Published", "publish_davinci", "publish_hl7v2"]
+__all__ = ["DecodeError", "MessageTooLarge", "Published", "publish_davinci", "publish_fhir", "publish_hl7v2"]
 
 
 class MessageTooLarge(ValueError):
@@ -47,8 +48,27 @@ async def publish_davinci(
     return await _publish(runtime, runtime.ens_handler, runtime.settings.topics.ens, body, source, media_type)
 
 
+async def publish_fhir(
+    runtime: Runtime,
+    body: bytes,
+    *,
+    source: str,
+    media_type: str = "application/fhir+json",
+    expect: str | None = None,
+) -> Published:
+    """FHIR clinical resources to the FHIR topic; `expect` is the resourceType the endpoint takes
+    ("Bundle" means a transaction or batch Bundle). Raises like `publish_hl7v2`."""
+    if expect is not None:
+        sent = parse_fhir_json(body, expect).get("resourceType")
+        if sent != expect:
+            raise DecodeError(f"this endpoint takes a {expect}, not {str(sent)[:40]!r}", "resourceType")
+        if expect == "Bundle" and parse_fhir_json(body, expect).get("type") not in ("transaction", "batch"):
+            raise DecodeError("POST /fhir takes a transaction or batch Bundle", "Bundle.type")
+    return await _publish(runtime, runtime.fhir_handler, runtime.settings.topics.fhir, body, source, media_type)
+
+
 async def _publish(
-    runtime: Runtime, handler: NoticeHandler | None, topic: str, body: bytes, source: str, media_type: str
+    runtime: Runtime, handler: NoticeHandler | FhirHandler | None, topic: str, body: bytes, source: str, media_type: str
 ) -> Published:
     settings = runtime.settings
     if len(body) > settings.ingest_max_bytes:
@@ -59,7 +79,7 @@ async def _publish(
     meta = await runtime.publisher.publish(
         topic,
         body,
-        key=patient_partition_key(msg.patient_key.system, msg.patient_key.value),
+        key=msg.partition_key,
         headers={"carecoord-event-id": str(event_id), "carecoord-source": source, "content-type": media_type},
     )
     return Published(event_id, msg.message_id, meta.topic, meta.partition, meta.offset)

@@ -19,6 +19,7 @@ class InstrumentId(StrEnum):
     PHQ2 = "PHQ-2"
     GAD7 = "GAD-7"
     AUDITC = "AUDIT-C"
+    PHQ9_ITEM9 = "PHQ-9 item 9"  # an item 9 result sent on its own (Observation 44260-8)
 
 
 @dataclass(frozen=True, slots=True)

@@ -136,13 +136,33 @@ def score_response(definition: QuestionnaireDefinition, response: Any, path: str
     return Score(instrument.id, _in_range(instrument, total, f"{path}.item"), item9, True)
 
 
-def judge(
-    thresholds: ScreeningThresholds, instrument: InstrumentId | None, score: int, sex: str | None
-) -> tuple[bool, int]:
-    """(positive, threshold). `instrument` None means a PHQ-9 item 9 result on its own."""
-    if instrument is None:
-        threshold = thresholds.phq9_item9
-    elif instrument is InstrumentId.AUDITC:
+@dataclass(frozen=True, slots=True)
+class ScreeningResult:
+    """What a screening event records (app/db/models.py ScreeningEvent)."""
+
+    instrument: InstrumentId
+    score: int
+    item9: int | None
+    positive: bool
+    threshold: int
+    computed: bool
+
+
+def result_of(thresholds: ScreeningThresholds, score: Score, sex: str | None) -> ScreeningResult:
+    positive, threshold = judge(thresholds, score.instrument, score.score, sex)
+    return ScreeningResult(score.instrument, score.score, score.item9, positive, threshold, score.computed)
+
+
+def observation_score(code: str, value: int) -> Score:
+    """A screening Observation's value: an instrument total, or PHQ-9 item 9 on its own."""
+    if code == PHQ9_ITEM9:
+        return Score(InstrumentId.PHQ9_ITEM9, value, value, False)
+    return Score(BY_TOTAL_CODE[code].id, value, None, False)
+
+
+def judge(thresholds: ScreeningThresholds, instrument: InstrumentId, score: int, sex: str | None) -> tuple[bool, int]:
+    """(positive, threshold): positive when the score is at or above the instrument's threshold."""
+    if instrument is InstrumentId.AUDITC:
         threshold = {"M": thresholds.auditc_male, "F": thresholds.auditc_female}.get(
             sex or "", thresholds.auditc_unknown_sex
         )
@@ -151,6 +171,7 @@ def judge(
             InstrumentId.PHQ9: thresholds.phq9,
             InstrumentId.PHQ2: thresholds.phq2,
             InstrumentId.GAD7: thresholds.gad7,
+            InstrumentId.PHQ9_ITEM9: thresholds.phq9_item9,
         }[instrument]
     return score >= threshold, threshold
 

@@ -1,0 +1,193 @@
+"""Apply a FHIR clinical payload (app/consumers/fhir_decode.py) in one transaction.
+
+Same contract as `NoticeHandler`: applied / duplicate / rejected (kept in rejected_events and copied
+to `<topic>.dlq` by the runner), transient faults propagate so the consumer retries, offsets are
+committed only after this transaction. Each resource is applied once per identity + content
+(the idempotency ledger), so a resent Bundle is a no-op and a Bundle that adds one new resource
+applies only that one.
+
+- Encounter: an `EncounterNotice`, applied exactly as ADT and Da Vinci notices are (one encounter
+  state, the same rules and tasks).
+- Questionnaire: stored and registered under url|version.
+- Observation / QuestionnaireResponse: stored; a countable result (final/amended/corrected, or a
+  completed/amended response) creates or updates the source's screening event, anything else
+  (entered-in-error, cancelled, in-progress ...) retracts it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from functools import partial
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.consumers.encounter_apply import EncounterApplier
+from app.consumers.fhir_decode import (
+    RESPONSE_STATUSES,
+    RESULT_STATUSES,
+    EncounterItem,
+    FhirDecodeError,
+    FhirMessage,
+    Item,
+    ObservationItem,
+    PatientRef,
+    QuestionnaireItem,
+    ResponseItem,
+)
+from app.consumers.results import HandleResult, Outcome, apply_or_reject, reject_payload
+from app.db.models import FhirResource, Patient
+from app.encounters.notice import DecodeError
+from app.rules.config import ScreeningThresholds
+from app.screening.scoring import Score, ScoringError, observation_score, result_of, score_response
+from app.state.clinical import find_questionnaire, record_screening, register_questionnaire, store_resource
+from app.state.inbound import Position, already_applied, event_id_for, record_applied
+from app.state.patients import patient_by_id, resolve_patient
+
+log = logging.getLogger(__name__)
+
+Decoder = Callable[[bytes], FhirMessage]
+
+
+class FhirHandler:
+    def __init__(
+        self,
+        *,
+        decode: Decoder,
+        sessions: async_sessionmaker,
+        encounters: EncounterApplier,
+        thresholds: ScreeningThresholds,
+        max_bytes: int,
+    ) -> None:
+        self.source = encounters.source
+        self._decode = decode
+        self._sessions = sessions
+        self._encounters = encounters
+        self._thresholds = thresholds
+        self._max_bytes = max_bytes
+
+    def decode(self, payload: bytes) -> FhirMessage:
+        """The REST endpoints and the consumer decode through here, so they refuse the same input."""
+        if len(payload) > self._max_bytes:
+            raise DecodeError(f"message is {len(payload)} bytes; the limit is {self._max_bytes}", "size")
+        try:
+            return self._decode(payload)
+        except DecodeError:
+            raise
+        except Exception as exc:  # a library tripping over hostile input is still bad input
+            raise DecodeError(f"undecodable: {type(exc).__name__}", None) from None
+
+    async def handle(self, payload: bytes, position: Position) -> HandleResult:
+        try:
+            message = self.decode(payload)
+        except DecodeError as exc:
+            return await self._reject(payload, position, exc.reason, exc.field)
+        return await apply_or_reject(
+            lambda: self._apply(message, position), partial(self._reject, payload, position), position
+        )
+
+    async def _reject(self, payload: bytes, position: Position, reason: str, field: str | None) -> HandleResult:
+        return await reject_payload(self._sessions, self.source, payload, position, reason, field)
+
+    async def _apply(self, message: FhirMessage, position: Position) -> HandleResult:
+        applied = created = cancelled = 0
+        async with self._sessions() as session, session.begin():
+            for item in message.items:
+                if isinstance(item, EncounterItem):
+                    result = await self._encounters.apply_in(session, item.notice, position)
+                    applied += result.outcome is Outcome.APPLIED
+                    created += result.tasks_created
+                    cancelled += result.tasks_cancelled
+                elif not await already_applied(session, item.idempotency_key):
+                    await self._apply_item(session, item, position)
+                    applied += 1
+        event_id = str(event_id_for(message.idempotency_key))
+        if not applied:
+            log.info("event already applied", extra={"event_id": event_id, "offset": position.offset})
+            return HandleResult(Outcome.DUPLICATE, event_id)
+        result = HandleResult(
+            Outcome.APPLIED,
+            event_id,
+            tasks_created=created,
+            tasks_cancelled=cancelled,
+            message_type=f"fhir:{len(message.items)}",
+        )
+        result.log_applied()
+        return result
+
+    async def _apply_item(self, session: AsyncSession, item: Item, position: Position) -> None:
+        patient = await self._patient(session, item) if not isinstance(item, QuestionnaireItem) else None
+        common = {
+            "resource_type": item.resource_type,
+            "identity": item.identity,
+            "content": item.content,
+            "content_hash": item.content_hash,
+            "patient_id": patient.id if patient else None,
+        }
+        effective_at = None
+        if isinstance(item, QuestionnaireItem):
+            row = await store_resource(session, status=item.content.get("status", "unknown"), **common)
+            await register_questionnaire(session, row, item.definition)
+        elif isinstance(item, ObservationItem):
+            effective_at = item.effective_at
+            row = await store_resource(session, status=item.status, code=item.code, effective_at=effective_at, **common)
+            counts = item.status in RESULT_STATUSES and item.value is not None
+            score = observation_score(item.code, item.value) if counts and item.value is not None else None
+            await self._screen(session, row, score, patient, effective_at)
+        else:
+            assert isinstance(item, ResponseItem)
+            effective_at = item.authored_at
+            row = await store_resource(session, status=item.status, effective_at=effective_at, **common)
+            score = await self._score(session, item) if item.status in RESPONSE_STATUSES else None
+            await self._screen(session, row, score, patient, effective_at)
+        record_applied(
+            session,
+            idempotency_key=item.idempotency_key,
+            source=self.source,
+            message_type=item.resource_type[:32],
+            position=position,
+            patient_id=patient.id if patient else None,
+            encounter_id=None,
+            event_time=effective_at,
+        )
+
+    async def _screen(
+        self,
+        session: AsyncSession,
+        row: FhirResource,
+        score: Score | None,
+        patient: Patient | None,
+        effective_at: datetime | None,
+    ) -> None:
+        result = result_of(self._thresholds, score, patient.sex if patient else None) if score is not None else None
+        await record_screening(session, row, result, effective_at)
+
+    async def _score(self, session: AsyncSession, item: ResponseItem) -> Score:
+        if item.score is not None:
+            return item.score
+        definition = await find_questionnaire(session, item.questionnaire_url, item.questionnaire_version)
+        if definition is None:
+            canonical = item.questionnaire_url + (
+                f"|{item.questionnaire_version}" if item.questionnaire_version else ""
+            )
+            raise FhirDecodeError(
+                f"unknown Questionnaire {canonical[:200]}: register it (POST /fhir/Questionnaire) before its responses",
+                f"{item.path}.questionnaire",
+                http_status=422,
+            )
+        try:
+            return score_response(definition, item.response, item.path)
+        except ScoringError as exc:
+            raise FhirDecodeError(exc.reason, exc.field, http_status=422) from None
+
+    async def _patient(self, session: AsyncSession, item: Item) -> Patient:
+        ref: PatientRef = item.patient  # type: ignore[attr-defined]
+        if ref.local_id is not None:
+            patient = await patient_by_id(session, ref.local_id)
+            if patient is None:
+                raise FhirDecodeError(
+                    f"Patient/{ref.local_id} is not known here", f"{item.path}.subject", http_status=422
+                )
+            return patient
+        return await resolve_patient(session, ref)
