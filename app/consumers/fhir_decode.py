@@ -38,6 +38,7 @@ from fhir.resources.R4B.bundle import Bundle
 
 from app.consumers.davinci_decode import (
     SEX_CODES,
+    DavinciDecodeError,
     Entry,
     ResourceDecoder,
     SubjectPatient,
@@ -49,7 +50,14 @@ from app.consumers.hl7v2_decode import DecodeOptions
 from app.encounters.notice import DecodeError, EncounterNotice, PatientIdentifier
 from app.messaging.keys import patient_partition_key
 from app.rules.facts import EncounterEventKind as K
-from app.screening.instruments import BY_TOTAL_CODE, LOINC, PHQ9_ITEM9, SCREENING_OBSERVATION_CODES
+from app.screening.instruments import (
+    BY_TOTAL_CODE,
+    LOINC,
+    LOINC_ANSWER_SCORES,
+    PHQ9_ITEM9,
+    SCREENING_OBSERVATION_CODES,
+    InstrumentId,
+)
 from app.screening.scoring import QuestionnaireDefinition, Score, ScoringError, score_response, whole_score
 from app.state.limits import check_lengths
 
@@ -62,6 +70,7 @@ RETRACTED = "entered-in-error"
 SCORE_UNIT = "{score}"
 UCUM = "http://unitsofmeasure.org"
 ITEM9_MAX = 3
+PHQ9_TOTAL = next(code for code, i in BY_TOTAL_CODE.items() if i.id is InstrumentId.PHQ9)
 # Encounter.status -> the ADT-equivalent event (A05, A01, A03, A11, A08).
 ENCOUNTER_KINDS = {
     "planned": K.PREADMIT,
@@ -139,6 +148,7 @@ class ObservationItem(Item):
     status: str
     code: str  # the screening LOINC code
     value: int | None
+    item9: int | None = None  # PHQ-9 item 9 sent as a component of the PHQ-9 total
     effective_at: datetime | None
 
 
@@ -207,7 +217,10 @@ def decode_fhir(payload: bytes, options: DecodeOptions) -> FhirMessage:
             "resourceType",
         )
     decoder = _Decoder(context, options)
-    items = [decoder.item(path, resource, raw) for path, resource, raw in entries]
+    try:
+        items = [decoder.item(path, resource, raw) for path, resource, raw in entries]
+    except DavinciDecodeError as exc:  # the shared Encounter / Patient mapping's rules
+        raise _rule(exc.reason, exc.field or "resource") from None
     definitions = {
         (i.definition.url, i.definition.version): i.definition for i in items if isinstance(i, QuestionnaireItem)
     }
@@ -377,9 +390,34 @@ class _Decoder:
             status=obs.status,
             code=code,
             value=value,
+            item9=self._item9_component(obs, path) if code == PHQ9_TOTAL else None,
             effective_at=effective_at,
             **common,
         )
+
+    def _item9_component(self, obs: Any, path: str) -> int | None:
+        """PHQ-9 item 9 as a component (44260-8) of the total: an integer, a {score} quantity or an LA answer."""
+        for i, component in enumerate(obs.component or []):
+            if not any(c.system == LOINC and c.code == PHQ9_ITEM9 for c in component.code.coding or []):
+                continue
+            cpath = f"{path}.component[{i}]"
+            try:
+                if component.valueInteger is not None:
+                    value = whole_score(component.valueInteger, f"{cpath}.valueInteger")
+                elif component.valueQuantity is not None and component.valueQuantity.value is not None:
+                    value = whole_score(component.valueQuantity.value, f"{cpath}.valueQuantity.value")
+                else:
+                    codings = getattr(component.valueCodeableConcept, "coding", None) or []
+                    scores = [LOINC_ANSWER_SCORES[c.code] for c in codings if c.code in LOINC_ANSWER_SCORES]
+                    if not scores:
+                        raise _rule("item 9 needs valueInteger, valueQuantity or a LOINC answer code", f"{cpath}.value")
+                    value = scores[0]
+            except ScoringError as exc:
+                raise _rule(exc.reason, exc.field) from None
+            if not 0 <= value <= ITEM9_MAX:
+                raise _rule(f"item 9 score {value} is outside 0..{ITEM9_MAX}", f"{cpath}.value")
+            return value
+        return None
 
     def _value(self, obs: Any, path: str) -> int | None:
         try:

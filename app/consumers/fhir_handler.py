@@ -132,8 +132,9 @@ class FhirHandler:
         elif isinstance(item, ObservationItem):
             effective_at = item.effective_at
             row = await store_resource(session, status=item.status, code=item.code, effective_at=effective_at, **common)
-            counts = item.status in RESULT_STATUSES and item.value is not None
-            score = observation_score(item.code, item.value) if counts and item.value is not None else None
+            score = None
+            if item.status in RESULT_STATUSES and item.value is not None:
+                score = observation_score(item.code, item.value, item.item9)
             await self._screen(session, row, score, patient, effective_at)
         else:
             assert isinstance(item, ResponseItem)

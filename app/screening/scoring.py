@@ -153,11 +153,12 @@ def result_of(thresholds: ScreeningThresholds, score: Score, sex: str | None) ->
     return ScreeningResult(score.instrument, score.score, score.item9, positive, threshold, score.computed)
 
 
-def observation_score(code: str, value: int) -> Score:
-    """A screening Observation's value: an instrument total, or PHQ-9 item 9 on its own."""
+def observation_score(code: str, value: int, item9: int | None = None) -> Score:
+    """A screening Observation's value: an instrument total (with PHQ-9 item 9 when it came as a
+    component), or PHQ-9 item 9 on its own."""
     if code == PHQ9_ITEM9:
         return Score(InstrumentId.PHQ9_ITEM9, value, value, False)
-    return Score(BY_TOTAL_CODE[code].id, value, None, False)
+    return Score(BY_TOTAL_CODE[code].id, value, item9, False)
 
 
 def judge(thresholds: ScreeningThresholds, instrument: InstrumentId, score: int, sex: str | None) -> tuple[bool, int]:

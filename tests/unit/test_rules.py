@@ -109,11 +109,15 @@ def test_calendar_hours_are_elapsed_time() -> None:
     [
         ("[[rule]\nid=", "not valid TOML"),
         ('[[rule]]\nid = "x"\nversion = "1"\n', "trigger"),
-        (DEFAULT_RULES_FILE.read_text() + "\n" + DEFAULT_RULES_FILE.read_text(), "duplicate rule ids"),
+        (
+            DEFAULT_RULES_FILE.read_text() + "\n" + DEFAULT_RULES_FILE.read_text().split("[screening]")[0],
+            "duplicate rule ids",
+        ),
         (DEFAULT_RULES_FILE.read_text().replace("days = 7", "days = 0"), "due needs days or hours"),
         (DEFAULT_RULES_FILE.read_text().replace('role = "PMC"', 'role = "PMC"\n  colour = "red"'), "colour"),
         (DEFAULT_RULES_FILE.read_text().replace('event = "discharge"', 'event = "dischrage"'), "rule.0.trigger.event"),
         (DEFAULT_RULES_FILE.read_text().replace("encounter_classes", "patient_classes"), "patient_classes"),
+        (DEFAULT_RULES_FILE.read_text().replace("phq9 = 10", "phq9 = 40"), "screening.phq9"),
     ],
 )
 def test_invalid_rules_files_fail_with_the_offending_key(tmp_path: Path, content: str, message: str) -> None:
