@@ -15,7 +15,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC
 from functools import partial
 from typing import Annotated, Any
 from urllib.parse import urlencode
@@ -29,7 +29,7 @@ from app.api.problems import Problem
 from app.consumers.fhir_decode import CLINICAL_TYPES
 from app.db.models import FhirResource
 from app.fhir.process_message import FHIR_MEDIA_TYPES, accepted_response
-from app.fhir.routes import fhir_base, fhir_response
+from app.fhir.routes import fhir_base, fhir_response, searchset
 from app.fhir.search import SearchParamError, Token, parse_count, parse_reference, parse_token, split_or
 from app.ingest.http_front_door import accept
 from app.ingest.publish import publish_fhir
@@ -149,20 +149,11 @@ async def _search(request: Request, principal: CurrentPrincipal, resource_type: 
         )
     base = fhir_base(request)
     applied = [(k, v) for k, v in request.query_params.multi_items() if k in ("patient", "code")]
-    bundle: dict[str, Any] = {
-        "resourceType": "Bundle",
-        "id": str(uuid.uuid4()),
-        "meta": {"lastUpdated": datetime.now(UTC).isoformat()},
-        "type": "searchset",
-        "total": total,
-        "link": [{"relation": "self", "url": f"{base}/{resource_type}?{urlencode([*applied, ('_count', count)])}"}],
-    }
-    if resources:
-        bundle["entry"] = [
-            {"fullUrl": f"{base}/{resource_type}/{r['id']}", "resource": r, "search": {"mode": "match"}}
-            for r in resources
-        ]
-    return fhir_response(bundle)
+    links = [{"relation": "self", "url": f"{base}/{resource_type}?{urlencode([*applied, ('_count', count)])}"}]
+    entries = [
+        {"fullUrl": f"{base}/{resource_type}/{r['id']}", "resource": r, "search": {"mode": "match"}} for r in resources
+    ]
+    return fhir_response(searchset(total, links, entries))
 
 
 @router.get("/fhir/Observation", summary="Search stored screening Observations of one patient")
