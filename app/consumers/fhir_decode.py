@@ -196,6 +196,9 @@ class FhirMessage:
         if self.identifiers:
             key = self.identifiers[0]
             return patient_partition_key(key.system, key.value)
+        local = next((p.local_id for i in self.items if (p := getattr(i, "patient", None)) and p.local_id), None)
+        if local is not None:  # named by carecoord id: that patient's results stay in order too
+            return patient_partition_key("urn:carecoord:patient", str(local))
         return patient_partition_key("urn:carecoord:message", self.message_id)
 
 
@@ -306,11 +309,9 @@ class _Decoder:
     def _subject(self, resolver: ResourceDecoder, ref: Any, path: str) -> PatientRef:
         if ref is None:
             raise _rule("subject is required (the Patient)", f"{path}.subject")
-        found = resolver.resolve(ref, "Patient")
+        found = self._patient_resource(resolver, ref, path)
         if found is not None:
-            index, patient = found
-            entry = resolver.entries[index]
-            ppath = f"{path}.contained" if (entry.fullUrl or "").startswith("#") else f"Bundle.entry[{index}].resource"
+            patient, ppath = found
             family, given = patient_name(patient.name or [])
             deceased_at = resolver.instant(patient.deceasedDateTime, f"{ppath}.deceasedDateTime")
             return PatientRef(
@@ -335,6 +336,15 @@ class _Decoder:
             f"{path}.subject",
         )
 
+    def _patient_resource(self, resolver: ResourceDecoder, ref: Any, path: str) -> tuple[Any, str] | None:
+        """The Patient `ref` points at in the Bundle or among the contained resources, with its path."""
+        found = resolver.resolve(ref, "Patient")
+        if found is None:
+            return None
+        index, patient = found
+        contained = (resolver.entries[index].fullUrl or "").startswith("#")
+        return patient, f"{path}.contained" if contained else f"Bundle.entry[{index}].resource"
+
     # -- per type ---------------------------------------------------------------------------
 
     def _encounter(
@@ -343,8 +353,8 @@ class _Decoder:
         patient = self._subject(resolver, encounter.subject, path)
         if not patient.identifiers:
             raise _rule("an Encounter's subject must carry a patient identifier (system and value)", f"{path}.subject")
-        found = resolver.resolve(encounter.subject, "Patient")
-        subject = SubjectPatient(patient.identifiers, found[1] if found else None, path)
+        resource, patient_path = self._patient_resource(resolver, encounter.subject, path) or (None, path)
+        subject = SubjectPatient(patient.identifiers, resource, patient_path)
         meta_time = resolver.instant(getattr(encounter.meta, "lastUpdated", None), f"{path}.meta.lastUpdated")
         notice = resolver.encounter_notice(
             encounter,
