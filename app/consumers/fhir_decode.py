@@ -11,7 +11,8 @@ Rules (docs/fhir-clinical.md has the full table):
   with status final / amended / corrected needs `effective[x]` (or `issued`) and a value as
   `valueInteger` or `valueQuantity` with UCUM `{score}`, a whole number in the instrument's range.
 - QuestionnaireResponse: `questionnaire` (canonical) and `subject` required; completed / amended
-  ones need `authored`. Scored against the Questionnaire registry (in the same Bundle, or earlier).
+  ones need `authored`. Scored against the Questionnaire registry (in the same Bundle, earlier, or
+  when the Questionnaire arrives later).
 - Questionnaire: `url` required, and it must be a supported instrument (app/screening/scoring.py).
 - Encounter: mapped like a Da Vinci notification's Encounter (app/consumers/davinci_decode.py),
   its event kind taken from `status`, its event time from `meta.lastUpdated` (else the period).

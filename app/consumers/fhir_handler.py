@@ -8,19 +8,22 @@ applies only that one.
 
 - Encounter: an `EncounterNotice`, applied exactly as ADT and Da Vinci notices are (one encounter
   state, the same rules and tasks).
-- Questionnaire: stored and registered under url|version.
+- Questionnaire: stored and registered under url|version; responses that were waiting for it are scored.
 - Observation / QuestionnaireResponse: stored; a countable result (final/amended/corrected, or a
   completed/amended response) creates or updates the source's screening event, anything else
-  (entered-in-error, cancelled, in-progress ...) retracts it.
+  (entered-in-error, cancelled, in-progress ...) retracts it. A response whose Questionnaire is not
+  registered yet waits for it (`awaiting_questionnaire`).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from datetime import datetime
 from functools import partial
 
+from fhir.resources.R4B.questionnaireresponse import QuestionnaireResponse
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.consumers.encounter_apply import EncounterApplier
@@ -40,14 +43,28 @@ from app.consumers.results import HandleResult, Outcome, apply_or_reject, reject
 from app.db.models import FhirResource, Patient
 from app.encounters.notice import DecodeError
 from app.rules.config import ScreeningThresholds
-from app.screening.scoring import Score, ScoringError, observation_score, result_of, score_response
-from app.state.clinical import find_questionnaire, record_screening, register_questionnaire, store_resource
-from app.state.inbound import Position, already_applied, event_id_for, record_applied
+from app.screening.scoring import (
+    QuestionnaireDefinition,
+    Score,
+    ScoringError,
+    observation_score,
+    result_of,
+    score_response,
+)
+from app.state.clinical import (
+    find_questionnaire,
+    record_screening,
+    register_questionnaire,
+    responses_awaiting,
+    store_resource,
+)
+from app.state.inbound import Position, already_applied, event_id_for, record_applied, record_rejected
 from app.state.patients import patient_by_id, resolve_patient
 
 log = logging.getLogger(__name__)
 
 Decoder = Callable[[bytes], FhirMessage]
+SCORING_SOURCE = "fhir-scoring"  # rejected_events of stored responses their late Questionnaire cannot score
 
 
 class FhirHandler:
@@ -129,6 +146,7 @@ class FhirHandler:
         if isinstance(item, QuestionnaireItem):
             row = await store_resource(session, status=item.content.get("status", "unknown"), **common)
             await register_questionnaire(session, row, item.definition)
+            await self._score_waiting(session, item.definition)
         elif isinstance(item, ObservationItem):
             effective_at = item.effective_at
             row = await store_resource(session, status=item.status, code=item.code, effective_at=effective_at, **common)
@@ -139,8 +157,16 @@ class FhirHandler:
         else:
             assert isinstance(item, ResponseItem)
             effective_at = item.authored_at
-            row = await store_resource(session, status=item.status, effective_at=effective_at, **common)
-            score = await self._score(session, item) if item.status in RESPONSE_STATUSES else None
+            score, definition = None, None
+            if item.status in RESPONSE_STATUSES:
+                definition = await find_questionnaire(session, item.questionnaire_url, item.questionnaire_version)
+                score = item.score or (self._scored(definition, item) if definition else None)
+            waiting = item.questionnaire_url if item.status in RESPONSE_STATUSES and score is None else None
+            row = await store_resource(
+                session, status=item.status, effective_at=effective_at, awaiting_questionnaire=waiting, **common
+            )
+            if waiting:
+                log.info("response awaits its questionnaire", extra={"resource_id": str(row.id)})
             await self._screen(session, row, score, patient, effective_at)
         record_applied(
             session,
@@ -164,23 +190,39 @@ class FhirHandler:
         result = result_of(self._thresholds, score, patient.sex if patient else None) if score is not None else None
         await record_screening(session, row, result, effective_at)
 
-    async def _score(self, session: AsyncSession, item: ResponseItem) -> Score:
-        if item.score is not None:
-            return item.score
-        definition = await find_questionnaire(session, item.questionnaire_url, item.questionnaire_version)
-        if definition is None:
-            canonical = item.questionnaire_url + (
-                f"|{item.questionnaire_version}" if item.questionnaire_version else ""
-            )
-            raise FhirDecodeError(
-                f"unknown Questionnaire {canonical[:200]}: register it (POST /fhir/Questionnaire) before its responses",
-                f"{item.path}.questionnaire",
-                http_status=422,
-            )
+    @staticmethod
+    def _scored(definition: QuestionnaireDefinition, item: ResponseItem) -> Score:
         try:
             return score_response(definition, item.response, item.path)
         except ScoringError as exc:
             raise FhirDecodeError(exc.reason, exc.field, http_status=422) from None
+
+    async def _score_waiting(self, session: AsyncSession, definition: QuestionnaireDefinition) -> None:
+        """Responses that came before their Questionnaire (another partition, or an earlier message)
+        are scored now, so arrival order does not matter. One that cannot be scored keeps waiting (a
+        corrected Questionnaire scores it) and is listed as a dead letter of source `fhir-scoring`:
+        there is nothing to replay, fix the form or send an amended response, then discard the row."""
+        for row in await responses_awaiting(session, definition.url):
+            version = str(row.content.get("questionnaire", "")).partition("|")[2]
+            if version and version != definition.version:
+                continue
+            response = QuestionnaireResponse.model_validate(row.content)
+            try:
+                score = score_response(definition, response, "QuestionnaireResponse")
+            except ScoringError as exc:
+                await record_rejected(
+                    session,
+                    source=SCORING_SOURCE,
+                    position=Position(None, None, None),
+                    reason=f"scored when {definition.url} was registered: {exc.reason}",
+                    field=exc.field,
+                    payload=json.dumps(row.content).encode(),
+                )
+                log.warning("waiting response could not be scored", extra={"resource_id": str(row.id)})
+                continue
+            row.awaiting_questionnaire = None
+            patient = await session.get(Patient, row.patient_id) if row.patient_id else None
+            await self._screen(session, row, score, patient, row.effective_at)
 
     async def _patient(self, session: AsyncSession, item: Item) -> Patient:
         ref: PatientRef = item.patient  # type: ignore[attr-defined]

@@ -236,6 +236,8 @@ class FhirResource(Base):
     patient_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("patients.id"))
     status: Mapped[str] = mapped_column(String(32))
     code: Mapped[str | None] = mapped_column(String(64))  # Observation: the screening LOINC code
+    # QuestionnaireResponse that arrived before its Questionnaire: the url it waits for, scored on registration
+    awaiting_questionnaire: Mapped[str | None] = mapped_column(String(512), index=True)
     effective_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     content: Mapped[dict[str, Any]] = mapped_column(JSON)
     content_hash: Mapped[str] = mapped_column(String(64))

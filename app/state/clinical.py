@@ -33,6 +33,7 @@ async def store_resource(
     patient_id: uuid.UUID | None,
     code: str | None = None,
     effective_at: datetime | None = None,
+    awaiting_questionnaire: str | None = None,
 ) -> FhirResource:
     """Conditional create on identity: the first one creates the row, later content makes a new version."""
     key = identity_hash(identity)
@@ -54,6 +55,7 @@ async def store_resource(
     row.patient_id = patient_id
     row.code = code
     row.effective_at = effective_at
+    row.awaiting_questionnaire = awaiting_questionnaire
     await session.flush()
     return row
 
@@ -73,6 +75,12 @@ async def register_questionnaire(session: AsyncSession, row: FhirResource, defin
     entry.resource_id = row.id
     entry.instrument = definition.instrument.value
     entry.definition = definition.to_json()
+
+
+async def responses_awaiting(session: AsyncSession, url: str) -> list[FhirResource]:
+    """QuestionnaireResponses stored before the Questionnaire at `url` was registered."""
+    query = select(FhirResource).where(FhirResource.awaiting_questionnaire == url).with_for_update()
+    return list((await session.execute(query)).scalars().all())
 
 
 async def find_questionnaire(session: AsyncSession, url: str, version: str | None) -> QuestionnaireDefinition | None:

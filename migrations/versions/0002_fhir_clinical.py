@@ -27,6 +27,7 @@ def upgrade() -> None:
         sa.Column("patient_id", sa.Uuid(), nullable=True),
         sa.Column("status", sa.String(length=32), nullable=False),
         sa.Column("code", sa.String(length=64), nullable=True),
+        sa.Column("awaiting_questionnaire", sa.String(length=512), nullable=True),
         sa.Column("effective_at", app.db.types.UTCDateTime(timezone=True), nullable=True),
         sa.Column("content", sa.JSON(), nullable=False),
         sa.Column("content_hash", sa.String(length=64), nullable=False),
@@ -40,6 +41,9 @@ def upgrade() -> None:
         ),
     )
     with op.batch_alter_table("fhir_resources", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_fhir_resources_awaiting_questionnaire"), ["awaiting_questionnaire"], unique=False
+        )
         batch_op.create_index(
             "ix_fhir_resources_patient_type_code", ["patient_id", "resource_type", "code"], unique=False
         )
@@ -96,5 +100,6 @@ def downgrade() -> None:
     op.drop_table("questionnaires")
     with op.batch_alter_table("fhir_resources", schema=None) as batch_op:
         batch_op.drop_index("ix_fhir_resources_patient_type_code")
+        batch_op.drop_index(batch_op.f("ix_fhir_resources_awaiting_questionnaire"))
 
     op.drop_table("fhir_resources")

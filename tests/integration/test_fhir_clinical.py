@@ -249,23 +249,27 @@ async def test_invalid_resources_are_refused_with_an_operation_outcome_naming_th
 
 
 async def test_unusable_payloads_on_the_topic_are_dead_lettered_with_the_element_path(
-    runtime: Runtime, settings: Settings, db: AsyncEngine
+    runtime: Runtime,
+    settings: Settings,
+    db: AsyncEngine,
+    client: httpx.AsyncClient,
+    token_for: Callable[..., str],
 ) -> None:
     bad = [
         b"\x00\xff not json",
         encode({"resourceType": "Medication"}),
         encode(observation("8867-4", value={"valueInteger": 60})),
-        encode(phq9_response()),  # its Questionnaire was never registered
+        encode(observation() | {"subject": {"reference": f"Patient/{uuid.uuid4()}"}}),
         encode(observation(ident="OK-1")),  # a good one after them still applies
     ]
     await produce_fhir(settings, *bad)
     rejected = await eventually(lambda: n_rows(db, RejectedEvent, 4))
     assert rejected
     fields = sorted(r.field or "" for r in rejected)
-    assert fields == ["Observation.code", "QuestionnaireResponse.questionnaire", "resource", "resourceType"]
+    assert fields == ["Observation.code", "Observation.subject", "resource", "resourceType"]
     assert all(r.source == "fhir" and r.topic == settings.topics.fhir for r in rejected)
-    unknown = next(r for r in rejected if r.field == "QuestionnaireResponse.questionnaire")
-    assert "unknown Questionnaire http://example.org/fhir/Questionnaire/phq-9|2.0" in unknown.reason
+    unknown = next(r for r in rejected if r.field == "Observation.code")
+    assert "unsupported Observation.code (http://loinc.org|8867-4)" in unknown.reason
     assert await eventually(lambda: n_rows(db, ScreeningEvent, 1))
 
     consumer = AIOKafkaConsumer(
@@ -285,25 +289,36 @@ async def test_unusable_payloads_on_the_topic_are_dead_lettered_with_the_element
         await consumer.stop()
     headers = [dict(m.headers) for m in copies]
     assert sorted(h["carecoord-field"].decode() for h in headers) == fields
+    # Replaying one runs it through the FHIR handler again: still refused, with the same element.
+    admin = {"Authorization": f"Bearer {token_for('ADMIN')}"}
+    replay = await client.post(f"/admin/dead-letters/{unknown.id}/replay", headers=admin)
+    assert replay.status_code == 409 and replay.json()["field"] == "Observation.code"
 
 
-async def test_dead_lettered_response_replays_once_its_questionnaire_is_registered(
+async def test_a_response_that_comes_before_its_questionnaire_is_scored_when_the_questionnaire_arrives(
     runtime: Runtime,
     settings: Settings,
     db: AsyncEngine,
     client: httpx.AsyncClient,
     token_for: Callable[..., str],
 ) -> None:
-    await produce_fhir(settings, encode(phq9_response()))
+    unscorable = phq9_response(mrn="MRN-SCREEN-2", ident="QR-0002")
+    del unscorable["item"][0]["item"][3]  # item 4 unanswered and no total
+    await produce_fhir(settings, encode(phq9_response()), encode(unscorable))
+    waiting = await eventually(lambda: n_rows(db, FhirResource, 2, FhirResource.awaiting_questionnaire.is_not(None)))
+    assert waiting and await rows(db, ScreeningEvent) == [] and await rows(db, RejectedEvent) == []
+
+    assert (
+        await post(client, token_for("INTEGRATION"), "/fhir/Questionnaire", fixture("questionnaire-phq9"))
+    ).status_code == 202
+    [event] = await eventually(lambda: n_rows(db, ScreeningEvent, 1)) or [None]
+    assert (event.score, event.positive, event.item9_score, event.score_computed) == (14, True, 1, True)
+    # The one the form cannot score keeps waiting, and is listed for an administrator.
     [row] = await eventually(lambda: n_rows(db, RejectedEvent, 1)) or [None]
-    feed, admin = token_for("INTEGRATION"), token_for("ADMIN")
-    assert (await post(client, feed, "/fhir/Questionnaire", fixture("questionnaire-phq9"))).status_code == 202
-    assert await eventually(lambda: n_rows(db, FhirResource, 1))
-    replay = await client.post(f"/admin/dead-letters/{row.id}/replay", headers=bearer(admin))
-    assert replay.status_code == 200, replay.text
-    assert replay.json()["outcome"] == "applied"
-    [event] = await rows(db, ScreeningEvent)
-    assert (event.score, event.positive, event.item9_score) == (14, True, 1)
+    assert (row.source, row.field, row.topic) == ("fhir-scoring", "QuestionnaireResponse.item", None)
+    assert "44254-1" in row.reason
+    [still] = await rows(db, FhirResource, FhirResource.awaiting_questionnaire.is_not(None))
+    assert still.content["identifier"]["value"] == "QR-0002"
 
 
 async def test_fhir_encounter_and_adt_describe_one_visit(
