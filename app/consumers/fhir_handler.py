@@ -104,6 +104,18 @@ class FhirHandler:
             lambda: self._apply(message, position), partial(self._reject, payload, position), position
         )
 
+    async def check_against_state(self, message: FhirMessage) -> None:
+        """What the front door can also judge from the database, so HTTP senders get a 422 instead of
+        a dead letter: an unknown `Patient/{id}` subject, a response its registered form cannot score."""
+        async with self._sessions() as session:
+            for item in message.items:
+                if isinstance(item, ObservationItem | ResponseItem):
+                    await self._patient(session, item, create=False)
+                if isinstance(item, ResponseItem) and item.score is None and item.status in RESPONSE_STATUSES:
+                    definition = await find_questionnaire(session, item.questionnaire_url, item.questionnaire_version)
+                    if definition is not None:
+                        self._scored(definition, item)
+
     async def _reject(self, payload: bytes, position: Position, reason: str, field: str | None) -> HandleResult:
         return await reject_payload(self._sessions, self.source, payload, position, reason, field)
 
@@ -224,7 +236,8 @@ class FhirHandler:
             patient = await session.get(Patient, row.patient_id) if row.patient_id else None
             await self._screen(session, row, score, patient, row.effective_at)
 
-    async def _patient(self, session: AsyncSession, item: Item) -> Patient:
+    async def _patient(self, session: AsyncSession, item: Item, *, create: bool = True) -> Patient | None:
+        """The subject's patient; with `create` False only checks that a `Patient/{id}` exists."""
         ref: PatientRef = item.patient  # type: ignore[attr-defined]
         if ref.local_id is not None:
             patient = await patient_by_id(session, ref.local_id)
@@ -233,4 +246,4 @@ class FhirHandler:
                     f"Patient/{ref.local_id} is not known here", f"{item.path}.subject", http_status=422
                 )
             return patient
-        return await resolve_patient(session, ref)
+        return await resolve_patient(session, ref) if create else None

@@ -5,8 +5,8 @@
   validated exactly as the FHIR consumer will (app/consumers/fhir_decode.py), then published to the FHIR
   topic keyed by patient. 202 with an informational OperationOutcome naming the event id once the
   broker acknowledged; 400 / 422 OperationOutcome naming the element otherwise. Creates are
-  conditional on identifier: a resend is accepted again and applied once. Input only the database can
-  judge (`Patient/{id}` unknown, a response its registered Questionnaire cannot score) becomes a dead letter.
+  conditional on identifier: a resend is accepted again and applied once. What takes the database to
+  judge (`Patient/{id}` unknown, a response its registered Questionnaire cannot score) is checked too.
 - `GET /fhir/Observation?patient=&code=` and `GET /fhir/QuestionnaireResponse?patient=`: searchset
   Bundles of the stored resources, newest first, any role, audited. `patient` is required so a
   search is always about one patient.

@@ -8,7 +8,9 @@ what the consumer would. The caller answers the sender only after `publish_hl7v2
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from app.consumers.davinci_decode import parse_fhir_json
 from app.consumers.fhir_handler import FhirHandler
@@ -59,22 +61,37 @@ async def publish_fhir(
     """FHIR clinical resources to the FHIR topic; `expect` is the resourceType the endpoint takes
     ("Bundle" means a transaction or batch Bundle). Raises like `publish_hl7v2`."""
     if expect is not None:
-        sent = parse_fhir_json(body, expect).get("resourceType")
-        if sent != expect:
-            raise DecodeError(f"this endpoint takes a {expect}, not {str(sent)[:40]!r}", "resourceType")
-        if expect == "Bundle" and parse_fhir_json(body, expect).get("type") not in ("transaction", "batch"):
+        data = parse_fhir_json(body, expect)
+        if data.get("resourceType") != expect:
+            raise DecodeError(
+                f"this endpoint takes a {expect}, not {str(data.get('resourceType'))[:40]!r}", "resourceType"
+            )
+        if expect == "Bundle" and data.get("type") not in ("transaction", "batch"):
             raise DecodeError("POST /fhir takes a transaction or batch Bundle", "Bundle.type")
-    return await _publish(runtime, runtime.fhir_handler, runtime.settings.topics.fhir, body, source, media_type)
+    handler = runtime.fhir_handler
+    assert handler is not None
+    return await _publish(
+        runtime, handler, runtime.settings.topics.fhir, body, source, media_type, check=handler.check_against_state
+    )
 
 
 async def _publish(
-    runtime: Runtime, handler: NoticeHandler | FhirHandler | None, topic: str, body: bytes, source: str, media_type: str
+    runtime: Runtime,
+    handler: NoticeHandler | FhirHandler | None,
+    topic: str,
+    body: bytes,
+    source: str,
+    media_type: str,
+    *,
+    check: Callable[[Any], Awaitable[None]] | None = None,
 ) -> Published:
     settings = runtime.settings
     if len(body) > settings.ingest_max_bytes:
         raise MessageTooLarge(len(body), settings.ingest_max_bytes)
     assert handler is not None and runtime.publisher is not None
     msg = handler.decode(body)
+    if check is not None:
+        await check(msg)
     event_id = event_id_for(msg.idempotency_key)
     meta = await runtime.publisher.publish(
         topic,

@@ -21,6 +21,7 @@ from app.db.models import (
     InboundEvent,
     Patient,
     PatientIdentifier,
+    QuestionnaireDefinitionRow,
     RejectedEvent,
     ScreeningEvent,
     Task,
@@ -246,6 +247,23 @@ async def test_invalid_resources_are_refused_with_an_operation_outcome_naming_th
     unauthenticated = await client.post("/fhir/Observation", content=encode(phq9), headers={"Content-Type": FHIR_JSON})
     assert unauthenticated.status_code == 401 and unauthenticated.json()["resourceType"] == "OperationOutcome"
     assert await rows(db, FhirResource) == []
+
+
+async def test_the_front_door_also_refuses_what_the_database_shows_to_be_unusable(
+    client: httpx.AsyncClient, db: AsyncEngine, token_for: Callable[..., str]
+) -> None:
+    feed = token_for("INTEGRATION")
+    assert (await post(client, feed, "/fhir/Questionnaire", fixture("questionnaire-phq9"))).status_code == 202
+    assert await eventually(lambda: n_rows(db, QuestionnaireDefinitionRow, 1))
+    incomplete = phq9_response()
+    incomplete["item"][0]["item"][4]["answer"][0]["valueCoding"]["code"] = "LA-UNKNOWN"
+    refused = await post(client, feed, "/fhir/QuestionnaireResponse", incomplete)
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["issue"][0]["expression"] == ["QuestionnaireResponse.item[0].item[4].answer[0].valueCoding"]
+    stranger = observation() | {"subject": {"reference": f"Patient/{uuid.uuid4()}"}}
+    refused = await post(client, feed, "/fhir/Observation", stranger)
+    assert refused.status_code == 422 and refused.json()["issue"][0]["expression"] == ["Observation.subject"]
+    assert len(await rows(db, FhirResource)) == 1 and await rows(db, Patient) == []
 
 
 async def test_unusable_payloads_on_the_topic_are_dead_lettered_with_the_element_path(
