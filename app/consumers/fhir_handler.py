@@ -21,12 +21,12 @@ import json
 import logging
 from collections.abc import Callable
 from datetime import datetime
-from functools import partial
 
 from fhir.resources.R4B.questionnaireresponse import QuestionnaireResponse
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.consumers.encounter_apply import EncounterApplier
+from app.consumers.feed_handler import FeedHandler
 from app.consumers.fhir_decode import (
     RESPONSE_STATUSES,
     RESULT_STATUSES,
@@ -39,9 +39,8 @@ from app.consumers.fhir_decode import (
     QuestionnaireItem,
     ResponseItem,
 )
-from app.consumers.results import HandleResult, Outcome, apply_or_reject, reject_payload
+from app.consumers.results import HandleResult, Outcome
 from app.db.models import FhirResource, Patient
-from app.encounters.notice import DecodeError
 from app.rules.config import ScreeningThresholds
 from app.screening.scoring import (
     QuestionnaireDefinition,
@@ -67,7 +66,7 @@ Decoder = Callable[[bytes], FhirMessage]
 SCORING_SOURCE = "fhir-scoring"  # rejected_events of stored responses their late Questionnaire cannot score
 
 
-class FhirHandler:
+class FhirHandler(FeedHandler[FhirMessage]):
     def __init__(
         self,
         *,
@@ -77,32 +76,9 @@ class FhirHandler:
         thresholds: ScreeningThresholds,
         max_bytes: int,
     ) -> None:
-        self.source = encounters.source
-        self._decode = decode
-        self._sessions = sessions
+        super().__init__(source=encounters.source, decode=decode, sessions=sessions, max_bytes=max_bytes)
         self._encounters = encounters
         self._thresholds = thresholds
-        self._max_bytes = max_bytes
-
-    def decode(self, payload: bytes) -> FhirMessage:
-        """The REST endpoints and the consumer decode through here, so they refuse the same input."""
-        if len(payload) > self._max_bytes:
-            raise DecodeError(f"message is {len(payload)} bytes; the limit is {self._max_bytes}", "size")
-        try:
-            return self._decode(payload)
-        except DecodeError:
-            raise
-        except Exception as exc:  # a library tripping over hostile input is still bad input
-            raise DecodeError(f"undecodable: {type(exc).__name__}", None) from None
-
-    async def handle(self, payload: bytes, position: Position) -> HandleResult:
-        try:
-            message = self.decode(payload)
-        except DecodeError as exc:
-            return await self._reject(payload, position, exc.reason, exc.field)
-        return await apply_or_reject(
-            lambda: self._apply(message, position), partial(self._reject, payload, position), position
-        )
 
     async def check_against_state(self, message: FhirMessage) -> None:
         """What the front door can also judge from the database, so HTTP senders get a 422 instead of
@@ -115,9 +91,6 @@ class FhirHandler:
                     definition = await find_questionnaire(session, item.questionnaire_url, item.questionnaire_version)
                     if definition is not None:
                         self._scored(definition, item)
-
-    async def _reject(self, payload: bytes, position: Position, reason: str, field: str | None) -> HandleResult:
-        return await reject_payload(self._sessions, self.source, payload, position, reason, field)
 
     async def _apply(self, message: FhirMessage, position: Position) -> HandleResult:
         applied = created = cancelled = 0

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from functools import partial
 
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from app.consumers.batch_apply import BatchApplier
 from app.consumers.encounter_apply import EncounterApplier
-from app.consumers.results import HandleResult, Outcome, apply_or_reject, reject_payload
+from app.consumers.feed_handler import FeedHandler
+from app.consumers.results import HandleResult, Outcome
 from app.encounters.notice import DecodeError, EncounterNotice
 from app.encounters.sensitivity import SensitivityPolicy
 from app.rules.engine import RuleEngine
@@ -31,7 +31,7 @@ __all__ = ["HandleResult", "NoticeHandler", "Outcome"]
 Decoder = Callable[[bytes], EncounterNotice]
 
 
-class NoticeHandler:
+class NoticeHandler(FeedHandler[EncounterNotice]):
     def __init__(
         self,
         *,
@@ -42,35 +42,18 @@ class NoticeHandler:
         sensitivity: SensitivityPolicy,
         max_bytes: int,
     ) -> None:
-        self.source = source
-        self._decode = decode
-        self._sessions = sessions
+        super().__init__(
+            source=source,
+            decode=decode,
+            sessions=sessions,
+            max_bytes=max_bytes,
+            undecodable_field="MSH" if source == "hl7v2" else None,
+        )
         self._applier = EncounterApplier(source=source, engine=engine, sensitivity=sensitivity)
-        self._max_bytes = max_bytes
         self._batch = BatchApplier(source=source, engine=engine, sensitivity=sensitivity)
 
-    def decode(self, payload: bytes) -> EncounterNotice:
-        """Every front door and both consumers decode through here, so they refuse the same input."""
-        if len(payload) > self._max_bytes:
-            raise DecodeError(f"message is {len(payload)} bytes; the limit is {self._max_bytes}", "size")
-        try:
-            notice = self._decode(payload)
-        except DecodeError:
-            raise
-        except Exception as exc:
-            # A parser library tripping over hostile input is still bad input, not a retryable fault.
-            raise DecodeError(f"undecodable: {type(exc).__name__}", "MSH" if self.source == "hl7v2" else None) from None
-        check_lengths(notice)
-        return notice
-
-    async def handle(self, payload: bytes, position: Position) -> HandleResult:
-        try:
-            notice = self.decode(payload)
-        except DecodeError as exc:
-            return await self._reject(payload, position, exc.reason, exc.field)
-        return await apply_or_reject(
-            lambda: self._apply(notice, position), partial(self._reject, payload, position), position
-        )
+    def _check(self, message: EncounterNotice) -> None:
+        check_lengths(message)
 
     async def handle_batch(self, records: list[tuple[bytes, Position]]) -> list[HandleResult] | None:
         """Apply a partition's records in order in ONE transaction: set-based when the batch allows
@@ -132,6 +115,3 @@ class NoticeHandler:
             result = await self._applier.apply_in(session, notice, position)
         result.log_applied()
         return result
-
-    async def _reject(self, payload: bytes, position: Position, reason: str, field: str | None) -> HandleResult:
-        return await reject_payload(self._sessions, self.source, payload, position, reason, field)
