@@ -10,7 +10,16 @@ from typing import Protocol
 from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db.models import Encounter, InboundEvent, Patient, PatientIdentifier, Task, TaskHistory
+from app.db.models import (
+    Encounter,
+    FhirResource,
+    InboundEvent,
+    Patient,
+    PatientIdentifier,
+    ScreeningEvent,
+    Task,
+    TaskHistory,
+)
 from app.encounters.notice import EncounterNotice
 from app.encounters.notice import PatientIdentifier as Identifier
 
@@ -105,8 +114,8 @@ async def _attach_identifiers(
 async def merge_patients(session: AsyncSession, survivor: Patient, notice: EncounterNotice) -> list[uuid.UUID]:
     """A40: the records MRG-1 names are merged into the survivor; returns the merged patient ids.
 
-    Identifiers, encounters, tasks and the event ledger move to the survivor; the merged record
-    keeps a pointer so nothing that referenced it is orphaned.
+    Identifiers, encounters, tasks, the event ledger, FHIR clinical resources and screening events
+    move to the survivor; the merged record keeps a pointer so nothing that referenced it is orphaned.
     """
     known = await _known_identifiers(session, notice.prior_identifiers)
     merged: list[uuid.UUID] = []
@@ -121,6 +130,10 @@ async def merge_patients(session: AsyncSession, survivor: Patient, notice: Encou
         await session.execute(
             update(InboundEvent).where(InboundEvent.patient_id == prior.id).values(patient_id=survivor.id)
         )
+        for clinical in (FhirResource, ScreeningEvent):  # FHIR clinical resources and their screenings
+            await session.execute(
+                update(clinical).where(clinical.patient_id == prior.id).values(patient_id=survivor.id)
+            )
         moved = (await session.execute(select(Task).where(Task.patient_id == prior.id))).scalars().all()
         for task in moved:
             task.patient_id = survivor.id

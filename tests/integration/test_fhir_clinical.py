@@ -413,3 +413,19 @@ async def test_subject_by_carecoord_patient_id(
     [row] = await eventually(lambda: n_rows(db, RejectedEvent, 1)) or [None]
     assert row.field == "Observation.subject" and "is not known" in row.reason
     assert subject("x")["identifier"]["system"] == MRN_SYSTEM
+
+
+async def test_a_merge_moves_screenings_to_the_surviving_patient(
+    runtime: Runtime, settings: Settings, db: AsyncEngine, client: httpx.AsyncClient, token_for: Callable[..., str]
+) -> None:
+    await produce_fhir(settings, encode(observation(mrn="OLD-1")))
+    assert await eventually(lambda: n_rows(db, ScreeningEvent, 1))
+    merge = adt("A40", control_id="A40", mrn="NEW-1", prior_mrn="OLD-1", include_pv1=False)
+    await produce(settings, merge.encode())
+    survivor = await eventually(lambda: patient_id_for(db, "NEW-1"))
+    assert survivor
+    assert await eventually(lambda: n_rows(db, ScreeningEvent, 1, ScreeningEvent.patient_id == survivor))
+    [stored] = await rows(db, FhirResource)
+    assert stored.patient_id == survivor
+    listed = await screenings(client, token_for("BHCF"), survivor, 1)
+    assert listed and listed[0]["score"] == 14
