@@ -17,6 +17,9 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from app.consumers.davinci_decode import decode_davinci
+from app.consumers.encounter_apply import EncounterApplier
+from app.consumers.fhir_decode import decode_fhir
+from app.consumers.fhir_handler import FhirHandler
 from app.consumers.hl7v2_decode import DecodeOptions, decode_hl7v2
 from app.consumers.notice_handler import HandleResult, NoticeHandler
 from app.consumers.runner import ConsumerRunner
@@ -34,6 +37,8 @@ from app.state.tasks import escalate_overdue
 
 log = logging.getLogger(__name__)
 
+Handler = NoticeHandler | FhirHandler  # what a feed's consumer and dead-letter replay call
+
 
 class Runtime:
     def __init__(self, settings: Settings, *, run_consumers: bool = True) -> None:
@@ -41,15 +46,15 @@ class Runtime:
         self.run_consumers = run_consumers
         self.zone = ZoneInfo(settings.facility_timezone)
         # Fail fast on a bad rules file, before anything is started.
-        self.rule_engine = RuleEngine(
-            load_rules(settings.rules_file), self.zone, require_attribution=settings.require_attribution
-        )
+        self.rules = load_rules(settings.rules_file)
+        self.rule_engine = RuleEngine(self.rules, self.zone, require_attribution=settings.require_attribution)
         self.broker: EmbeddedBroker | None = None
         self.engine: AsyncEngine | None = None
         self.sessions: async_sessionmaker | None = None
         self.publisher: Publisher | None = None
         self.adt_handler: NoticeHandler | None = None
         self.ens_handler: NoticeHandler | None = None  # Da Vinci notifications (FHIR message Bundles)
+        self.fhir_handler: FhirHandler | None = None  # FHIR clinical resources (Encounter, Observation, ...)
         self.consumers: list[ConsumerRunner] = []
         self._escalation: asyncio.Task[None] | None = None
 
@@ -72,7 +77,14 @@ class Runtime:
         if s.kafka_create_topics:
             await ensure_topics(
                 self.bootstrap,
-                [s.topics.adt, s.topics.adt_dead_letter, s.topics.ens, s.topics.ens_dead_letter],
+                [
+                    s.topics.adt,
+                    s.topics.adt_dead_letter,
+                    s.topics.ens,
+                    s.topics.ens_dead_letter,
+                    s.topics.fhir,
+                    s.topics.fhir_dead_letter,
+                ],
                 s.kafka_partitions,
                 s.kafka_replication_factor,
             )
@@ -94,20 +106,33 @@ class Runtime:
             sensitivity=self.sensitivity_policy(),
             max_bytes=s.ingest_max_bytes,
         )
+        self.fhir_handler = FhirHandler(
+            decode=partial(decode_fhir, options=self.decode_options()),
+            sessions=self.sessions,
+            encounters=EncounterApplier(source="fhir", engine=self.rule_engine, sensitivity=self.sensitivity_policy()),
+            thresholds=self.rules.screening,
+            max_bytes=s.ingest_max_bytes,
+        )
         if self.run_consumers:
-            # One consumer group per topic (the ENS group is the ADT group + "-ens"), so neither
-            # feed's rebalances pause the other.
-            for topic, dead_letter_topic, group, name, handler in (
+            # One consumer group per topic (the ADT group + "-ens" / "-fhir"), so no feed's
+            # rebalances pause another.
+            feeds: tuple[tuple[str, str, str, str, Handler], ...] = (
                 (s.topics.adt, s.topics.adt_dead_letter, s.consumer_group, "adt", self.adt_handler),
                 (s.topics.ens, s.topics.ens_dead_letter, f"{s.consumer_group}-ens", "ens", self.ens_handler),
-            ):
+                (s.topics.fhir, s.topics.fhir_dead_letter, f"{s.consumer_group}-fhir", "fhir", self.fhir_handler),
+            )
+            for topic, dead_letter_topic, group, name, handler in feeds:
                 runner = ConsumerRunner(
                     bootstrap=self.bootstrap,
                     topic=topic,
                     group_id=group,
                     client_id=f"{s.kafka_client_id}-{name}",
                     handler=handler.handle,
-                    batch_handler=handler.handle_batch if s.consumer_batch_transactions else None,
+                    batch_handler=(
+                        handler.handle_batch
+                        if s.consumer_batch_transactions and isinstance(handler, NoticeHandler)
+                        else None
+                    ),
                     dead_letter=partial(self._dead_letter, dead_letter_topic),
                     max_batch=s.consumer_max_batch,
                     poll_timeout_ms=s.consumer_poll_timeout_ms,
@@ -171,9 +196,10 @@ class Runtime:
             await asyncio.sleep(0.1)
         log.warning("stopping before consumers caught up", extra={"timeout_s": timeout_s})
 
-    def handler_for(self, source: str) -> NoticeHandler | None:
-        """The handler for a feed by its source name ("hl7v2", "davinci"), e.g. to replay a dead letter."""
-        return next((h for h in (self.adt_handler, self.ens_handler) if h is not None and h.source == source), None)
+    def handler_for(self, source: str) -> Handler | None:
+        """The handler for a feed by its source name ("hl7v2", "davinci", "fhir"), e.g. to replay a dead letter."""
+        handlers = (self.adt_handler, self.ens_handler, self.fhir_handler)
+        return next((h for h in handlers if h is not None and h.source == source), None)
 
     def decode_options(self) -> DecodeOptions:
         s = self.settings

@@ -23,6 +23,8 @@ class Topics(BaseModel):
     adt_dead_letter: str = "carecoord.adt.dlq.v1"
     ens: str = "carecoord.ens.v1"  # Da Vinci Unsolicited Notifications (FHIR message Bundles)
     ens_dead_letter: str = "carecoord.ens.dlq.v1"
+    fhir: str = "carecoord.fhir.v1"  # FHIR clinical resources and Bundles (docs/fhir-clinical.md)
+    fhir_dead_letter: str = "carecoord.fhir.dlq.v1"
 
 
 class Settings(BaseSettings):

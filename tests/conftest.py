@@ -75,7 +75,12 @@ def settings(tmp_path: Path, broker: EmbeddedBroker, database_url: str) -> Setti
         auto_migrate=False,
         kafka_bootstrap_servers=broker.bootstrap_servers,
         kafka_partitions=3,
-        topics=Topics(adt=f"adt-{suffix}", adt_dead_letter=f"adt-dlq-{suffix}"),
+        topics=Topics(
+            adt=f"adt-{suffix}",
+            adt_dead_letter=f"adt-dlq-{suffix}",
+            fhir=f"fhir-{suffix}",
+            fhir_dead_letter=f"fhir-dlq-{suffix}",
+        ),
         consumer_group=f"g-{suffix}",
         consumer_session_timeout_ms=2000,
         consumer_heartbeat_interval_ms=500,

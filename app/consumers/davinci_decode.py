@@ -35,6 +35,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from typing import Any
 
@@ -47,7 +48,15 @@ from app.consumers.hl7v2_decode import DecodeOptions
 from app.encounters.notice import DecodeError, Diagnosis, EncounterNotice, PatientIdentifier
 from app.rules.facts import EncounterEventKind
 
-__all__ = ["EVENT_KINDS", "NOTIFICATION_EVENT_SYSTEM", "DavinciDecodeError", "decode_davinci"]
+__all__ = [
+    "EVENT_KINDS",
+    "NOTIFICATION_EVENT_SYSTEM",
+    "DavinciDecodeError",
+    "Entry",
+    "ResourceDecoder",
+    "SubjectPatient",
+    "decode_davinci",
+]
 
 NOTIFICATION_EVENT_SYSTEM = "http://hl7.org/fhir/us/davinci-alerts/CodeSystem/notification-event"
 EVENT_KINDS: dict[str, EncounterEventKind] = {
@@ -67,7 +76,7 @@ NUBC_SYSTEMS = frozenset(
     }
 )
 # FHIR administrative-gender -> HL7 v2 table 0001, so both feeds store the same value.
-_SEX = {"male": "M", "female": "F", "other": "O", "unknown": "U"}
+SEX_CODES = {"male": "M", "female": "F", "other": "O", "unknown": "U"}
 _PATH_PART = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -78,48 +87,59 @@ class DavinciDecodeError(DecodeError):
 def decode_davinci(payload: bytes, options: DecodeOptions) -> EncounterNotice:
     data = _parse_json(payload)
     bundle = _validate(data)
-    return _Decoder(bundle, options).notice()
+    return ResourceDecoder(bundle.entry or [], options, bundle).notice()
 
 
 def _parse_json(payload: bytes) -> dict[str, Any]:
-    try:
-        data = json.loads(payload)
-    except UnicodeDecodeError:
-        raise DavinciDecodeError("not a FHIR JSON Bundle: the body is not UTF-8 text", "Bundle") from None
-    except json.JSONDecodeError as exc:
-        raise DavinciDecodeError(f"not a FHIR JSON Bundle: {exc.msg} at line {exc.lineno}", "Bundle") from None
-    except RecursionError:
-        raise DavinciDecodeError("not a FHIR JSON Bundle: nested too deeply", "Bundle") from None
-    if not isinstance(data, dict):
-        raise DavinciDecodeError("not a FHIR JSON Bundle: expected a JSON object", "Bundle")
+    data = parse_fhir_json(payload, "Bundle", DavinciDecodeError)
     resource_type = data.get("resourceType")
     if resource_type != "Bundle":
         raise DavinciDecodeError(f"expected resourceType Bundle, got {str(resource_type)[:40]!r}", "Bundle")
     return data
 
 
+def parse_fhir_json(payload: bytes, what: str, error: type[DecodeError] = DecodeError) -> dict[str, Any]:
+    """FHIR JSON bytes -> the top-level object; `what` names the expected content in errors."""
+    try:
+        data = json.loads(payload)
+    except UnicodeDecodeError:
+        raise error(f"not a FHIR JSON {what}: the body is not UTF-8 text", what) from None
+    except json.JSONDecodeError as exc:
+        raise error(f"not a FHIR JSON {what}: {exc.msg} at line {exc.lineno}", what) from None
+    except RecursionError:
+        raise error(f"not a FHIR JSON {what}: nested too deeply", what) from None
+    if not isinstance(data, dict):
+        raise error(f"not a FHIR JSON {what}: expected a JSON object", what)
+    return data
+
+
 def _validate(data: dict[str, Any]) -> Bundle:
+    return validate_resource(data, Bundle, DavinciDecodeError)
+
+
+def validate_resource(data: dict[str, Any], model: type[Any], error: type[DecodeError] = DecodeError) -> Any:
     """fhir.resources R4B validation; its errors name the element, e.g. Bundle.entry[1].resource.period.start."""
-    entries = data.get("entry")
+    root = model.get_resource_type()
+    entries = data.get("entry") if root == "Bundle" else None
     if isinstance(entries, list):
         for i, entry in enumerate(entries):
             resource = entry.get("resource") if isinstance(entry, dict) else None
-            if isinstance(resource, dict) and not _known_resource_type(resource.get("resourceType")):
-                raise DavinciDecodeError(
+            if isinstance(resource, dict) and not known_resource_type(resource.get("resourceType")):
+                raise error(
                     f"unknown resourceType {str(resource.get('resourceType'))[:40]!r}",
                     f"Bundle.entry[{i}].resource",
                 )
     try:
-        return Bundle.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
         err = exc.errors()[0]
-        path = _element_path(err["loc"])
-        raise DavinciDecodeError(f"invalid FHIR R4 Bundle: {path}: {err['msg']}", path) from None
+        path = element_path(err["loc"], root)
+        raise error(f"invalid FHIR R4 {root}: {path}: {err['msg']}", path) from None
     except (ValueError, TypeError, KeyError) as exc:
-        raise DavinciDecodeError(f"invalid FHIR R4 Bundle: {type(exc).__name__}", "Bundle") from None
+        raise error(f"invalid FHIR R4 {root}: {type(exc).__name__}", root) from None
 
 
-def _known_resource_type(name: object) -> bool:
+def known_resource_type(name: object) -> bool:
     if not isinstance(name, str) or not _PATH_PART.match(name):
         return False
     try:
@@ -129,8 +149,8 @@ def _known_resource_type(name: object) -> bool:
     return True
 
 
-def _element_path(loc: Sequence[int | str]) -> str:
-    path = "Bundle"
+def element_path(loc: Sequence[int | str], root: str = "Bundle") -> str:
+    path = root
     for part in loc:
         if isinstance(part, int):
             path += f"[{part}]"
@@ -139,11 +159,30 @@ def _element_path(loc: Sequence[int | str]) -> str:
     return path
 
 
-class _Decoder:
-    def __init__(self, bundle: Bundle, options: DecodeOptions) -> None:
+@dataclass(frozen=True, slots=True)
+class SubjectPatient:
+    """Who an Encounter is about: identifiers, and the Patient resource when the sender included one."""
+
+    identifiers: tuple[PatientIdentifier, ...]
+    resource: Any = None
+    path: str = "Patient"
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """A resource the decoder can resolve references to: a Bundle entry, or a contained resource ("#id")."""
+
+    fullUrl: str | None
+    resource: Any
+
+
+class ResourceDecoder:
+    """Reference resolution and Encounter mapping over a set of resources (a Bundle's entries)."""
+
+    def __init__(self, entries: Iterable[Any], options: DecodeOptions, bundle: Bundle | None = None) -> None:
         self.bundle = bundle
         self.options = options
-        self.entries = list(bundle.entry or [])
+        self.entries = list(entries)
 
     # -- bundle navigation ------------------------------------------------------------------
 
@@ -174,6 +213,7 @@ class _Decoder:
 
     def notice(self) -> EncounterNotice:
         b = self.bundle
+        assert b is not None
         if b.type != "message":
             raise DavinciDecodeError(f"Bundle.type must be 'message', got {str(b.type)[:20]!r}", "Bundle.type")
         if not b.id:
@@ -186,40 +226,70 @@ class _Decoder:
         enc_path = f"Bundle.entry[{enc_index}].resource"
         pat_index, patient = self._patient(encounter, enc_path)
         pat_path = f"Bundle.entry[{pat_index}].resource"
-        identifiers = self._identifiers(patient, pat_path)
-
-        zone = self.options.default_zone
-        admit_time = self._instant(getattr(encounter.period, "start", None), f"{enc_path}.period.start")
-        period_end = self._instant(getattr(encounter.period, "end", None), f"{enc_path}.period.end")
-        finished = kind is EncounterEventKind.DISCHARGE or encounter.status == "finished"
-        discharge_time = period_end if finished else None
-        if admit_time and discharge_time and discharge_time < admit_time:
-            raise DavinciDecodeError("Encounter.period.end is before Encounter.period.start", f"{enc_path}.period.end")
-        event_time = self._instant(b.timestamp, "Bundle.timestamp") or discharge_time or admit_time
-        if event_time is None:
-            raise DavinciDecodeError("Bundle.timestamp is required", "Bundle.timestamp")
-
-        birth_date = patient.birthDate if isinstance(patient.birthDate, date) else None
-        if birth_date is not None and birth_date > event_time.astimezone(zone).date():
-            raise DavinciDecodeError("Patient.birthDate is after the message time", f"{pat_path}.birthDate")
-        disposition, expired = self._disposition(encounter)
-        deceased_at = self._instant(patient.deceasedDateTime, f"{pat_path}.deceasedDateTime")
-        enc_class = self._class(encounter)
-        family, given = _name(patient.name or [])
-
-        return EncounterNotice(
+        return self.encounter_notice(
+            encounter,
+            enc_path,
+            SubjectPatient(self.identifiers(patient, pat_path), patient, pat_path),
             source="davinci",
             message_id=b.id,
             message_type=code,
             kind=kind,
-            facility=self._facility(encounter, header, enc_path),
+            message_time=(self.instant(b.timestamp, "Bundle.timestamp"), "Bundle.timestamp"),
+            sender=header.sender,
+        )
+
+    def encounter_notice(
+        self,
+        encounter: Any,
+        enc_path: str,
+        subject: SubjectPatient,
+        *,
+        source: str,
+        message_id: str,
+        message_type: str,
+        kind: EncounterEventKind,
+        message_time: tuple[datetime | None, str],
+        sender: Any = None,
+    ) -> EncounterNotice:
+        """The notice an Encounter resource describes; shared with the FHIR clinical feed so both
+        map period, class, facility, visit number, disposition and diagnoses the same way."""
+        zone = self.options.default_zone
+        admit_time = self.instant(getattr(encounter.period, "start", None), f"{enc_path}.period.start")
+        period_end = self.instant(getattr(encounter.period, "end", None), f"{enc_path}.period.end")
+        finished = kind is EncounterEventKind.DISCHARGE or encounter.status == "finished"
+        discharge_time = period_end if finished else None
+        if admit_time and discharge_time and discharge_time < admit_time:
+            raise DavinciDecodeError("Encounter.period.end is before Encounter.period.start", f"{enc_path}.period.end")
+        event_time = message_time[0] or discharge_time or admit_time
+        if event_time is None:
+            raise DavinciDecodeError(f"{message_time[1].rsplit('.', 1)[-1]} is required", message_time[1])
+
+        patient, pat_path = subject.resource, subject.path
+        birth_date = patient.birthDate if patient is not None and isinstance(patient.birthDate, date) else None
+        if birth_date is not None and birth_date > event_time.astimezone(zone).date():
+            raise DavinciDecodeError("Patient.birthDate is after the message time", f"{pat_path}.birthDate")
+        disposition, expired = self._disposition(encounter)
+        deceased_at = (
+            self.instant(patient.deceasedDateTime, f"{pat_path}.deceasedDateTime") if patient is not None else None
+        )
+        enc_class = self._class(encounter)
+        family, given = patient_name(patient.name or []) if patient is not None else (None, None)
+
+        return EncounterNotice(
+            source=source,
+            message_id=message_id,
+            message_type=message_type,
+            kind=kind,
+            facility=self._facility(encounter, sender, enc_path),
             event_time=event_time,
-            identifiers=identifiers,
+            identifiers=subject.identifiers,
             family_name=family,
             given_name=given,
             birth_date=birth_date,
-            sex=_SEX.get(patient.gender or ""),
-            death_indicator=bool(patient.deceasedBoolean) or deceased_at is not None or expired,
+            sex=SEX_CODES.get(patient.gender or "") if patient is not None else None,
+            death_indicator=(patient is not None and bool(patient.deceasedBoolean))
+            or deceased_at is not None
+            or expired,
             death_time=deceased_at or (discharge_time if expired else None),
             visit_number=_visit_number(encounter.identifier or []),
             class_system=enc_class[0] if enc_class else None,
@@ -272,7 +342,7 @@ class _Decoder:
             )
         return found
 
-    def _identifiers(self, patient: Any, pat_path: str) -> tuple[PatientIdentifier, ...]:
+    def identifiers(self, patient: Any, pat_path: str) -> tuple[PatientIdentifier, ...]:
         found: list[PatientIdentifier] = []
         for ident in patient.identifier or []:
             if not ident.system or not ident.value or (ident.use == "old"):
@@ -282,7 +352,7 @@ class _Decoder:
             raise DavinciDecodeError("Patient.identifier with system and value is required", f"{pat_path}.identifier")
         return tuple(found)
 
-    def _instant(self, value: Any, path: str) -> datetime | None:
+    def instant(self, value: Any, path: str) -> datetime | None:
         """FHIR instant/dateTime -> aware UTC. Dates and partial dates start at midnight in the default zone."""
         if value is None:
             return None
@@ -319,9 +389,9 @@ class _Decoder:
         )
         return code, expired
 
-    def _facility(self, encounter: Any, header: Any, enc_path: str) -> str:
+    def _facility(self, encounter: Any, sender: Any, enc_path: str) -> str:
         provider = encounter.serviceProvider
-        for ref in (provider, header.sender):
+        for ref in (provider, sender):
             found = self.resolve(ref, "Organization") if ref is not None else None
             if found is not None:
                 org = found[1]
@@ -388,7 +458,7 @@ def _visit_number(identifiers: Sequence[Any]) -> str | None:
     return usable[0].value if usable else None
 
 
-def _name(names: Sequence[Any]) -> tuple[str | None, str | None]:
+def patient_name(names: Sequence[Any]) -> tuple[str | None, str | None]:
     usable = [n for n in names if n.use not in ("old", "nickname", "anonymous")] or list(names)
     if not usable:
         return None, None

@@ -221,3 +221,71 @@ class AuditEvent(Base):
     request: Mapped[str] = mapped_column(String(255))
     outcome: Mapped[str] = mapped_column(String(2))  # FHIR AuditEvent.outcome: 0 4 8 12
     patient_ids: Mapped[list[str]] = mapped_column(JSON)
+
+
+class FhirResource(Base):
+    """A FHIR clinical resource as received (Observation, QuestionnaireResponse, Questionnaire), one row
+    per identity (identifier system|value, Questionnaire url|version, else the content): a resend of
+    the same content is a no-op, new content for the same identity is a new `version`."""
+
+    __tablename__ = "fhir_resources"
+    __table_args__ = (
+        UniqueConstraint("resource_type", "identity_hash"),
+        Index("ix_fhir_resources_patient_type_code", "patient_id", "resource_type", "code"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    resource_type: Mapped[str] = mapped_column(String(32))
+    identity_hash: Mapped[str] = mapped_column(String(64))  # sha256 of the identity
+    patient_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("patients.id"))
+    status: Mapped[str] = mapped_column(String(32))
+    code: Mapped[str | None] = mapped_column(String(64))  # Observation: the screening LOINC code
+    # QuestionnaireResponse that arrived before its Questionnaire: the url it waits for, scored on registration
+    awaiting_questionnaire: Mapped[str | None] = mapped_column(String(512), index=True)
+    effective_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    content: Mapped[dict[str, Any]] = mapped_column(JSON)
+    content_hash: Mapped[str] = mapped_column(String(64))
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class QuestionnaireDefinitionRow(Base):
+    """The Questionnaire registry: what scoring needs of each registered form (canonical url|version)."""
+
+    __tablename__ = "questionnaires"
+    __table_args__ = (UniqueConstraint("url", "version"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    resource_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("fhir_resources.id"))
+    url: Mapped[str] = mapped_column(String(512))
+    version: Mapped[str] = mapped_column(String(64))  # "" when the Questionnaire has none
+    instrument: Mapped[str] = mapped_column(String(16))
+    definition: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class ScreeningEvent(Base):
+    """One behavioral-health screening result per source resource: what the rules (BH referral on a
+    positive screen, suicide-risk response on PHQ-9 item 9) consume. Amended sources update it;
+    entered-in-error ones retract it (status `retracted`); nothing is deleted."""
+
+    __tablename__ = "screening_events"
+    __table_args__ = (Index("ix_screening_events_patient_effective", "patient_id", "effective_at"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    patient_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("patients.id"))
+    instrument: Mapped[str] = mapped_column(String(16))  # PHQ-9, PHQ-2, GAD-7, AUDIT-C, PHQ-9 item 9
+    score: Mapped[int] = mapped_column(Integer)
+    item9_score: Mapped[int | None] = mapped_column(Integer)  # PHQ-9 item 9 (LOINC 44260-8) when known
+    positive: Mapped[bool] = mapped_column(Boolean)
+    threshold: Mapped[int] = mapped_column(Integer)  # the cut-off it was judged by
+    score_computed: Mapped[bool] = mapped_column(Boolean, default=False)  # summed from item answers
+    effective_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    status: Mapped[str] = mapped_column(String(16))  # active | retracted
+    source_type: Mapped[str] = mapped_column(String(32))  # Observation | QuestionnaireResponse
+    source_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("fhir_resources.id"), unique=True)
+    source_version: Mapped[int] = mapped_column(Integer)
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)

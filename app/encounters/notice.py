@@ -9,16 +9,21 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date, datetime
 
+from app.messaging.keys import patient_partition_key
 from app.rules.facts import EncounterEventKind
 
 
 class DecodeError(ValueError):
-    """A message that can never be applied as sent; `field` names where it is wrong."""
+    """A message that can never be applied as sent; `field` names where it is wrong.
 
-    def __init__(self, reason: str, field: str | None = None) -> None:
+    `http_status` is what an HTTP front door answers: 400 for input that cannot be parsed or is not
+    valid FHIR / HL7, 422 for valid input that breaks a business rule (FHIR's distinction)."""
+
+    def __init__(self, reason: str, field: str | None = None, *, http_status: int = 400) -> None:
         super().__init__(reason)
         self.reason = reason
         self.field = field
+        self.http_status = http_status
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +77,10 @@ class EncounterNotice:
     def patient_key(self) -> PatientIdentifier:
         """The identifier events are keyed (partitioned) by: the first one the feed sends."""
         return self.identifiers[0]
+
+    @property
+    def partition_key(self) -> bytes:
+        return patient_partition_key(self.patient_key.system, self.patient_key.value)
 
     @property
     def describes_visit(self) -> bool:

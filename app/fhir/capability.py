@@ -45,6 +45,32 @@ ENCOUNTER_SEARCH_PARAMS: tuple[dict[str, str], ...] = (
 )
 
 
+PATIENT_PARAM = ENCOUNTER_SEARCH_PARAMS[0]
+CODE_PARAM = {
+    "name": "code",
+    "definition": "http://hl7.org/fhir/SearchParameter/clinical-code",
+    "type": "token",
+    "documentation": "Observation.code: a LOINC `code` or `http://loinc.org|code`; comma-separate to OR.",
+}
+CREATE_DOC = (
+    "create is accepted asynchronously (202 and an OperationOutcome naming the event id) and is conditional "
+    "on identifier: resending applies once. See docs/fhir-clinical.md."
+)
+
+
+def _clinical(resource_type: str, search: tuple[dict[str, str], ...] = ()) -> dict[str, Any]:
+    resource: dict[str, Any] = {
+        "type": resource_type,
+        "documentation": CREATE_DOC,
+        "interaction": [{"code": "create"}] + ([{"code": "search-type"}] if search else []),
+        "versioning": "versioned" if resource_type != "Encounter" else "no-version",
+        "conditionalCreate": True,
+    }
+    if search:
+        resource["searchParam"] = [dict(p) for p in search]
+    return resource
+
+
 def capability_statement(base_url: str, *, now: datetime | None = None) -> dict[str, Any]:
     return {
         "resourceType": "CapabilityStatement",
@@ -71,13 +97,19 @@ def capability_statement(base_url: str, *, now: datetime | None = None) -> dict[
                 "resource": [
                     {
                         "type": "Encounter",
-                        "interaction": [{"code": "read"}, {"code": "search-type"}],
+                        "documentation": CREATE_DOC,
+                        "interaction": [{"code": "read"}, {"code": "search-type"}, {"code": "create"}],
                         "versioning": "no-version",
                         "readHistory": False,
                         "updateCreate": False,
+                        "conditionalCreate": True,
                         "searchParam": [dict(p) for p in ENCOUNTER_SEARCH_PARAMS],
-                    }
+                    },
+                    _clinical("Observation", (PATIENT_PARAM, CODE_PARAM)),
+                    _clinical("Questionnaire"),
+                    _clinical("QuestionnaireResponse", (PATIENT_PARAM,)),
                 ],
+                "interaction": [{"code": "transaction"}, {"code": "batch"}],
                 "operation": [{"name": "process-message", "definition": PROCESS_MESSAGE}],
             }
         ],

@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse
 from app.api.auth import CurrentPrincipal
 from app.fhir.outcome import FHIR_JSON
 from app.ingest.http_front_door import accept
-from app.ingest.publish import publish_davinci
+from app.ingest.publish import Published, publish_davinci
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["fhir"])
@@ -48,6 +48,11 @@ async def process_message(request: Request, principal: CurrentPrincipal) -> JSON
         invalid_title="Invalid Da Vinci notification Bundle",
         request_line=f"POST {PATH}",
     )
+    return accepted_response(published, f"message Bundle {published.message_id}")
+
+
+def accepted_response(published: Published, what: str) -> JSONResponse:
+    """202 with an informational OperationOutcome naming the event id (also in `Carecoord-Event-Id`)."""
     event_id = str(published.event_id)
     outcome = {
         "resourceType": "OperationOutcome",
@@ -56,7 +61,7 @@ async def process_message(request: Request, principal: CurrentPrincipal) -> JSON
                 "severity": "information",
                 "code": "informational",
                 "diagnostics": (
-                    f"accepted message Bundle {published.message_id} as event {event_id} "
+                    f"accepted {what} as event {event_id} "
                     f"({published.topic} partition {published.partition} offset {published.offset}); "
                     "it is applied asynchronously"
                 ),

@@ -303,6 +303,10 @@ async def search_encounters(
         outcome = operation_outcome(200, f"ignored unknown search parameters: {names}")
         outcome["issue"][0].update(severity="warning", code="not-supported")
         entries.append({"resource": outcome, "search": {"mode": "outcome"}})
+    return fhir_response(searchset(total, links, entries))
+
+
+def searchset(total: int, links: list[dict[str, str]], entries: list[dict[str, Any]]) -> dict[str, Any]:
     bundle: dict[str, Any] = {
         "resourceType": "Bundle",
         "id": str(uuid.uuid4()),
@@ -313,7 +317,7 @@ async def search_encounters(
     }
     if entries:
         bundle["entry"] = entries
-    return fhir_response(bundle)
+    return bundle
 
 
 def _url(base: str, params: list[tuple[str, str]]) -> str:

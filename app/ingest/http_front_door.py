@@ -28,6 +28,7 @@ async def accept(
     publish: Publish,
     invalid_title: str,
     request_line: str,
+    resource_type: str = "Bundle",
 ) -> Published:
     settings = request.app.state.settings
     runtime: Runtime = request.app.state.runtime
@@ -46,7 +47,7 @@ async def accept(
     except MessageTooLarge as exc:
         raise Problem(413, "Message too large", str(exc)) from None
     except DecodeError as exc:
-        raise Problem(400, invalid_title, exc.reason, field=exc.field) from None
+        raise Problem(exc.http_status, invalid_title, exc.reason, field=exc.field) from None
     except KafkaError as exc:
         log.warning("publish failed", extra={"error": type(exc).__name__})
         raise Problem(
@@ -58,7 +59,7 @@ async def accept(
             principal.subject,
             principal.roles,
             action=AuditAction.CREATE,
-            resource_type="Bundle",
+            resource_type=resource_type,
             request=f"{request_line} event={published.event_id}",
         )
     log.info(

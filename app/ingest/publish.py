@@ -8,15 +8,18 @@ what the consumer would. The caller answers the sender only after `publish_hl7v2
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
+from app.consumers.davinci_decode import parse_fhir_json
+from app.consumers.fhir_handler import FhirHandler
 from app.consumers.notice_handler import NoticeHandler
 from app.encounters.notice import DecodeError
-from app.messaging.keys import patient_partition_key
 from app.runtime import Runtime
 from app.state.inbound import event_id_for
 
-__all__ = ["DecodeError", "MessageTooLarge", "Published", "publish_davinci", "publish_hl7v2"]
+__all__ = ["DecodeError", "MessageTooLarge", "Published", "publish_davinci", "publish_fhir", "publish_hl7v2"]
 
 
 class MessageTooLarge(ValueError):
@@ -47,19 +50,53 @@ async def publish_davinci(
     return await _publish(runtime, runtime.ens_handler, runtime.settings.topics.ens, body, source, media_type)
 
 
+async def publish_fhir(
+    runtime: Runtime,
+    body: bytes,
+    *,
+    source: str,
+    media_type: str = "application/fhir+json",
+    expect: str | None = None,
+) -> Published:
+    """FHIR clinical resources to the FHIR topic; `expect` is the resourceType the endpoint takes
+    ("Bundle" means a transaction or batch Bundle). Raises like `publish_hl7v2`."""
+    if expect is not None:
+        data = parse_fhir_json(body, expect)
+        if data.get("resourceType") != expect:
+            raise DecodeError(
+                f"this endpoint takes a {expect}, not {str(data.get('resourceType'))[:40]!r}", "resourceType"
+            )
+        if expect == "Bundle" and data.get("type") not in ("transaction", "batch"):
+            raise DecodeError("POST /fhir takes a transaction or batch Bundle", "Bundle.type")
+    handler = runtime.fhir_handler
+    assert handler is not None
+    return await _publish(
+        runtime, handler, runtime.settings.topics.fhir, body, source, media_type, check=handler.check_against_state
+    )
+
+
 async def _publish(
-    runtime: Runtime, handler: NoticeHandler | None, topic: str, body: bytes, source: str, media_type: str
+    runtime: Runtime,
+    handler: NoticeHandler | FhirHandler | None,
+    topic: str,
+    body: bytes,
+    source: str,
+    media_type: str,
+    *,
+    check: Callable[[Any], Awaitable[None]] | None = None,
 ) -> Published:
     settings = runtime.settings
     if len(body) > settings.ingest_max_bytes:
         raise MessageTooLarge(len(body), settings.ingest_max_bytes)
     assert handler is not None and runtime.publisher is not None
     msg = handler.decode(body)
+    if check is not None:
+        await check(msg)
     event_id = event_id_for(msg.idempotency_key)
     meta = await runtime.publisher.publish(
         topic,
         body,
-        key=patient_partition_key(msg.patient_key.system, msg.patient_key.value),
+        key=msg.partition_key,
         headers={"carecoord-event-id": str(event_id), "carecoord-source": source, "content-type": media_type},
     )
     return Published(event_id, msg.message_id, meta.topic, meta.partition, meta.offset)

@@ -193,11 +193,26 @@ class LifecycleSpec(_Strict):
     due_soon_hours: int = Field(default=24, ge=0, description="an open task this close to its due time is due soon")
 
 
+class ScreeningThresholds(_Strict):
+    """A total at or above its threshold is a positive screen (DESIGN.md rule table; all policy)."""
+
+    phq9: int = Field(default=10, ge=0, le=27)
+    phq2: int = Field(default=3, ge=0, le=6)
+    gad7: int = Field(default=10, ge=0, le=21)
+    auditc_male: int = Field(default=4, ge=0, le=12)
+    auditc_female: int = Field(default=3, ge=0, le=12)
+    auditc_unknown_sex: int = Field(
+        default=3, ge=0, le=12, description="sex not recorded: the lower cut-off, so no positive is missed"
+    )
+    phq9_item9: int = Field(default=1, ge=0, le=3, description="PHQ-9 item 9 at or above this flags suicide risk")
+
+
 class RulesFile(_Strict):
     calendar: CalendarSpec = CalendarSpec()
     lifecycle: LifecycleSpec = LifecycleSpec()
     routing: RoutingSpec
     rule: list[RuleSpec]
+    screening: ScreeningThresholds = ScreeningThresholds()
 
     @model_validator(mode="after")
     def _consistent(self) -> RulesFile:

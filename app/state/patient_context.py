@@ -13,9 +13,10 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db.models import Encounter, Task
-from app.rules.facts import EncounterSummary
-from app.state.tasks import ACTIVE_STATUSES
+from app.db.models import Encounter, Patient, ScreeningEvent, Task
+from app.rules.engine import BH_INSTRUMENTS
+from app.rules.facts import EncounterSummary, PatientFacts
+from app.state.tasks import ACTIVE_STATUSES, open_task_facts
 
 
 @dataclass(slots=True)
@@ -51,7 +52,30 @@ async def load_contexts(session: AsyncSession, patient_ids: Collection[uuid.UUID
         found.encounters[patient_id][enc_id] = summary(enc_id, class_code, admit_at, last_event_at, bh)
         if bh:
             found.behavioral_health.add(patient_id)
+    positive_screens = await session.execute(
+        select(ScreeningEvent.patient_id).where(
+            ScreeningEvent.patient_id.in_(ids),
+            ScreeningEvent.positive.is_(True),
+            ScreeningEvent.status == "active",
+            ScreeningEvent.instrument.in_(BH_INSTRUMENTS),
+        )
+    )
+    found.behavioral_health.update(positive_screens.scalars())
     return found
+
+
+def patient_facts(patient: Patient, contexts: PatientContexts) -> PatientFacts:
+    """The rules' view of one patient, from its loaded context."""
+    return PatientFacts(
+        str(patient.id),
+        patient.birth_date,
+        patient.deceased,
+        attributed=patient.id in contexts.attributed_practice,
+        practice=contexts.attributed_practice.get(patient.id),
+        behavioral_health=patient.id in contexts.behavioral_health,
+        open_tasks=open_task_facts(contexts.open_tasks[patient.id]),
+        encounters=tuple(contexts.encounters[patient.id].values()),
+    )
 
 
 def summary(

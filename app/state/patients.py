@@ -4,13 +4,45 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from datetime import date, datetime
+from typing import Protocol
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db.models import Encounter, InboundEvent, Patient, PatientIdentifier, Task, TaskHistory
+from app.db.models import (
+    Encounter,
+    FhirResource,
+    InboundEvent,
+    Patient,
+    PatientIdentifier,
+    ScreeningEvent,
+    Task,
+    TaskHistory,
+)
 from app.encounters.notice import EncounterNotice
 from app.encounters.notice import PatientIdentifier as Identifier
+
+
+class PatientClaims(Protocol):
+    """What a feed says about a patient: an encounter notice, or the subject of a FHIR resource."""
+
+    @property
+    def identifiers(self) -> tuple[Identifier, ...]: ...
+    @property
+    def patient_key(self) -> Identifier: ...
+    @property
+    def family_name(self) -> str | None: ...
+    @property
+    def given_name(self) -> str | None: ...
+    @property
+    def birth_date(self) -> date | None: ...
+    @property
+    def sex(self) -> str | None: ...
+    @property
+    def death_indicator(self) -> bool: ...
+    @property
+    def death_time(self) -> datetime | None: ...
 
 
 async def _known_identifiers(
@@ -32,7 +64,16 @@ async def _survivor(session: AsyncSession, patient_id: uuid.UUID) -> Patient:
     return patient
 
 
-async def resolve_patient(session: AsyncSession, notice: EncounterNotice) -> Patient:
+async def patient_by_id(session: AsyncSession, patient_id: uuid.UUID) -> Patient | None:
+    """A patient by carecoord id; a merged record answers with its survivor."""
+    if await session.get(Patient, patient_id) is None:
+        return None
+    return await _survivor(session, patient_id)
+
+
+async def resolve_patient(session: AsyncSession, notice: PatientClaims) -> Patient:
+    """Find the patient by any identifier (the feed's first one wins a conflict), else create one.
+    A new patient is only that: no roster membership or attribution is implied."""
     known = await _known_identifiers(session, notice.identifiers)
     primary = known.get((notice.patient_key.system, notice.patient_key.value))
     if primary is not None:
@@ -73,8 +114,8 @@ async def _attach_identifiers(
 async def merge_patients(session: AsyncSession, survivor: Patient, notice: EncounterNotice) -> list[uuid.UUID]:
     """A40: the records MRG-1 names are merged into the survivor; returns the merged patient ids.
 
-    Identifiers, encounters, tasks and the event ledger move to the survivor; the merged record
-    keeps a pointer so nothing that referenced it is orphaned.
+    Identifiers, encounters, tasks, the event ledger, FHIR clinical resources and screening events
+    move to the survivor; the merged record keeps a pointer so nothing that referenced it is orphaned.
     """
     known = await _known_identifiers(session, notice.prior_identifiers)
     merged: list[uuid.UUID] = []
@@ -89,6 +130,10 @@ async def merge_patients(session: AsyncSession, survivor: Patient, notice: Encou
         await session.execute(
             update(InboundEvent).where(InboundEvent.patient_id == prior.id).values(patient_id=survivor.id)
         )
+        for clinical in (FhirResource, ScreeningEvent):  # FHIR clinical resources and their screenings
+            await session.execute(
+                update(clinical).where(clinical.patient_id == prior.id).values(patient_id=survivor.id)
+            )
         moved = (await session.execute(select(Task).where(Task.patient_id == prior.id))).scalars().all()
         for task in moved:
             task.patient_id = survivor.id

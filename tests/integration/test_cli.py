@@ -125,6 +125,9 @@ def test_migrate_creates_the_schema(tmp_path: Path) -> None:
         "tasks",
         "task_history",
         "audit_events",
+        "fhir_resources",
+        "questionnaires",
+        "screening_events",
     } <= tables
     assert version == (ScriptDirectory.from_config(alembic_config()).get_current_head(),)
 

@@ -312,7 +312,7 @@ def test_cli_mllp_with_embedded_defaults_applies_what_it_acknowledged(tmp_path: 
         proc.send_signal(signal.SIGTERM)
         output, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, output
-    assert '"consumers": 2' in output and "embedded broker stopped" in output
+    assert '"consumers": 3' in output and "embedded broker stopped" in output
     # Shutdown drains the consumers before the memory-only broker stops: the message is applied.
     with sqlite3.connect(tmp_path / "var" / "carecoord.db") as conn:
         assert conn.execute("select count(*) from tasks").fetchone() == (1,)

@@ -6,6 +6,7 @@ broker and database. Times are America/New_York (the test facility's zone)."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from app.settings import DEFAULT_RULES_FILE, Settings
 from app.state.tasks import escalate_overdue
 from app.tasks.lifecycle import STATUSES
 from tests.conftest import bearer, eventually, wait_until_assigned
+from tests.fhir_builder import MRN_SYSTEM, encode, observation
 from tests.hl7_builder import adt
 from tests.integration.test_adt_pipeline import produce
 
@@ -33,6 +35,7 @@ def shipped(settings: Settings) -> Settings:
     return settings.model_copy(update={"rules_file": DEFAULT_RULES_FILE, "escalation_interval_s": 0})
 
 
+@asynccontextmanager
 async def _running(settings: Settings) -> AsyncIterator[tuple[Runtime, httpx.AsyncClient]]:
     async with Runtime(settings) as runtime:
         await wait_until_assigned(runtime)
@@ -43,7 +46,7 @@ async def _running(settings: Settings) -> AsyncIterator[tuple[Runtime, httpx.Asy
 
 @pytest.fixture
 async def service(shipped: Settings, db: AsyncEngine) -> AsyncIterator[tuple[Runtime, httpx.AsyncClient]]:
-    async for running in _running(shipped):
+    async with _running(shipped) as running:
         yield running
 
 
@@ -328,7 +331,7 @@ async def test_a_changed_rules_file_changes_behaviour_without_code(
     rules = rules.replace("closed = []", "closed = [2027-01-04]")  # an office closure on Monday
     path = tmp_path / "tcm.toml"
     path.write_text(rules)
-    async for runtime, client in _running(shipped.model_copy(update={"rules_file": path})):
+    async with _running(shipped.model_copy(update={"rules_file": path})) as (runtime, client):
         friday_evening = dict(visit_number="V1", discharge_time="20270101190000-0500", event_time="20270101190500-0500")
         await send(runtime, db, adt("A03", control_id="FRI", **friday_evening))
         [contact] = by_type(await tasks(client, token_for(*FACILITATORS)))["post-discharge-contact"]
@@ -345,8 +348,49 @@ async def test_a_changed_rules_file_changes_behaviour_without_code(
 async def test_unattributed_patients_get_no_tasks_but_their_events_are_kept(
     shipped: Settings, db: AsyncEngine, token_for: Callable[..., str]
 ) -> None:
-    async for runtime, client in _running(shipped.model_copy(update={"require_attribution": True})):
+    async with _running(shipped.model_copy(update={"require_attribution": True})) as (runtime, client):
         await send(runtime, db, adt("A03", control_id="A03", **STAY))
         assert await tasks(client, token_for(*FACILITATORS)) == []
         async with db.connect() as conn:
             assert (await conn.execute(select(Encounter.status))).scalars().all() == ["finished"]
+
+
+async def test_screenings_raise_bh_referral_and_suicide_risk_work_and_a_retraction_cancels_it(
+    shipped: Settings, db: AsyncEngine, token_for: Callable[..., str]
+) -> None:
+    """FHIR Observations through the front door: a positive PHQ-9 -> BH referral (BHCF, 3 days);
+    item 9 sent on its own -> same-day urgent response (RN); the PHQ-9 entered in error -> cancelled."""
+    feed = token_for("INTEGRATION", sub="ehr")
+    settings = shipped.model_copy(update={"assigning_authority_systems": {"GOODHEALTH": MRN_SYSTEM}})
+    async with _running(settings) as (_runtime, client):
+
+        async def post(resource: dict) -> None:
+            resp = await client.post(
+                "/fhir/Observation",
+                content=encode(resource),
+                headers={**bearer(feed), "Content-Type": "application/fhir+json"},
+            )
+            assert resp.status_code == 202, resp.text
+
+        async def settled(n: int) -> list[dict] | None:
+            found = await tasks(client, token_for(*FACILITATORS))
+            return found if len(found) == n else None
+
+        await post(observation(mrn="SCREENED", ident="PHQ9-1"))  # PHQ-9 total 14: positive
+        [referral] = await eventually(lambda: settled(1)) or [None]
+        assert referral is not None
+        assert (referral["type"], referral["role"], referral["status"]) == ("bh-referral", "BHCF", "ready")
+        assert local(referral["due_at"]) == "Mon 2026-11-23 10:15"  # 3 days after 10:15 on the 20th
+        await post(observation("44260-8", mrn="SCREENED", ident="ITEM9-1", value={"valueInteger": 2}))
+        found = by_type(await eventually(lambda: settled(2)) or [])
+        [risk] = found["suicide-risk-response"]
+        assert (risk["role"], risk["priority"], local(risk["due_at"])) == ("RN", "urgent", "Fri 2026-11-20 23:59")
+        # A second positive screen while the referral is open raises no second referral.
+        await post(observation("70274-6", mrn="SCREENED", ident="GAD7-1", value={"valueInteger": 15}))
+        await post(observation(mrn="SCREENED", ident="PHQ9-1", status="entered-in-error"))
+
+        async def referral_cancelled() -> bool:
+            statuses = [t["status"] for t in by_type(await tasks(client, token_for(*FACILITATORS)))["bh-referral"]]
+            return statuses == ["cancelled"]
+
+        assert await eventually(referral_cancelled)

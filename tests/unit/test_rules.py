@@ -243,6 +243,7 @@ def test_calendar_hours_are_elapsed_time() -> None:
         (DEFAULT_RULES_FILE.read_text().replace('subdivision = "MA"', 'subdivision = "ZZ"'), "unknown holiday"),
         (DEFAULT_RULES_FILE.read_text().replace('event = "discharge"', 'event = "dischrage"'), "rule.0.trigger.event"),
         (DEFAULT_RULES_FILE.read_text().replace("encounter_classes", "patient_classes"), "patient_classes"),
+        (DEFAULT_RULES_FILE.read_text().replace("phq9 = 10", "phq9 = 40"), "screening.phq9"),
     ],
 )
 def test_invalid_rules_files_fail_with_the_offending_key(tmp_path: Path, content: str, message: str) -> None:

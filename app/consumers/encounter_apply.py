@@ -1,0 +1,114 @@
+"""Apply one `EncounterNotice` inside the caller's transaction: patient, encounter fold, rules,
+death cancellations and the idempotency ledger. Every feed that describes visits (HL7 v2 ADT, Da
+Vinci notifications, FHIR Encounter resources) goes through here, so they share one encounter state.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.consumers.results import HandleResult, Outcome
+from app.db.models import Encounter, Patient
+from app.encounters.notice import EncounterNotice
+from app.encounters.sensitivity import SensitivityPolicy
+from app.encounters.state import EncounterState
+from app.rules.engine import RuleEngine
+from app.rules.facts import EncounterEvent, EncounterEventKind
+from app.state.encounters import apply_to_encounter
+from app.state.inbound import Position, already_applied, event_id_for, record_applied
+from app.state.patient_context import load_contexts, patient_facts
+from app.state.patients import merge_patients, resolve_patient
+from app.state.tasks import cancel_task, complete_task, create_task_once, open_tasks_for_patient
+
+log = logging.getLogger(__name__)
+
+
+class EncounterApplier:
+    def __init__(self, *, source: str, engine: RuleEngine, sensitivity: SensitivityPolicy) -> None:
+        self.source = source
+        self.engine = engine
+        self._sensitivity = sensitivity
+
+    async def apply_in(self, session: AsyncSession, notice: EncounterNotice, position: Position) -> HandleResult:
+        event_id = event_id_for(notice.idempotency_key)
+        created = cancelled = 0
+        if await already_applied(session, notice.idempotency_key):
+            log.info("event already applied", extra={"event_id": str(event_id), "offset": position.offset})
+            return HandleResult(Outcome.DUPLICATE, str(event_id))
+        patient = await resolve_patient(session, notice)
+        encounter: Encounter | None = None
+        if notice.kind is EncounterEventKind.MERGE:
+            await merge_patients(session, patient, notice)
+        if notice.describes_visit:
+            encounter, state = await apply_to_encounter(session, patient.id, notice, event_id, self._sensitivity)
+            created, cancelled = await self._run_rules(session, notice, event_id, patient, encounter, state)
+        if patient.deceased:
+            cancelled += await self._cancel_for_death(session, patient, event_id)
+        record_applied(
+            session,
+            idempotency_key=notice.idempotency_key,
+            source=self.source,
+            message_type=notice.message_type,
+            position=position,
+            patient_id=patient.id,
+            encounter_id=encounter.id if encounter else None,
+            event_time=notice.event_time,
+        )
+        return HandleResult(
+            Outcome.APPLIED,
+            str(event_id),
+            tasks_created=created,
+            tasks_cancelled=cancelled,
+            message_type=notice.message_type,
+        )
+
+    async def _run_rules(
+        self,
+        session: AsyncSession,
+        notice: EncounterNotice,
+        event_id: uuid.UUID,
+        patient: Patient,
+        encounter: Encounter,
+        state: EncounterState,
+    ) -> tuple[int, int]:
+        event = EncounterEvent(
+            event_id=str(event_id),
+            kind=notice.kind,
+            occurred_at=notice.event_time,
+            encounter_id=str(encounter.id),
+            status=state.status,
+            class_code=state.class_code,
+            admit_at=state.admit_at,
+            discharge_at=state.discharge_at,
+            hospital_service=state.hospital_service,
+            behavioral_health=encounter.behavioral_health,
+        )
+        await session.flush()  # the encounter's BH flag and times count towards the patient's context
+        contexts = await load_contexts(session, [patient.id])
+        tasks = contexts.open_tasks[patient.id]
+        facts = patient_facts(patient, contexts)
+        effects = self.engine.on_encounter_event(event, facts)
+        by_id = {str(t.id): t for t in tasks}
+        actor = f"event:{notice.message_type}"
+        for done in effects.complete:
+            complete_task(
+                session, by_id[done.task_id], reason=done.reason, actor=actor, evidence_event_id=done.evidence_event_id
+            )
+        for cancel in effects.cancel:
+            cancel_task(session, by_id[cancel.task_id], reason=cancel.reason, actor=actor, event_id=str(event_id))
+        await session.flush()
+        created = 0
+        for effect in effects.create:
+            if await create_task_once(session, effect, patient.id) is not None:
+                created += 1
+        return created, len(effects.cancel)
+
+    async def _cancel_for_death(self, session: AsyncSession, patient: Patient, event_id: uuid.UUID) -> int:
+        tasks = await open_tasks_for_patient(session, patient.id)
+        doomed = [t for t in tasks if self.engine.cancels_on_death(t.rule_id)]
+        for task in doomed:
+            cancel_task(session, task, reason="patient deceased", actor="event:death", event_id=str(event_id))
+        return len(doomed)

@@ -1,0 +1,43 @@
+"""Run the rules on a recorded screening event (or its retraction) inside the caller's transaction:
+the BH referral, suicide-risk response and PHQ-9 follow-up of the rules file."""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.db.models import Patient
+from app.db.models import ScreeningEvent as ScreeningRow
+from app.rules.engine import RuleEngine
+from app.rules.facts import ScreeningEvent, ScreeningStatus
+from app.screening.instruments import InstrumentId
+from app.state.patient_context import load_contexts, patient_facts
+from app.state.tasks import cancel_task, create_task_once
+
+
+async def apply_screening_rules(
+    session: AsyncSession, engine: RuleEngine, row: ScreeningRow, patient: Patient
+) -> tuple[int, int]:
+    """(tasks created, tasks cancelled)."""
+    await session.flush()  # the event itself counts towards the patient's BH population
+    contexts = await load_contexts(session, [patient.id])
+    facts = patient_facts(patient, contexts)
+    alone = row.instrument == InstrumentId.PHQ9_ITEM9  # an item 9 result sent on its own
+    event = ScreeningEvent(
+        event_id=str(row.id),
+        instrument=row.instrument,
+        score=row.score,
+        positive=row.positive,
+        effective_at=row.effective_at,
+        item9=row.item9_score if row.item9_score is not None else (row.score if alone else None),
+        status=ScreeningStatus.RETRACTED if row.status == ScreeningStatus.RETRACTED else ScreeningStatus.ACTIVE,
+    )
+    effects = engine.on_screening_event(event, facts)
+    by_id = {str(t.id): t for t in contexts.open_tasks[patient.id]}
+    for cancel in effects.cancel:
+        cancel_task(session, by_id[cancel.task_id], reason=cancel.reason, actor="event:screening", event_id=str(row.id))
+    await session.flush()
+    created = 0
+    for effect in effects.create:
+        if await create_task_once(session, effect, patient.id) is not None:
+            created += 1
+    return created, len(effects.cancel)

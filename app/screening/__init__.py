@@ -1,0 +1,1 @@
+"""Behavioral-health screening: instruments, scoring and positive/negative classification (pure)."""

@@ -1,0 +1,71 @@
+"""FHIR R4 clinical resources for tests: the fixture files (written from the FHIR and LOINC specs)
+and small builders for variations of them."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "fhir-clinical"
+LOINC = "http://loinc.org"
+MRN_SYSTEM = "http://example.org/fhir/mrn"
+
+
+def fixture(name: str) -> dict[str, Any]:
+    return json.loads((FIXTURES / f"{name}.json").read_text(encoding="utf-8"))
+
+
+def encode(resource: dict[str, Any]) -> bytes:
+    return json.dumps(resource).encode()
+
+
+def subject(mrn: str) -> dict[str, Any]:
+    return {"identifier": {"system": MRN_SYSTEM, "value": mrn}}
+
+
+def observation(
+    code: str = "44261-6",
+    *,
+    mrn: str = "MRN-SCREEN-1",
+    ident: str = "OBS-1",
+    status: str = "final",
+    value: dict[str, Any] | None = None,
+    effective: str = "2026-11-20T10:15:00-05:00",
+) -> dict[str, Any]:
+    """A screening Observation like the PHQ-9 fixture; `value` replaces its valueQuantity."""
+    obs = fixture("observation-phq9-total")
+    obs["identifier"][0]["value"] = ident
+    obs["code"] = {"coding": [{"system": LOINC, "code": code}]}
+    obs["subject"] = subject(mrn)
+    obs["status"] = status
+    obs["effectiveDateTime"] = effective
+    if value is not None:
+        del obs["valueQuantity"]
+        obs.update(value)
+    return obs
+
+
+def phq9_response(
+    *, mrn: str = "MRN-SCREEN-1", ident: str = "QR-0001", scores: list[int] | None = None
+) -> dict[str, Any]:
+    """The PHQ-9 response fixture (no total), optionally with other item scores (0..3 each)."""
+    qr = fixture("questionnaireresponse-phq9-no-total")
+    qr["identifier"]["value"] = ident
+    qr["subject"] = subject(mrn)
+    if scores is not None:
+        codes = ["LA6568-5", "LA6569-3", "LA6570-1", "LA6571-9"]
+        for item, score in zip(qr["item"][0]["item"], scores, strict=True):
+            item["answer"] = [{"valueCoding": {"system": LOINC, "code": codes[score]}}]
+    return qr
+
+
+def transaction(*resources: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {"resource": copy.deepcopy(r), "request": {"method": "POST", "url": r["resourceType"]}} for r in resources
+        ],
+    }
