@@ -58,12 +58,48 @@ class RuleSpec(_Strict):
     route: RouteSpec
 
 
+class MemberDueSpec(_Strict):
+    """Due time counted from the roster's arrival (the member's assignment)."""
+
+    days: int = Field(default=0, ge=0)
+    hours: int = Field(default=0, ge=0)
+
+    @model_validator(mode="after")
+    def _positive(self) -> MemberDueSpec:
+        if self.days == 0 and self.hours == 0:
+            raise ValueError("due needs days or hours > 0")
+        return self
+
+
+class MemberRouteSpec(_Strict):
+    """BH-program members go to `bh_role`, children to `pediatric_role`, everyone else to `role`."""
+
+    role: str = Field(min_length=1, max_length=32)
+    bh_role: str | None = Field(default=None, min_length=1, max_length=32)
+    pediatric_role: str | None = Field(default=None, min_length=1, max_length=32)
+    pediatric_under_age: int = Field(default=18, ge=1, le=30)
+
+
+class MemberRuleSpec(_Strict):
+    """A roster rule: fires on a reconciliation outcome (today: a member added to a roster)."""
+
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,63}$")
+    version: str = Field(min_length=1, max_length=32)
+    description: str = ""
+    enabled: bool = True
+    on: Literal["added"]
+    task: TaskSpec
+    due: MemberDueSpec
+    route: MemberRouteSpec
+
+
 class RulesFile(_Strict):
     rule: list[RuleSpec]
+    member_rule: list[MemberRuleSpec] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _unique_ids(self) -> RulesFile:
-        ids = [r.id for r in self.rule]
+        ids = [r.id for r in (*self.rule, *self.member_rule)]
         dupes = sorted({i for i in ids if ids.count(i) > 1})
         if dupes:
             raise ValueError(f"duplicate rule ids: {', '.join(dupes)}")

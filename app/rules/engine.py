@@ -4,7 +4,7 @@ longer hold. Pure: returns effects; adapters persist them."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -39,10 +39,28 @@ class CancelTask:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class MemberTaskPlan:
+    """One task per added member, routed by the member's BH flag and age; applied set-based by the
+    roster adapter, since a roster adds thousands of members at once."""
+
+    rule_id: str
+    rule_version: str
+    type: str
+    priority: str
+    due_at: datetime
+    due_basis: dict[str, Any]
+    role: str
+    bh_role: str | None
+    pediatric_role: str | None
+    pediatric_born_after: date  # born after this day = under the pediatric age on the roster's date
+
+
 class RuleEngine:
     def __init__(self, rules: RulesFile, zone: ZoneInfo) -> None:
         self._rules = [r for r in rules.rule if r.enabled]
         self._by_id = {r.id: r for r in rules.rule}
+        self._member_rules = [r for r in rules.member_rule if r.enabled and r.on == "added"]
         self._zone = zone
 
     def on_encounter_event(self, event: EncounterEvent, patient: PatientFacts) -> list[CreateTask]:
@@ -65,6 +83,27 @@ class RuleEngine:
             if reason is not None:
                 cancels.append(CancelTask(task.task_id, reason))
         return cancels
+
+    def on_members_added(self, assigned_at: datetime, as_of: date) -> list[MemberTaskPlan]:
+        plans = []
+        for rule in self._member_rules:
+            due = calendar_due(assigned_at, "assignment", days=rule.due.days, hours=rule.due.hours, zone=self._zone)
+            age = rule.route.pediatric_under_age
+            plans.append(
+                MemberTaskPlan(
+                    rule_id=rule.id,
+                    rule_version=rule.version,
+                    type=rule.task.type,
+                    priority=rule.task.priority,
+                    due_at=due.due_at,
+                    due_basis=due.basis,
+                    role=rule.route.role,
+                    bh_role=rule.route.bh_role,
+                    pediatric_role=rule.route.pediatric_role,
+                    pediatric_born_after=_years_before(as_of, age),
+                )
+            )
+        return plans
 
     def cancels_on_death(self, rule_id: str) -> bool:
         rule = self._by_id.get(rule_id)
@@ -91,6 +130,13 @@ class RuleEngine:
             encounter_id=event.encounter_id,
             triggering_event_ids=(event.event_id,),
         )
+
+
+def _years_before(day: date, years: int) -> date:
+    try:
+        return day.replace(year=day.year - years)
+    except ValueError:  # 29 February in a non-leap year
+        return day.replace(year=day.year - years, day=28)
 
 
 def _holds(trigger: Trigger, event: EncounterEvent, patient: PatientFacts) -> str | None:
