@@ -51,3 +51,18 @@ def csv_text(
     writer.writerow(header)
     writer.writerows([r.get(h, "") for h in header] for r in rows)
     return buffer.getvalue()
+
+
+def make_importer(engine: Any, var_dir: Any, **settings: Any) -> Any:
+    """A RosterImporter on the test database with the default rules."""
+    from zoneinfo import ZoneInfo
+
+    from app.db.session import session_factory
+    from app.ingest.roster_import import RosterImporter
+    from app.rules.config import load_rules
+    from app.rules.engine import RuleEngine
+    from app.settings import DEFAULT_RULES_FILE, Settings
+
+    zone = ZoneInfo("America/New_York")
+    rules = RuleEngine(load_rules(DEFAULT_RULES_FILE), zone)
+    return RosterImporter(Settings(var_dir=var_dir, **settings), session_factory(engine), rules, zone)

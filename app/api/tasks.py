@@ -36,7 +36,7 @@ def _display_name(patient: Patient) -> str | None:
     return " ".join(parts) or None
 
 
-def _task_out(task: Task, patient: Patient) -> TaskOut:
+def _task_out(task: Task, patient: Patient | None) -> TaskOut:
     return TaskOut(
         id=task.id,
         type=task.type,
@@ -45,7 +45,9 @@ def _task_out(task: Task, patient: Patient) -> TaskOut:
         role=task.role,
         team=task.team,
         owner=task.owner,
-        patient=PatientSummary(id=patient.id, name=_display_name(patient), birth_date=patient.birth_date),
+        patient=None
+        if patient is None
+        else PatientSummary(id=patient.id, name=_display_name(patient), birth_date=patient.birth_date),
         encounter_id=task.encounter_id,
         due_at=task.due_at,
         due_basis=task.due_basis,
@@ -79,7 +81,7 @@ async def list_tasks(
 
     query = (
         select(Task, Patient)
-        .join(Patient, Patient.id == Task.patient_id)
+        .outerjoin(Patient, Patient.id == Task.patient_id)
         .outerjoin(Encounter, Encounter.id == Task.encounter_id)
         .where(Task.role.in_(roles), Task.status.in_(statuses))
         .order_by(Task.due_at, Task.id)
@@ -98,6 +100,6 @@ async def list_tasks(
             action=AuditAction.READ,
             resource_type="Task",
             request=f"GET /tasks role={','.join(roles)}",
-            patient_ids=[str(item.patient.id) for item in items],
+            patient_ids=[str(item.patient.id) for item in items if item.patient],
         )
     return TaskList(items=items, count=len(items))

@@ -73,6 +73,7 @@ class ImportOutcome:
     tasks_cancelled: int = 0
     reason: str | None = None
     errors: list[RowError] = field(default_factory=list)  # dry runs only (a real run stores them)
+    changes: list[tuple[str, str, date, str]] = field(default_factory=list)  # dry runs: kind, member, date, fields
 
     @classmethod
     def of(cls, row: RosterImport, duplicate: bool = False) -> ImportOutcome:
@@ -235,7 +236,14 @@ class RosterImporter:
                 await store.create_staging(session)
                 try:
                     records = await asyncio.to_thread(self._records, req, job.as_of)
-                    while chunk := await asyncio.to_thread(lambda: list(islice(records, batch_rows))):
+
+                    def take() -> list[MemberRecord | RowError]:
+                        return list(islice(records, batch_rows))
+
+                    # The next chunk is parsed while this one is written: the database works meanwhile.
+                    upcoming = asyncio.ensure_future(asyncio.to_thread(take))
+                    while chunk := await upcoming:
+                        upcoming = asyncio.ensure_future(asyncio.to_thread(take))
                         rows = [store.staged_row(r, job.as_of) for r in chunk if isinstance(r, MemberRecord)]
                         errors = [r for r in chunk if isinstance(r, RowError)]
                         outcome.total_rows += len(chunk)
@@ -265,6 +273,7 @@ class RosterImporter:
                 in_file_changes = outcome.added + outcome.changed + counts.terminated_in_file
                 outcome.unchanged = outcome.total_rows - outcome.error_rows - in_file_changes
                 if dry_run:
+                    outcome.changes = await store.change_summaries(session, job.id)
                     raise _Rollback
                 await store.finish_import(session, job.id, store.COMPLETED, **_counts(outcome))
         except _Rollback:

@@ -121,8 +121,11 @@ def _member(
     coverage_ref = ((coverage_ext or {}).get("valueReference") or {}).get("reference")
     coverage = resolve(coverage_ref) if coverage_ref else None
     subscriber = (coverage or {}).get("subscriberId")
-    member_number = _typed((coverage or {}).get("identifier") or [], "MB") or _typed(identifiers, "MB")
-    member_id = (member_number or {}).get("value") or subscriber or chosen["value"]
+    coverage_number = _typed((coverage or {}).get("identifier") or [], "MB")
+    patient_number = _typed(identifiers, "MB")
+    member_id = (
+        (coverage_number or {}).get("value") or subscriber or (patient_number or {}).get("value") or chosen["value"]
+    )
 
     pcp_npi, practice = _provider(member, resolve)
     period = member.get("period") or {}

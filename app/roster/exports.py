@@ -101,7 +101,8 @@ def csv_lines(header: Iterable[str], rows: Iterable[Iterable[Any]]) -> Iterator[
     """CSV text one line at a time (CRLF, RFC 4180), for streaming to a file or an HTTP response."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    for row in (list(header), *([_text(v) for v in r] for r in rows)):
+    header = list(header)
+    for row in ([header] if header else []) + [[_text(v) for v in r] for r in rows]:
         writer.writerow(row)
         yield buffer.getvalue()
         buffer.seek(0)

@@ -4,6 +4,7 @@ with a reason fit for a row-error report (never the value itself: it is patient 
 from __future__ import annotations
 
 from datetime import date, datetime
+from functools import lru_cache
 
 from app.roster.mapping import ISO_DATE
 
@@ -40,6 +41,7 @@ def parse_sex(text: str, codes: dict[str, str]) -> str | None:
     return code
 
 
+@lru_cache(maxsize=65_536)  # a roster names a few thousand PCPs, a million times
 def is_valid_npi(npi: str) -> bool:
     """10 digits whose last is the Luhn check digit over "80840" + the first nine (CMS NPI standard)."""
     if len(npi) != 10 or not npi.isdigit():

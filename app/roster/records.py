@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import astuple, dataclass
+from dataclasses import dataclass
 from datetime import date
+from operator import attrgetter
 
 # The `default` CSV layout: this header, in this order (docs/rosters.md).
 DEFAULT_HEADER = (
@@ -68,15 +69,21 @@ class MemberRecord:
     medicaid_id: str | None = None
     risk_tier: str | None = None
 
+    def values(self) -> tuple[object, ...]:
+        """The field values in FIELDS order (everything but the line number)."""
+        return _field_values(self)
+
     def content_hash(self) -> str:
-        """Fingerprint of everything but the line number: equal hashes mean nothing changed."""
-        parts = astuple(self)[1:]
-        text = "\x1f".join("" if p is None else str(p) for p in parts)
+        """Fingerprint of the field values: equal hashes mean nothing changed."""
+        text = "\x1f".join("" if p is None else str(p) for p in _field_values(self))
         return hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest()
 
     def terminated_by(self, as_of: date) -> bool:
         """The roster itself ends this enrollment before the roster's effective date."""
         return self.enrollment_end is not None and self.enrollment_end < as_of
+
+
+_field_values = attrgetter(*FIELDS)
 
 
 @dataclass(frozen=True, slots=True)

@@ -56,7 +56,7 @@ from app.db.types import UTCDateTime
 from app.roster.reconcile import COMPARED_FIELDS, ChangeKind, MemberStatus, absent_member_end
 from app.roster.records import FIELDS, MemberRecord, RowError
 from app.rules.engine import MemberTaskPlan
-from app.state.tasks import ACTIVE_STATUSES, INITIAL_STATUS, cancel_task
+from app.state.tasks import INITIAL_STATUS, cancel_tasks_where
 
 QUEUED, COMPLETED, REJECTED, FAILED = "queued", "completed", "rejected", "failed"
 MERGE_HOPS = 10  # A40 merge chains longer than this are not expected
@@ -107,7 +107,7 @@ class ReconcileCounts:
 
 def staged_row(record: MemberRecord, as_of: date) -> tuple[Any, ...]:
     status = MemberStatus.TERMINATED if record.terminated_by(as_of) else MemberStatus.ACTIVE
-    return (record.line, *(getattr(record, f) for f in FIELDS), status.value, record.content_hash())
+    return (record.line, *record.values(), status.value, record.content_hash())
 
 
 def new_uuid(dialect: str) -> ColumnElement[Any]:
@@ -179,8 +179,10 @@ async def reconcile(
 ) -> ReconcileCounts:
     conn = await session.connection()
     dialect = conn.dialect.name
-    if dialect == "postgresql":
-        await conn.execute(text("ANALYZE roster_staging"))  # temp tables are never auto-analyzed
+    # Indexed after the bulk load (cheaper than maintaining it row by row), so every join on member
+    # id has an index to fall back on even when the planner misjudges sizes.
+    await conn.execute(text("CREATE UNIQUE INDEX ix_roster_staging_member ON roster_staging (member_id)"))
+    await _analyze(conn, "roster_staging")
     await _resolve_patients(session, dialect)
     counts = ReconcileCounts()
     counts.added = await _report_adds(session, import_id, sender, as_of)
@@ -192,6 +194,13 @@ async def reconcile(
         counts.tasks_created += await _create_member_tasks(session, dialect, import_id, sender, plan)
     counts.tasks_cancelled = await _cancel_tasks_of_terminated(session, import_id, sender)
     return counts
+
+
+async def _analyze(conn: Any, table: str) -> None:
+    """Fresh planner statistics: temp tables are never auto-analyzed, and autovacuum has not seen
+    rows this transaction wrote, so joins would be planned for empty tables."""
+    if conn.dialect.name == "postgresql":
+        await conn.execute(text(f"ANALYZE {table}"))
 
 
 async def _resolve_patients(session: AsyncSession, dialect: str) -> None:
@@ -340,6 +349,7 @@ async def _apply_membership(session: AsyncSession, import_id: uuid.UUID, sender:
             new_members,
         )
     )
+    await _analyze(await session.connection(), m.name)  # it may have just grown from nothing
     end = absent_member_end(as_of)
     await session.execute(
         update(m)
@@ -427,21 +437,16 @@ async def _create_member_tasks(
 
 async def _cancel_tasks_of_terminated(session: AsyncSession, import_id: uuid.UUID, sender: str) -> int:
     """Open tasks of members this import terminated, unless another roster still attributes them."""
-    c, m = RosterChange.__table__, RosterMember.__table__
-    still_attributed = exists().where(m.c.patient_id == Task.patient_id, m.c.status == MemberStatus.ACTIVE)
+    c, m, t = RosterChange.__table__, RosterMember.__table__, Task.__table__
     termed = select(c.c.patient_id).where(c.c.import_id == import_id, c.c.kind == ChangeKind.TERM.value)
-    query = select(Task).where(Task.patient_id.in_(termed), Task.status.in_(ACTIVE_STATUSES), ~still_attributed)
-    tasks = (await session.execute(query)).scalars().all()
-    for task in tasks:
-        cancel_task(
-            session,
-            task,
-            reason=f"member disenrolled: terminated on the {sender} roster",
-            actor=f"roster:{sender}",
-            event_id=str(import_id),
-        )
-    await session.flush()
-    return len(tasks)
+    still_attributed = exists().where(m.c.patient_id == t.c.patient_id, m.c.status == MemberStatus.ACTIVE)
+    return await cancel_tasks_where(
+        session,
+        and_(t.c.patient_id.in_(termed), ~still_attributed),
+        reason=f"member disenrolled: terminated on the {sender} roster",
+        actor=f"roster:{sender}",
+        event_id=str(import_id),
+    )
 
 
 # ---- reading back ------------------------------------------------------------------------------
@@ -471,6 +476,16 @@ async def import_changes(session: AsyncSession, import_id: uuid.UUID) -> Any:
         .order_by(c.kind, c.member_id)
     )
     return await session.stream(query.execution_options(yield_per=5000))
+
+
+async def change_summaries(session: AsyncSession, import_id: uuid.UUID) -> list[tuple[str, str, date, str]]:
+    c = RosterChange
+    query = (
+        select(c.kind, c.member_id, c.effective_date, c.fields)
+        .where(c.import_id == import_id)
+        .order_by(c.kind, c.member_id)
+    )
+    return [tuple(r) for r in (await session.execute(query)).all()]  # type: ignore[misc]
 
 
 async def last_completed_import(session: AsyncSession, sender: str, since: datetime) -> RosterImport | None:

@@ -14,11 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.db.models import PatientIdentifier, RosterChange, RosterImportError, RosterMember, Task, TaskHistory
 from app.db.session import session_factory
 from app.ingest.roster_import import ImportRequest, RosterImporter
-from app.rules.config import load_rules
-from app.rules.engine import RuleEngine
-from app.settings import DEFAULT_RULES_FILE, Settings
 from app.state.membership import attribution_at
-from tests.roster_builder import MRN_SYSTEM, csv_text, member, npi
+from tests.roster_builder import MRN_SYSTEM, csv_text, make_importer, member, npi
 
 ZONE = ZoneInfo("America/New_York")
 DAY1, DAY2 = date(2026, 11, 2), date(2026, 11, 3)
@@ -26,8 +23,7 @@ DAY1, DAY2 = date(2026, 11, 2), date(2026, 11, 3)
 
 @pytest.fixture
 def importer(db: AsyncEngine, tmp_path: Path) -> RosterImporter:
-    settings = Settings(var_dir=tmp_path, roster_max_error_ratio=0.5)
-    return RosterImporter(settings, session_factory(db), RuleEngine(load_rules(DEFAULT_RULES_FILE), ZONE), ZONE)
+    return make_importer(db, tmp_path, roster_max_error_ratio=0.5)
 
 
 def write(tmp_path: Path, name: str, text: str) -> Path:
