@@ -126,6 +126,9 @@ class Settings(BaseSettings):
         default=0.05, ge=0, le=1, description="a file with more bad rows than this share is rejected whole"
     )
     roster_batch_rows: int = Field(default=20_000, ge=100, description="rows staged per database round trip")
+    roster_temp_buffers_mb: int = Field(
+        default=512, ge=8, description="PostgreSQL temp_buffers for a roster's staging table (per importing session)"
+    )
     roster_upload_max_bytes: int = Field(default=1_073_741_824, ge=1024, description="largest roster upload")
     inbox_schedule: list[InboxSchedule] = Field(default_factory=list, description="expected files per sender")
     inbox_poll_interval_s: float = Field(default=5.0, gt=0)

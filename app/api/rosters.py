@@ -53,7 +53,7 @@ async def _audit(request: Request, principal: Principal, action: AuditAction, re
         record_audit(session, principal.subject, principal.roles, action=action, resource_type=resource, request=what)
 
 
-def _job_body(job: Any, request: Request) -> dict[str, Any]:
+def _job_body(job: Any) -> dict[str, Any]:
     body = import_summary(job)
     base = f"/rosters/imports/{job.id}"
     body["links"] = {
@@ -109,12 +109,12 @@ async def upload_roster(
     await _audit(request, principal, AuditAction.CREATE, "RosterImport", f"POST /rosters/imports {job.id}")
     if duplicate:
         saved.unlink(missing_ok=True)
-        return JSONResponse({**_job_body(job, request), "duplicate": True}, status_code=200)
+        return JSONResponse({**_job_body(job), "duplicate": True}, status_code=200)
     task = asyncio.create_task(_process(importer, job.id, req))
     request.app.state.roster_jobs.add(task)
     task.add_done_callback(request.app.state.roster_jobs.discard)
     return JSONResponse(
-        {**_job_body(job, request), "duplicate": False},
+        {**_job_body(job), "duplicate": False},
         status_code=202,
         headers={"Location": f"/rosters/imports/{job.id}"},
     )
@@ -144,7 +144,7 @@ async def get_roster_import(request: Request, principal: RosterPrincipal, import
             resource_type="RosterImport",
             request=f"GET /rosters/imports/{import_id}",
         )
-    body = _job_body(job, request)
+    body = _job_body(job)
     body["errors"] = [{"line": e.line, "field": e.field, "reason": e.reason} for e in errors]
     body["errors_truncated"] = job.error_rows > len(errors)
     return body

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from itertools import islice
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from sqlalchemy.exc import IntegrityError
@@ -233,20 +233,21 @@ class RosterImporter:
                     done = await store.get_import(session, job.id)
                     assert done is not None
                     return ImportOutcome.of(done, duplicate=True)
-                await store.create_staging(session)
+                await store.create_staging(session, self.settings.roster_temp_buffers_mb)
                 try:
                     records = await asyncio.to_thread(self._records, req, job.as_of)
 
-                    def take() -> list[MemberRecord | RowError]:
-                        return list(islice(records, batch_rows))
+                    def take() -> tuple[int, list[tuple[Any, ...]], list[RowError]]:
+                        chunk = list(islice(records, batch_rows))
+                        rows = [store.staged_row(r, job.as_of) for r in chunk if isinstance(r, MemberRecord)]
+                        return len(chunk), rows, [r for r in chunk if isinstance(r, RowError)]
 
                     # The next chunk is parsed while this one is written: the database works meanwhile.
                     upcoming = asyncio.ensure_future(asyncio.to_thread(take))
-                    while chunk := await upcoming:
+                    while (taken := await upcoming)[0]:
                         upcoming = asyncio.ensure_future(asyncio.to_thread(take))
-                        rows = [store.staged_row(r, job.as_of) for r in chunk if isinstance(r, MemberRecord)]
-                        errors = [r for r in chunk if isinstance(r, RowError)]
-                        outcome.total_rows += len(chunk)
+                        count, rows, errors = taken
+                        outcome.total_rows += count
                         outcome.error_rows += len(errors)
                         if rows:
                             await store.stage_rows(session, rows)
@@ -270,11 +271,11 @@ class RosterImporter:
                 )
                 outcome.added, outcome.terminated, outcome.changed = counts.added, counts.terminated, counts.changed
                 outcome.tasks_created, outcome.tasks_cancelled = counts.tasks_created, counts.tasks_cancelled
-                in_file_changes = outcome.added + outcome.changed + counts.terminated_in_file
-                outcome.unchanged = outcome.total_rows - outcome.error_rows - in_file_changes
+                outcome.unchanged = counts.unchanged
                 if dry_run:
                     outcome.changes = await store.change_summaries(session, job.id)
                     raise _Rollback
+                await store.drop_staging(session)
                 await store.finish_import(session, job.id, store.COMPLETED, **_counts(outcome))
         except _Rollback:
             return outcome
@@ -293,9 +294,12 @@ class RosterImporter:
         async with self.sessions() as session, session.begin():
             if not await store.claim_import(session, import_id):
                 return
-            errors: list[RowError] = []
-            with contextlib.suppress(RosterFileError, MappingError, UnicodeDecodeError):
-                errors = [r for r in self._records(req, as_of) if isinstance(r, RowError)]
+            def bad_rows() -> list[RowError]:
+                with contextlib.suppress(RosterFileError, MappingError, UnicodeDecodeError):
+                    return [r for r in self._records(req, as_of) if isinstance(r, RowError)]
+                return []
+
+            errors = await asyncio.to_thread(bad_rows)
             await store.record_row_errors(session, import_id, errors)
             await store.finish_import(session, import_id, store.REJECTED, reason=outcome.reason, **_counts(outcome))
 

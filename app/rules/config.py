@@ -31,16 +31,19 @@ class TaskSpec(_Strict):
     priority: Literal["routine", "urgent", "asap", "stat"] = "routine"
 
 
-class DueSpec(_Strict):
-    anchor: Literal["discharge", "admit", "event"]
+class _Offset(_Strict):
     days: int = Field(default=0, ge=0)
     hours: int = Field(default=0, ge=0)
 
     @model_validator(mode="after")
-    def _positive(self) -> DueSpec:
+    def _positive(self) -> _Offset:
         if self.days == 0 and self.hours == 0:
             raise ValueError("due needs days or hours > 0")
         return self
+
+
+class DueSpec(_Offset):
+    anchor: Literal["discharge", "admit", "event"]
 
 
 class RouteSpec(_Strict):
@@ -58,17 +61,8 @@ class RuleSpec(_Strict):
     route: RouteSpec
 
 
-class MemberDueSpec(_Strict):
+class MemberDueSpec(_Offset):
     """Due time counted from the roster's arrival (the member's assignment)."""
-
-    days: int = Field(default=0, ge=0)
-    hours: int = Field(default=0, ge=0)
-
-    @model_validator(mode="after")
-    def _positive(self) -> MemberDueSpec:
-        if self.days == 0 and self.hours == 0:
-            raise ValueError("due needs days or hours > 0")
-        return self
 
 
 class MemberRouteSpec(_Strict):

@@ -39,6 +39,7 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.models import (
@@ -66,7 +67,7 @@ _staging_meta = MetaData()
 STAGING = Table(
     "roster_staging",
     _staging_meta,
-    Column("line", Integer, primary_key=True),
+    Column("line", Integer, nullable=False),  # unique per file; no index: every write to it is set-based
     Column("member_id", String(64), nullable=False),
     Column("identifier_system", String(255), nullable=False),
     Column("identifier_value", String(255), nullable=False),
@@ -99,7 +100,7 @@ assert set(FIELDS) <= set(STAGING.c.keys())
 class ReconcileCounts:
     added: int = 0
     terminated: int = 0
-    terminated_in_file: int = 0  # of `terminated`: rows the file itself ended (the rest were absent)
+    unchanged: int = 0
     changed: int = 0
     tasks_created: int = 0
     tasks_cancelled: int = 0
@@ -137,10 +138,24 @@ async def claim_import(session: AsyncSession, import_id: uuid.UUID) -> bool:
     return result.rowcount == 1  # type: ignore[attr-defined]
 
 
-async def create_staging(session: AsyncSession) -> None:
+async def create_staging(session: AsyncSession, temp_buffers_mb: int) -> None:
     conn = await session.connection()
+    if conn.dialect.name == "postgresql":
+        # Temp tables live in per-session buffers (8 MB by default): a large roster would spill to
+        # disk on every pass. The setting only takes before a session's first temp table, so on a
+        # reused connection it is already in effect (or fails harmlessly).
+        try:
+            async with session.begin_nested():
+                await session.execute(text(f"SET temp_buffers = '{int(temp_buffers_mb)}MB'"))
+        except DBAPIError:
+            pass
     await conn.execute(text("DROP TABLE IF EXISTS roster_staging"))
     await conn.run_sync(lambda sync_conn: STAGING.create(sync_conn))
+
+
+async def drop_staging(session: AsyncSession) -> None:
+    """Staged rows are patient data: gone at commit (SQLite keeps temp tables per connection)."""
+    await session.execute(text("DROP TABLE IF EXISTS roster_staging"))
 
 
 async def stage_rows(session: AsyncSession, rows: Sequence[tuple[Any, ...]]) -> None:
@@ -179,21 +194,31 @@ async def reconcile(
 ) -> ReconcileCounts:
     conn = await session.connection()
     dialect = conn.dialect.name
-    # Indexed after the bulk load (cheaper than maintaining it row by row), so every join on member
-    # id has an index to fall back on even when the planner misjudges sizes.
     await conn.execute(text("CREATE UNIQUE INDEX ix_roster_staging_member ON roster_staging (member_id)"))
     await _analyze(conn, "roster_staging")
-    await _resolve_patients(session, dialect)
     counts = ReconcileCounts()
+    # Members absent from the file first: that needs every staged row.
+    absent = await _report_absent(session, import_id, sender, as_of)
+    await _terminate_absent(session, import_id, sender, as_of)
+    # Then most rows are identical to current membership and drop out, so everything after this
+    # works on the few that differ: a million-member roster reconciles in seconds.
+    counts.unchanged = await _drop_unchanged(session, sender)
+    await _analyze(conn, "roster_staging")
+    await _resolve_patients(session, dialect)
     counts.added = await _report_adds(session, import_id, sender, as_of)
     counts.changed = await _report_changes(session, import_id, sender, as_of)
-    counts.terminated_in_file, absent = await _report_terms(session, import_id, sender, as_of)
-    counts.terminated = counts.terminated_in_file + absent
-    await _apply_membership(session, import_id, sender, as_of)
+    counts.terminated = absent + await _report_terms_in_file(session, import_id, sender)
+    await _apply_membership(session, import_id, sender)
     for plan in plans:
         counts.tasks_created += await _create_member_tasks(session, dialect, import_id, sender, plan)
     counts.tasks_cancelled = await _cancel_tasks_of_terminated(session, import_id, sender)
     return counts
+
+
+async def _drop_unchanged(session: AsyncSession, sender: str) -> int:
+    s, m, on = _member_join()
+    same = exists().where(on, m.c.sender == sender, m.c.row_hash == s.c.row_hash, m.c.status == s.c.status)
+    return (await session.execute(s.delete().where(same))).rowcount  # type: ignore[attr-defined,no-any-return]
 
 
 async def _analyze(conn: Any, table: str) -> None:
@@ -275,14 +300,24 @@ async def _report_changes(session: AsyncSession, import_id: uuid.UUID, sender: s
     return (await session.execute(_change_insert(cols, joined, where))).rowcount  # type: ignore[attr-defined]
 
 
-async def _report_terms(session: AsyncSession, import_id: uuid.UUID, sender: str, as_of: date) -> tuple[int, int]:
+async def _report_terms_in_file(session: AsyncSession, import_id: uuid.UUID, sender: str) -> int:
+    """Members the file itself ends (enrollment_end before the roster's date); effective date of a
+    termination: the member's last enrolled day."""
     s, m, on = _member_join()
-    # Effective date of a termination: the member's last enrolled day.
-    in_file = _change_cols(import_id, sender, ChangeKind.TERM, s.c.enrollment_end)
-    in_file_where = and_(s.c.status == MemberStatus.TERMINATED, m.c.status == MemberStatus.ACTIVE, m.c.sender == sender)
-    ended = (await session.execute(_change_insert(in_file, s.join(m, on), in_file_where))).rowcount  # type: ignore[attr-defined]
-    # Absent from a full roster: enrolled through the day before the roster's date.
-    absent = {
+    cols = _change_cols(import_id, sender, ChangeKind.TERM, s.c.enrollment_end)
+    where = and_(s.c.status == MemberStatus.TERMINATED, m.c.status == MemberStatus.ACTIVE, m.c.sender == sender)
+    return (await session.execute(_change_insert(cols, s.join(m, on), where))).rowcount  # type: ignore[attr-defined,no-any-return]
+
+
+def _absent(sender: str) -> ColumnElement[bool]:
+    _, m, on = _member_join()
+    return and_(m.c.sender == sender, m.c.status == MemberStatus.ACTIVE, ~exists().where(on))
+
+
+async def _report_absent(session: AsyncSession, import_id: uuid.UUID, sender: str, as_of: date) -> int:
+    """Active members missing from a full roster: enrolled through the day before its date."""
+    m = RosterMember.__table__
+    cols = {
         "import_id": literal(import_id, Uuid()),
         "sender": literal(sender),
         "member_id": m.c.member_id,
@@ -293,9 +328,25 @@ async def _report_terms(session: AsyncSession, import_id: uuid.UUID, sender: str
         "previous_practice": m.c.practice,
         "effective_date": literal(absent_member_end(as_of), Date()),
     }
-    absent_where = and_(m.c.sender == sender, m.c.status == MemberStatus.ACTIVE, ~exists().where(on))
-    gone = (await session.execute(_change_insert(absent, m, absent_where))).rowcount  # type: ignore[attr-defined]
-    return ended, gone
+    return (await session.execute(_change_insert(cols, m, _absent(sender)))).rowcount  # type: ignore[attr-defined,no-any-return]
+
+
+async def _terminate_absent(session: AsyncSession, import_id: uuid.UUID, sender: str, as_of: date) -> None:
+    m = RosterMember.__table__
+    end = absent_member_end(as_of)
+    await session.execute(
+        update(m)
+        .values(
+            status=MemberStatus.TERMINATED.value,
+            enrollment_end=case(
+                (or_(m.c.enrollment_end.is_(None), m.c.enrollment_end > end), literal(end, Date())),
+                else_=m.c.enrollment_end,
+            ),
+            last_import_id=literal(import_id, Uuid()),
+            updated_at=literal(utcnow(), UTCDateTime()),
+        )
+        .where(_absent(sender))
+    )
 
 
 def _change_cols(import_id: uuid.UUID, sender: str, kind: ChangeKind, effective: Any) -> dict[str, Any]:
@@ -313,7 +364,7 @@ def _change_cols(import_id: uuid.UUID, sender: str, kind: ChangeKind, effective:
     }
 
 
-async def _apply_membership(session: AsyncSession, import_id: uuid.UUID, sender: str, as_of: date) -> None:
+async def _apply_membership(session: AsyncSession, import_id: uuid.UUID, sender: str) -> None:
     s, m, on = _member_join()
     now = literal(utcnow(), UTCDateTime())
     copied = {f: s.c[f] for f in FIELDS}
@@ -348,21 +399,6 @@ async def _apply_membership(session: AsyncSession, import_id: uuid.UUID, sender:
             ["sender", *copied, "patient_id", "status", "row_hash", "last_import_id", "created_at", "updated_at"],
             new_members,
         )
-    )
-    await _analyze(await session.connection(), m.name)  # it may have just grown from nothing
-    end = absent_member_end(as_of)
-    await session.execute(
-        update(m)
-        .values(
-            status=MemberStatus.TERMINATED.value,
-            enrollment_end=case(
-                (or_(m.c.enrollment_end.is_(None), m.c.enrollment_end > end), literal(end, Date())),
-                else_=m.c.enrollment_end,
-            ),
-            last_import_id=literal(import_id, Uuid()),
-            updated_at=now,
-        )
-        .where(m.c.sender == sender, m.c.status == MemberStatus.ACTIVE, ~exists().where(on))
     )
 
 
