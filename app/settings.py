@@ -129,6 +129,9 @@ class Settings(BaseSettings):
     roster_temp_buffers_mb: int = Field(
         default=512, ge=8, description="PostgreSQL temp_buffers for a roster's staging table (per importing session)"
     )
+    roster_work_mem_mb: int = Field(
+        default=64, ge=1, description="PostgreSQL work_mem for the reconciliation transaction (hash joins)"
+    )
     roster_upload_max_bytes: int = Field(default=1_073_741_824, ge=1024, description="largest roster upload")
     inbox_schedule: list[InboxSchedule] = Field(default_factory=list, description="expected files per sender")
     inbox_poll_interval_s: float = Field(default=5.0, gt=0)

@@ -233,7 +233,9 @@ class RosterImporter:
                     done = await store.get_import(session, job.id)
                     assert done is not None
                     return ImportOutcome.of(done, duplicate=True)
-                await store.create_staging(session, self.settings.roster_temp_buffers_mb)
+                await store.create_staging(
+                    session, self.settings.roster_temp_buffers_mb, self.settings.roster_work_mem_mb
+                )
                 try:
                     records = await asyncio.to_thread(self._records, req, job.as_of)
 
@@ -294,6 +296,7 @@ class RosterImporter:
         async with self.sessions() as session, session.begin():
             if not await store.claim_import(session, import_id):
                 return
+
             def bad_rows() -> list[RowError]:
                 with contextlib.suppress(RosterFileError, MappingError, UnicodeDecodeError):
                     return [r for r in self._records(req, as_of) if isinstance(r, RowError)]
