@@ -49,10 +49,6 @@ def absent_member_end(as_of: date) -> date:
     return as_of - timedelta(days=1)
 
 
-def add_effective(record_start: date | None, as_of: date) -> date:
-    return record_start or as_of
-
-
 @dataclass(frozen=True, slots=True)
 class Verdict:
     accepted: bool

@@ -54,7 +54,7 @@ from app.db.models import (
     utcnow,
 )
 from app.db.types import UTCDateTime
-from app.roster.reconcile import COMPARED_FIELDS, ChangeKind, MemberStatus, absent_member_end
+from app.roster.reconcile import COMPARED_FIELDS, ChangeKind, MemberStatus, absent_member_end, member_status
 from app.roster.records import FIELDS, MemberRecord, RowError
 from app.rules.engine import MemberTaskPlan
 from app.state.tasks import INITIAL_STATUS, cancel_tasks_where
@@ -107,8 +107,7 @@ class ReconcileCounts:
 
 
 def staged_row(record: MemberRecord, as_of: date) -> tuple[Any, ...]:
-    status = MemberStatus.TERMINATED if record.terminated_by(as_of) else MemberStatus.ACTIVE
-    return (record.line, *record.values(), status.value, record.content_hash())
+    return (record.line, *record.values(), member_status(record, as_of).value, record.content_hash())
 
 
 def new_uuid(dialect: str) -> ColumnElement[Any]:
