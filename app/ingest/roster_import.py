@@ -15,7 +15,7 @@ import hashlib
 import logging
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import date, datetime
 from itertools import islice
 from pathlib import Path
@@ -271,9 +271,8 @@ class RosterImporter:
                     as_of=job.as_of,
                     plans=self.rules.on_members_added(job.received_at, job.as_of),
                 )
-                outcome.added, outcome.terminated, outcome.changed = counts.added, counts.terminated, counts.changed
-                outcome.tasks_created, outcome.tasks_cancelled = counts.tasks_created, counts.tasks_cancelled
-                outcome.unchanged = counts.unchanged
+                for name, value in asdict(counts).items():
+                    setattr(outcome, name, value)
                 if dry_run:
                     outcome.changes = await store.change_summaries(session, job.id)
                     raise _Rollback

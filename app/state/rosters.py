@@ -1,5 +1,5 @@
 """Roster imports in the database, set-based: stage the file, then reconcile with a fixed number of
-statements whatever its size (a million members reconcile in seconds, not hours).
+statements whatever its size (a million-member roster reconciles in well under a minute).
 
 Within one transaction: rows go into a temporary staging table (COPY on PostgreSQL, batched inserts
 on SQLite); patients are resolved by identifier exactly as ADT resolves them (and created when
@@ -202,7 +202,7 @@ async def reconcile(
     absent = await _report_absent(session, import_id, sender, as_of)
     await _terminate_absent(session, import_id, sender, as_of)
     # Then most rows are identical to current membership and drop out, so everything after this
-    # works on the few that differ: a million-member roster reconciles in seconds.
+    # works on the few that differ.
     counts.unchanged = await _drop_unchanged(session, sender)
     await _analyze(conn, "roster_staging")
     await _resolve_patients(session, dialect)
