@@ -1,20 +1,33 @@
-"""`carecoord` command line: serve, consume, mllp, migrate, token, rules."""
+"""`carecoord` command line: serve, consume, mllp, migrate, token, rules (check, dry-run), roster (import,
+diff, report, export), inbox (watch)."""
 
 from __future__ import annotations
 
 import asyncio
 import signal
-from typing import Annotated
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 import uvicorn
 
 from app.logging_config import configure_logging
 from app.rules.commands import rules_cli
-from app.settings import get_settings
+from app.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from app.ingest.roster_import import ImportOutcome, ImportRequest, RosterImporter
 
 cli = typer.Typer(help="carecoord: transition-of-care tasks from hospital event feeds.", no_args_is_help=True)
+roster_cli = typer.Typer(help="Enrollee files: import, diff, change reports, exports.", no_args_is_help=True)
+inbox_cli = typer.Typer(help="Inbox folder of enrollee files: watch and process each file once.", no_args_is_help=True)
 cli.add_typer(rules_cli, name="rules")
+cli.add_typer(roster_cli, name="roster")
+cli.add_typer(inbox_cli, name="inbox")
 
 
 @cli.command()
@@ -125,6 +138,274 @@ def token(
 
     settings = get_settings()
     typer.echo(mint_token(settings, sub, role, team or [], ttl or settings.dev_token_ttl_s))
+
+
+@asynccontextmanager
+async def _roster_services(settings: Settings) -> AsyncIterator[RosterImporter]:
+    """Database, rules and importer without the broker: roster work needs no Kafka."""
+    from zoneinfo import ZoneInfo
+
+    from app.db.migrate import upgrade_to_head
+    from app.db.session import create_engine, session_factory
+    from app.ingest.roster_import import RosterImporter
+    from app.rules.config import load_rules
+    from app.rules.engine import RuleEngine
+
+    zone = ZoneInfo(settings.facility_timezone)
+    rules = RuleEngine(load_rules(settings.rules_file), zone)
+    engine = create_engine(settings.effective_database_url, echo=settings.database_echo)
+    try:
+        if settings.should_auto_migrate:
+            await upgrade_to_head(engine)
+        yield RosterImporter(settings, session_factory(engine), rules, zone)
+    finally:
+        await engine.dispose()
+
+
+FormatOption = Annotated[
+    Literal["csv", "atr"] | None, typer.Option("--format", help="csv (delimited) or atr (Da Vinci ATR Group JSON)")
+]
+MappingOption = Annotated[str, typer.Option("--mapping", help="delimited layout (CARECOORD_ROSTER_MAPPINGS)")]
+SenderOption = Annotated[str | None, typer.Option(help="who sent the file (default CARECOORD_ROSTER_DEFAULT_SENDER)")]
+AsOfOption = Annotated[
+    datetime | None, typer.Option("--as-of", formats=["%Y-%m-%d"], help="the roster's effective date (default today)")
+]
+
+
+def _request(file: Path, fmt: str | None, mapping: str, sender: str | None, as_of: datetime | None) -> ImportRequest:
+    from app.ingest.roster_import import ImportRequest
+
+    if not file.is_file():
+        raise typer.BadParameter(f"no such file: {file}", param_hint="FILE")
+    return ImportRequest(
+        path=file,
+        filename=file.name,
+        format=fmt,  # type: ignore[arg-type]
+        mapping=mapping,
+        sender=sender,
+        source="cli",
+        as_of=as_of.date() if as_of else None,
+    )
+
+
+def _count_rows(path: Path) -> int | None:
+    """Rows to expect, for the progress bar (newlines, less the header); None for JSON."""
+    if path.suffix.lower() == ".json":
+        return None
+    count = 0
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            count += chunk.count(b"\n")
+    return max(count - 1, 0)
+
+
+async def _with_progress(path: Path, work) -> ImportOutcome:  # type: ignore[no-untyped-def]
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+    ) as progress:
+        task = progress.add_task(path.name, total=_count_rows(path))
+        outcome = await work(lambda rows: progress.update(task, completed=rows))
+        progress.update(task, total=outcome.total_rows, completed=outcome.total_rows)
+        return outcome
+
+
+def _print_outcome(outcome: ImportOutcome, *, dry_run: bool = False) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="roster diff (nothing applied)" if dry_run else f"roster import {outcome.import_id}")
+    for column in ("status", "rows", "bad rows", "added", "terminated", "changed", "unchanged", "tasks +", "tasks x"):
+        table.add_column(column)
+    status = outcome.status + (" (already imported)" if outcome.duplicate else "")
+    table.add_row(
+        status,
+        *(
+            str(v)
+            for v in (
+                outcome.total_rows,
+                outcome.error_rows,
+                outcome.added,
+                outcome.terminated,
+                outcome.changed,
+                outcome.unchanged,
+                outcome.tasks_created,
+                outcome.tasks_cancelled,
+            )
+        ),
+    )
+    console = Console()
+    console.print(table)
+    console.print(  # one plain line too, for scripts and logs
+        f"{status}: {outcome.total_rows} rows, {outcome.error_rows} bad, {outcome.added} added, "
+        f"{outcome.terminated} terminated, {outcome.changed} changed",
+        soft_wrap=True,
+    )
+    if outcome.reason:
+        console.print(f"[red]refused:[/red] {outcome.reason}")
+    for error in outcome.errors[:50]:
+        console.print(f"line {error.line}: {error.field or '-'}: {error.reason}")
+
+
+@roster_cli.command("import")
+def roster_import(
+    file: Annotated[Path, typer.Argument(help="the roster file")],
+    fmt: FormatOption = None,
+    mapping: MappingOption = "default",
+    sender: SenderOption = None,
+    as_of: AsOfOption = None,
+    report_dir: Annotated[
+        Path | None, typer.Option(help="write the change report here as <import id>.changes.csv and .json")
+    ] = None,
+) -> None:
+    """Import and reconcile a roster; the same file again is a no-op. Exit 1 if the file is refused."""
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    request = _request(file, fmt, mapping, sender, as_of)
+    if report_dir is not None:
+        report_dir.mkdir(parents=True, exist_ok=True)
+
+    async def _main() -> ImportOutcome:
+        async with _roster_services(settings) as importer:
+            outcome = await _with_progress(file, lambda progress: importer.run(request, progress))
+            if report_dir is not None and outcome.import_id is not None:
+                await _write_reports(importer, outcome.import_id, report_dir)
+            return outcome
+
+    outcome = asyncio.run(_main())
+    _print_outcome(outcome)
+    if outcome.status != "completed":
+        raise typer.Exit(1)
+
+
+async def _write_reports(importer: RosterImporter, import_id: object, directory: Path) -> None:
+    from app.ingest.roster_files import change_report_lines
+
+    for fmt in ("csv", "json"):
+        with (directory / f"{import_id}.changes.{fmt}").open("w", encoding="utf-8", newline="") as f:
+            async for line in change_report_lines(importer.sessions, import_id, fmt):  # type: ignore[arg-type]
+                f.write(line)
+
+
+@roster_cli.command("diff")
+def roster_diff(
+    file: Annotated[Path, typer.Argument(help="the roster file")],
+    fmt: FormatOption = None,
+    mapping: MappingOption = "default",
+    sender: SenderOption = None,
+    as_of: AsOfOption = None,
+) -> None:
+    """Show what importing FILE would change, changing nothing (no job is recorded either)."""
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    request = _request(file, fmt, mapping, sender, as_of)
+
+    async def _main() -> ImportOutcome:
+        async with _roster_services(settings) as importer:
+            return await _with_progress(file, lambda progress: importer.diff(request, progress))
+
+    outcome = asyncio.run(_main())
+    _print_outcome(outcome, dry_run=True)
+    if outcome.changes:
+        from app.roster.exports import csv_lines
+
+        sys.stdout.writelines(csv_lines(("kind", "member_id", "effective_date", "fields"), outcome.changes))
+    if outcome.status != "completed":
+        raise typer.Exit(1)
+
+
+@roster_cli.command("report")
+def roster_report(
+    import_id: Annotated[str, typer.Argument(help="the import's id")],
+    fmt: Annotated[Literal["csv", "json"], typer.Option("--format")] = "csv",
+    out: Annotated[Path | None, typer.Option(help="file to write (default stdout)")] = None,
+) -> None:
+    """The change report of an import (adds, terminations, changes with effective dates)."""
+    import uuid
+
+    from app.ingest.roster_files import change_report_lines
+
+    settings = get_settings()
+    try:
+        job_id = uuid.UUID(import_id)
+    except ValueError:
+        raise typer.BadParameter("not an import id", param_hint="IMPORT_ID") from None
+
+    async def _main() -> None:
+        async with _roster_services(settings) as importer:
+            await _write_stream(change_report_lines(importer.sessions, job_id, fmt), out)
+
+    asyncio.run(_main())
+
+
+@roster_cli.command("export")
+def roster_export(
+    kind: Annotated[
+        Literal["ens", "status", "atr"],
+        typer.Argument(help="ens: ENS subscription roster (CSV); status: engagement status file (CSV); atr: ATR Group"),
+    ],
+    sender: Annotated[str | None, typer.Option(help="one sender's members (default: all)")] = None,
+    out: Annotated[Path | None, typer.Option(help="file to write (default stdout)")] = None,
+) -> None:
+    """Export active members: the ENS vendor's subscription roster, the ACO's status file, or ATR JSON."""
+    from zoneinfo import ZoneInfo
+
+    from app.ingest.roster_files import export_lines
+
+    settings = get_settings()
+    today = datetime.now(ZoneInfo(settings.facility_timezone)).date()
+
+    async def _main() -> None:
+        async with _roster_services(settings) as importer:
+            await _write_stream(export_lines(importer.sessions, kind, sender, today), out)
+
+    asyncio.run(_main())
+
+
+async def _write_stream(lines: AsyncIterator[str], out: Path | None) -> None:
+    if out is None:
+        async for line in lines:
+            sys.stdout.write(line)
+        return
+    with out.open("w", encoding="utf-8", newline="") as f:
+        async for line in lines:
+            f.write(line)
+
+
+@inbox_cli.command("watch")
+def inbox_watch(
+    directory: Annotated[Path, typer.Argument(help="the inbox folder (processed/, rejected/ are made inside)")],
+    once: Annotated[bool, typer.Option("--once", help="one pass (files, then the schedule), then exit")] = False,
+) -> None:
+    """Process each file dropped in DIRECTORY exactly once, and alert data staff when an expected daily
+    file is missing by its cutoff (CARECOORD_INBOX_SCHEDULE)."""
+    from app.inbox.watcher import InboxWatcher
+
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    if not directory.is_dir():
+        raise typer.BadParameter(f"not a directory: {directory}", param_hint="DIRECTORY")
+
+    async def _main() -> None:
+        async with _roster_services(settings) as importer:
+            watcher = InboxWatcher(directory, importer)
+            if once:
+                await watcher.poll_once()
+                return
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)
+            await watcher.run(stop)
+
+    asyncio.run(_main())
 
 
 def main() -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -25,6 +25,17 @@ class Topics(BaseModel):
     ens_dead_letter: str = "carecoord.ens.dlq.v1"
     fhir: str = "carecoord.fhir.v1"  # FHIR clinical resources and Bundles (docs/fhir-clinical.md)
     fhir_dead_letter: str = "carecoord.fhir.dlq.v1"
+
+
+class InboxSchedule(BaseModel):
+    """One sender's expected daily file: which names are theirs, how to read them, when they are late."""
+
+    sender: str = Field(min_length=1, max_length=64)
+    pattern: str = Field(min_length=1, description="fnmatch glob on the file name, e.g. `acme_roster_*.csv`")
+    format: Literal["csv", "atr"] = "csv"
+    mapping: str = "default"
+    cutoff: str = Field(default="09:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$", description="local HH:MM")
+    days: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] = ["mon", "tue", "wed", "thu", "fri"]
 
 
 class Settings(BaseSettings):
@@ -114,6 +125,28 @@ class Settings(BaseSettings):
         default=262_144, ge=1024, description="dead-letter topic copies are cut to this; rejected_events keeps all"
     )
 
+    roster_roles: list[str] = Field(default=["DATA"], description="roles that exchange enrollee files (import, export)")
+    roster_default_sender: str = Field(default="ACO", max_length=64, description="sender of a roster given none")
+    roster_mappings: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="named delimited-roster layouts besides `default` (app/roster/mapping.py)"
+    )
+    roster_max_error_ratio: float = Field(
+        default=0.05, ge=0, le=1, description="a file with more bad rows than this share is rejected whole"
+    )
+    roster_batch_rows: int = Field(default=20_000, ge=100, description="rows staged per database round trip")
+    roster_temp_buffers_mb: int = Field(
+        default=512, ge=8, description="PostgreSQL temp_buffers for a roster's staging table (per importing session)"
+    )
+    roster_work_mem_mb: int = Field(
+        default=64, ge=1, description="PostgreSQL work_mem for the reconciliation transaction (hash joins)"
+    )
+    roster_upload_max_bytes: int = Field(default=1_073_741_824, ge=1024, description="largest roster upload")
+    inbox_schedule: list[InboxSchedule] = Field(default_factory=list, description="expected files per sender")
+    inbox_poll_interval_s: float = Field(default=5.0, gt=0)
+    inbox_settle_s: float = Field(
+        default=2.0, ge=0, description="a file must be unchanged this long before it is taken (still uploading)"
+    )
+    inbox_alert_role: str = Field(default="DATA", max_length=32, description="role of missing-file alert tasks")
     host: str = "127.0.0.1"
     port: int = 8000
     mllp_host: str = Field(default="127.0.0.1", description="bind address of `carecoord mllp`")

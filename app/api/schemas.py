@@ -30,7 +30,7 @@ class TaskOut(BaseModel):
     role: str
     team: str | None
     owner: str | None
-    patient: PatientSummary
+    patient: PatientSummary | None  # None for operational tasks (e.g. a missing roster file)
     encounter_id: uuid.UUID | None
     due_at: datetime
     due_basis: dict[str, Any]

@@ -42,7 +42,7 @@ def _display_name(patient: Patient) -> str | None:
     return " ".join(parts) or None
 
 
-def _task_out(task: Task, patient: Patient, now: datetime, due_soon: timedelta) -> TaskOut:
+def _task_out(task: Task, patient: Patient | None, now: datetime, due_soon: timedelta) -> TaskOut:
     return TaskOut(
         id=task.id,
         type=task.type,
@@ -51,7 +51,9 @@ def _task_out(task: Task, patient: Patient, now: datetime, due_soon: timedelta) 
         role=task.role,
         team=task.team,
         owner=task.owner,
-        patient=PatientSummary(id=patient.id, name=_display_name(patient), birth_date=patient.birth_date),
+        patient=None
+        if patient is None
+        else PatientSummary(id=patient.id, name=_display_name(patient), birth_date=patient.birth_date),
         encounter_id=task.encounter_id,
         due_at=task.due_at,
         due_basis=task.due_basis,
@@ -73,7 +75,7 @@ async def _task_list(
     permission (the FHIR API hides those encounters; their tasks would show names and dates); audited."""
     query = (
         select(Task, Patient)
-        .join(Patient, Patient.id == Task.patient_id)
+        .outerjoin(Patient, Patient.id == Task.patient_id)  # operational tasks (a missing roster file) have none
         .outerjoin(Encounter, Encounter.id == Task.encounter_id)
         .where(*conditions)
         .order_by(Task.due_at, Task.id)
@@ -92,7 +94,7 @@ async def _task_list(
             action=AuditAction.READ,
             resource_type="Task",
             request=what,
-            patient_ids=[str(item.patient.id) for item in items],
+            patient_ids=[str(item.patient.id) for item in items if item.patient],
         )
     return TaskList(items=items, count=len(items))
 
@@ -254,8 +256,7 @@ async def log_attempt(request: Request, principal: CurrentPrincipal, task_id: uu
                 refused = Problem(409, "Conflict", str(exc), field="status")
             else:
                 await session.flush()
-                patient = await session.get(Patient, task.patient_id)
-                assert patient is not None
+                patient = await session.get(Patient, task.patient_id) if task.patient_id else None
                 out = _task_out(task, patient, utcnow(), _due_soon(request))
     if refused is not None:
         raise refused

@@ -176,7 +176,8 @@ class Task(Base):
     role: Mapped[str] = mapped_column(String(32))
     team: Mapped[str | None] = mapped_column(String(64))
     owner: Mapped[str | None] = mapped_column(String(255))
-    patient_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("patients.id"))
+    # None for operational tasks about no one patient (a missing roster file for data staff).
+    patient_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("patients.id"))
     encounter_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("encounters.id"))
     due_at: Mapped[datetime] = mapped_column(UTCDateTime)
     due_basis: Mapped[dict[str, Any]] = mapped_column(JSON)
@@ -289,3 +290,113 @@ class ScreeningEvent(Base):
     source_version: Mapped[int] = mapped_column(Integer)
     recorded_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class RosterImport(Base):
+    """One enrollee file received from a sender: a job with a status, counts, and its change report.
+
+    (sender, checksum) is unique: the same file again is the same import, so re-importing is a no-op.
+    """
+
+    __tablename__ = "roster_imports"
+    __table_args__ = (
+        UniqueConstraint("sender", "checksum"),
+        Index("ix_roster_imports_sender_received", "sender", "received_at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    sender: Mapped[str] = mapped_column(String(64))
+    format: Mapped[str] = mapped_column(String(16))
+    mapping: Mapped[str] = mapped_column(String(64))
+    filename: Mapped[str] = mapped_column(String(255))
+    checksum: Mapped[str] = mapped_column(String(64))  # SHA-256 of the exact bytes
+    source: Mapped[str] = mapped_column(String(16))  # cli | api | inbox
+    status: Mapped[str] = mapped_column(String(16))  # queued | completed | rejected | failed
+    as_of: Mapped[date] = mapped_column(Date)  # the roster's effective date: absent members end the day before
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    total_rows: Mapped[int] = mapped_column(Integer, default=0)
+    error_rows: Mapped[int] = mapped_column(Integer, default=0)
+    added: Mapped[int] = mapped_column(Integer, default=0)
+    terminated: Mapped[int] = mapped_column(Integer, default=0)
+    changed: Mapped[int] = mapped_column(Integer, default=0)
+    unchanged: Mapped[int] = mapped_column(Integer, default=0)
+    tasks_created: Mapped[int] = mapped_column(Integer, default=0)
+    tasks_cancelled: Mapped[int] = mapped_column(Integer, default=0)
+    reason: Mapped[str | None] = mapped_column(Text)  # why rejected or failed; never patient data
+
+
+class RosterImportError(Base):
+    """A bad row: its line number and why, never its content (rows are patient data)."""
+
+    __tablename__ = "roster_import_errors"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    import_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("roster_imports.id", ondelete="CASCADE"), index=True)
+    line: Mapped[int] = mapped_column(Integer)
+    field: Mapped[str | None] = mapped_column(String(64))
+    reason: Mapped[str] = mapped_column(String(500))
+
+
+class RosterMember(Base):
+    """Current membership: one row per sender and member id, the latest roster's view of the member.
+
+    Terminated members keep their row (status, enrollment_end) so attribution at a past instant can
+    still be answered. The engagement columns are ours, sent back in the status file.
+    """
+
+    __tablename__ = "roster_members"
+    __table_args__ = (UniqueConstraint("sender", "member_id"), Index("ix_roster_members_patient", "patient_id"))
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    sender: Mapped[str] = mapped_column(String(64))
+    member_id: Mapped[str] = mapped_column(String(64))
+    patient_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("patients.id"))
+    status: Mapped[str] = mapped_column(String(16))  # active | terminated
+    row_hash: Mapped[str] = mapped_column(String(32))
+    identifier_system: Mapped[str] = mapped_column(String(255))
+    identifier_value: Mapped[str] = mapped_column(String(255))
+    medicaid_id: Mapped[str | None] = mapped_column(String(64))
+    family: Mapped[str | None] = mapped_column(String(200))
+    given: Mapped[str | None] = mapped_column(String(200))
+    birth_date: Mapped[date | None] = mapped_column(Date)
+    sex: Mapped[str | None] = mapped_column(String(16))
+    phone: Mapped[str | None] = mapped_column(String(64))
+    address: Mapped[str | None] = mapped_column(String(500))
+    pcp_npi: Mapped[str | None] = mapped_column(String(16))
+    practice: Mapped[str | None] = mapped_column(String(200))
+    program: Mapped[str | None] = mapped_column(String(32))
+    bh_program: Mapped[bool] = mapped_column(Boolean)
+    risk_tier: Mapped[str | None] = mapped_column(String(32))
+    enrollment_start: Mapped[date | None] = mapped_column(Date)
+    enrollment_end: Mapped[date | None] = mapped_column(Date)
+    last_import_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("roster_imports.id"))
+    # Engagement milestones for the status file; care plans and sign-off are filled by issue 6.
+    participation_form_date: Mapped[date | None] = mapped_column(Date)
+    comprehensive_assessment_date: Mapped[date | None] = mapped_column(Date)
+    care_plan_date: Mapped[date | None] = mapped_column(Date)
+    pcp_signoff_date: Mapped[date | None] = mapped_column(Date)
+    last_contact_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class RosterChange(Base):
+    """The change report: one row per add, termination or change an import made, with its effective date.
+
+    This is also the durable "member added / terminated" record later rules can consume.
+    """
+
+    __tablename__ = "roster_changes"
+    __table_args__ = (Index("ix_roster_changes_import_kind", "import_id", "kind"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    import_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("roster_imports.id", ondelete="CASCADE"))
+    sender: Mapped[str] = mapped_column(String(64))
+    member_id: Mapped[str] = mapped_column(String(64))
+    patient_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("patients.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))  # add | term | change
+    fields: Mapped[str] = mapped_column(String(500), default="")  # changed columns, comma-separated
+    previous_pcp_npi: Mapped[str | None] = mapped_column(String(16))
+    previous_practice: Mapped[str | None] = mapped_column(String(200))
+    effective_date: Mapped[date] = mapped_column(Date)

@@ -35,8 +35,11 @@ def check(path: Annotated[Path, typer.Argument(help="the rules file (TOML)")]) -
 
     rules = _load(path)
     assert isinstance(rules, RulesFile)
-    enabled = [r.id for r in rules.rule if r.enabled]
-    typer.echo(f"{path}: valid; {len(rules.rule)} rules, enabled: {', '.join(enabled) or 'none'}")
+    enabled = [r.id for r in (*rules.rule, *rules.member_rule) if r.enabled]
+    typer.echo(
+        f"{path}: valid; {len(rules.rule)} rules and {len(rules.member_rule)} member rules, "
+        f"enabled: {', '.join(enabled) or 'none'}"
+    )
 
 
 def split_event_file(text: str) -> list[tuple[str, bytes]]:

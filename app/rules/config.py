@@ -10,7 +10,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from app.rules.calendar import BusinessCalendar
-from app.rules.facts import EncounterEventKind, MembershipChange
+from app.rules.facts import EncounterEventKind
 
 
 class _Strict(BaseModel):
@@ -23,7 +23,7 @@ ANY = "*"
 
 
 SCREENING = "screening"
-TriggerEvent = EncounterEventKind | Literal["screening"] | MembershipChange
+TriggerEvent = EncounterEventKind | Literal["screening"]
 
 
 class Trigger(_Strict):
@@ -107,7 +107,6 @@ class CompletionSpec(_Strict):
 
 class CancelSpec(_Strict):
     on_readmission: bool = Field(default=False, description="a new inpatient/observation admission supersedes the task")
-    on_disenrollment: bool = Field(default=True, description="the patient leaving the roster cancels the task")
 
 
 class RuleSpec(_Strict):
@@ -207,16 +206,52 @@ class ScreeningThresholds(_Strict):
     phq9_item9: int = Field(default=1, ge=0, le=3, description="PHQ-9 item 9 at or above this flags suicide risk")
 
 
+class MemberDueSpec(_Strict):
+    """Due time counted from the roster's arrival (the member's assignment)."""
+
+    days: int = Field(default=0, ge=0)
+    hours: int = Field(default=0, ge=0)
+
+    @model_validator(mode="after")
+    def _positive(self) -> MemberDueSpec:
+        if self.days == 0 and self.hours == 0:
+            raise ValueError("due needs days or hours > 0")
+        return self
+
+
+class MemberRouteSpec(_Strict):
+    """BH-program members go to `bh_role`, children to `pediatric_role`, everyone else to `role`."""
+
+    role: str = Field(min_length=1, max_length=32)
+    bh_role: str | None = Field(default=None, min_length=1, max_length=32)
+    pediatric_role: str | None = Field(default=None, min_length=1, max_length=32)
+    pediatric_under_age: int = Field(default=18, ge=1, le=30)
+
+
+class MemberRuleSpec(_Strict):
+    """A roster rule: fires on a reconciliation outcome (today: a member added to a roster)."""
+
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,63}$")
+    version: str = Field(min_length=1, max_length=32)
+    description: str = ""
+    enabled: bool = True
+    on: Literal["added"]
+    task: TaskSpec
+    due: MemberDueSpec
+    route: MemberRouteSpec
+
+
 class RulesFile(_Strict):
     calendar: CalendarSpec = CalendarSpec()
     lifecycle: LifecycleSpec = LifecycleSpec()
     routing: RoutingSpec
     rule: list[RuleSpec]
+    member_rule: list[MemberRuleSpec] = Field(default_factory=list)
     screening: ScreeningThresholds = ScreeningThresholds()
 
     @model_validator(mode="after")
     def _consistent(self) -> RulesFile:
-        ids = [r.id for r in self.rule]
+        ids = [r.id for r in (*self.rule, *self.member_rule)]
         dupes = sorted({i for i in ids if ids.count(i) > 1})
         if dupes:
             raise ValueError(f"duplicate rule ids: {', '.join(dupes)}")

@@ -8,7 +8,7 @@ them), then the tasks it raises.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -18,8 +18,6 @@ from app.rules.due import DueTime, business_due, calendar_due, end_of_day_due
 from app.rules.facts import (
     EncounterEvent,
     EncounterEventKind,
-    MembershipChange,
-    MembershipEvent,
     OpenTask,
     PatientFacts,
     ScreeningEvent,
@@ -72,11 +70,29 @@ class Effects:
     create: list[CreateTask] = field(default_factory=list)
 
 
+@dataclass(frozen=True, slots=True)
+class MemberTaskPlan:
+    """One task per added member, routed by the member's BH flag and age; applied set-based by the
+    roster adapter, since a roster adds thousands of members at once."""
+
+    rule_id: str
+    rule_version: str
+    type: str
+    priority: str
+    due_at: datetime
+    due_basis: dict[str, Any]
+    role: str
+    bh_role: str | None
+    pediatric_role: str | None
+    pediatric_born_after: date  # born after this day = under the pediatric age on the roster's date
+
+
 class RuleEngine:
     def __init__(self, rules: RulesFile, zone: ZoneInfo, *, require_attribution: bool = True) -> None:
         self.rules = rules
         self._enabled = [r for r in rules.rule if r.enabled]
         self.rules_by_id = {r.id: r for r in rules.rule}
+        self._member_rules = [r for r in rules.member_rule if r.enabled and r.on == "added"]
         self._zone = zone
         self._calendar: BusinessCalendar = rules.calendar.business_calendar()
         self._require_attribution = require_attribution
@@ -106,6 +122,27 @@ class RuleEngine:
             if event.kind == rule.trigger.event and self._fires(rule, event, patient):
                 effects.create.append(self._create(rule, event, patient))
         return effects
+
+    def on_members_added(self, assigned_at: datetime, as_of: date) -> list[MemberTaskPlan]:
+        plans = []
+        for rule in self._member_rules:
+            due = calendar_due(assigned_at, "assignment", days=rule.due.days, hours=rule.due.hours, zone=self._zone)
+            age = rule.route.pediatric_under_age
+            plans.append(
+                MemberTaskPlan(
+                    rule_id=rule.id,
+                    rule_version=rule.version,
+                    type=rule.task.type,
+                    priority=rule.task.priority,
+                    due_at=due.due_at,
+                    due_basis=due.basis,
+                    role=rule.route.role,
+                    bh_role=rule.route.bh_role,
+                    pediatric_role=rule.route.pediatric_role,
+                    pediatric_born_after=_years_before(as_of, age),
+                )
+            )
+        return plans
 
     def cancels_on_death(self, rule_id: str) -> bool:
         rule = self.rules_by_id.get(rule_id)
@@ -235,34 +272,16 @@ class RuleEngine:
             open_types.add(task.type)
         return effects
 
-    def on_membership_event(self, event: MembershipEvent, patient: PatientFacts) -> Effects:
-        """A termination cancels the open work its rules tie to enrollment; an addition raises the
-        new-member rules (outreach within the first month)."""
-        effects = Effects()
-        if event.change is MembershipChange.TERMINATED:
-            for task in patient.open_tasks:
-                rule = self.rules_by_id.get(task.rule_id)
-                if rule is not None and rule.cancel.on_disenrollment:
-                    effects.cancel.append(CancelTask(task.task_id, "member disenrolled"))
-            return effects
-        for rule in self._enabled:
-            if rule.trigger.event == event.change and not (rule.trigger.skip_deceased and patient.deceased):
-                effects.create.append(
-                    self._task(
-                        rule,
-                        patient,
-                        event.effective_at,
-                        "event",
-                        dedupe_key=f"{rule.id}|member|{patient.patient_id}|{event.effective_at.date().isoformat()}",
-                        encounter_id=None,
-                        event_id=event.event_id,
-                    )
-                )
-        return effects
-
     def _attribution_allows(self, rule: RuleSpec, patient: PatientFacts) -> bool:
         required = rule.trigger.require_attribution
         return patient.attributed or not (self._require_attribution if required is None else required)
+
+
+def _years_before(day: date, years: int) -> date:
+    try:
+        return day.replace(year=day.year - years)
+    except ValueError:  # 29 February in a non-leap year
+        return day.replace(year=day.year - years, day=28)
 
 
 def _standing(trigger: Trigger, event: EncounterEvent, patient: PatientFacts) -> str | None:

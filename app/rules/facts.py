@@ -98,17 +98,3 @@ class ScreeningEvent:
     effective_at: datetime
     item9: int | None = None  # PHQ-9 item 9 (LOINC 44260-8): thoughts of self-harm
     status: ScreeningStatus = ScreeningStatus.ACTIVE
-
-
-class MembershipChange(StrEnum):
-    ADDED = "member-added"
-    TERMINATED = "member-terminated"
-
-
-@dataclass(frozen=True, slots=True)
-class MembershipEvent:
-    """A roster reconciliation's add or termination of this patient."""
-
-    event_id: str
-    change: MembershipChange
-    effective_at: datetime

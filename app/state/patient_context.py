@@ -1,6 +1,7 @@
-"""What the rules need to know about patients beyond the event: their open tasks, whether they are
-in the behavioural-health population, and their attribution. Set-based, so the batch path reads a
-whole poll's patients in a few queries and the per-message path reads one the same way."""
+"""What the rules need to know about patients beyond the event: their open tasks, their other
+visits, whether they are in the behavioural-health population, and their attribution (active roster
+membership). Set-based, so the batch path reads a whole poll's patients in a few queries and the
+per-message path reads one the same way."""
 
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db.models import Encounter, Patient, ScreeningEvent, Task
+from app.db.models import Encounter, Patient, RosterMember, ScreeningEvent, Task
+from app.roster.reconcile import MemberStatus
 from app.rules.engine import BH_INSTRUMENTS
 from app.rules.facts import EncounterSummary, PatientFacts
 from app.state.tasks import ACTIVE_STATUSES, open_task_facts
@@ -25,8 +27,7 @@ class PatientContexts:
     # patient -> encounter id -> summary: evidence rules look across the patient's visits
     encounters: dict[uuid.UUID, dict[uuid.UUID, EncounterSummary]] = field(default_factory=lambda: defaultdict(dict))
     behavioral_health: set[uuid.UUID] = field(default_factory=set)
-    # patient -> attributed practice; absent = not on the current roster. Filled from membership
-    # once rosters exist (issue 7); until then nobody is attributed.
+    # patient -> attributed practice; absent = not an active member of any current roster
     attributed_practice: dict[uuid.UUID, str | None] = field(default_factory=dict)
 
 
@@ -61,6 +62,19 @@ async def load_contexts(session: AsyncSession, patient_ids: Collection[uuid.UUID
         )
     )
     found.behavioral_health.update(positive_screens.scalars())
+    # Active roster membership, counting records an A40 merged into the patient; the first practice
+    # (by sender) is the team when a member is on several rosters.
+    survivor = func.coalesce(Patient.merged_into_id, Patient.id)
+    members = await session.execute(
+        select(survivor, RosterMember.practice, RosterMember.bh_program)
+        .join(Patient, Patient.id == RosterMember.patient_id)
+        .where(RosterMember.status == MemberStatus.ACTIVE, or_(Patient.id.in_(ids), Patient.merged_into_id.in_(ids)))
+        .order_by(RosterMember.sender, RosterMember.member_id)
+    )
+    for patient_id, practice, bh_program in members.all():
+        found.attributed_practice.setdefault(patient_id, practice)
+        if bh_program:
+            found.behavioral_health.add(patient_id)
     return found
 
 

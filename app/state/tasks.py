@@ -6,10 +6,11 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import JSON, ColumnElement, String, and_, cast, insert, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db.models import Task, TaskHistory
+from app.db.models import Task, TaskHistory, utcnow
+from app.db.types import UTCDateTime
 from app.rules.due import anchor_of
 from app.rules.engine import CreateTask
 from app.rules.facts import OpenTask
@@ -26,8 +27,9 @@ INITIAL_STATUS = "ready"  # FHIR Task.status: ready to be performed, no action t
 ACTIVE_STATUSES = tuple(sorted(ACTIVE))
 
 
-async def create_task_once(session: AsyncSession, effect: CreateTask, patient_id: uuid.UUID) -> Task | None:
-    """Insert the task unless its dedupe key exists; returns the new task or None."""
+async def create_task_once(session: AsyncSession, effect: CreateTask, patient_id: uuid.UUID | None) -> Task | None:
+    """Insert the task unless its dedupe key exists; returns the new task or None. Operational
+    tasks (a missing roster file) have no patient and no encounter."""
     exists = await session.scalar(select(Task.id).where(Task.dedupe_key == effect.dedupe_key))
     if exists is not None:
         return None
@@ -69,14 +71,18 @@ async def open_tasks_for_patient(session: AsyncSession, patient_id: uuid.UUID) -
     return list((await session.execute(query)).scalars().all())
 
 
+CANCELLED = "cancelled"
+CANCEL_KEY_SEPARATOR = "|cancelled|"
+
+
 def cancel_task(session: AsyncSession, task: Task, *, reason: str, actor: str, event_id: str) -> None:
     """Cancel with a reason a facilitator can read; frees the dedupe key so the rule can fire again
     (a patient re-discharged after an A13 gets a fresh task)."""
     previous = task.status
-    check_transition(previous, "cancelled")
-    task.status = "cancelled"
-    task.dedupe_key = f"{task.dedupe_key}|cancelled|{task.id}"
-    _history(session, task, actor, "cancelled", previous, "cancelled", {"reason": reason, "event_id": event_id})
+    check_transition(previous, CANCELLED)
+    task.status = CANCELLED
+    task.dedupe_key = f"{task.dedupe_key}{CANCEL_KEY_SEPARATOR}{task.id}"
+    _history(session, task, actor, CANCELLED, previous, CANCELLED, _cancel_detail(reason, event_id))
 
 
 def complete_task(
@@ -177,3 +183,42 @@ def _history(
             task_id=task.id, actor=actor, action=action, from_status=from_status, to_status=to_status, detail=detail
         )
     )
+
+
+async def cancel_tasks_where(
+    session: AsyncSession, where: ColumnElement[bool], *, reason: str, actor: str, event_id: str
+) -> int:
+    """`cancel_task` for every active task matching `where`, in two statements: a roster can
+    disenroll thousands of members at once. Returns how many were cancelled."""
+    t = Task.__table__
+    active = and_(where, t.c.status.in_(ACTIVE_STATUSES))
+    now = literal(utcnow(), UTCDateTime())
+    history = select(
+        t.c.id,
+        now,
+        literal(actor),
+        literal(CANCELLED),
+        t.c.status,
+        literal(CANCELLED),
+        literal(_cancel_detail(reason, event_id), JSON()),
+    ).where(active)
+    await session.execute(
+        insert(TaskHistory.__table__).from_select(
+            ["task_id", "at", "actor", "action", "from_status", "to_status", "detail"], history
+        )
+    )
+    result = await session.execute(
+        update(t)
+        .where(active)
+        .values(
+            status=CANCELLED,
+            dedupe_key=t.c.dedupe_key + CANCEL_KEY_SEPARATOR + cast(t.c.id, String),
+            version=t.c.version + 1,
+            updated_at=now,
+        )
+    )
+    return result.rowcount  # type: ignore[attr-defined,no-any-return]
+
+
+def _cancel_detail(reason: str, event_id: str) -> dict[str, str]:
+    return {"reason": reason, "event_id": event_id}

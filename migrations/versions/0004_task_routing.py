@@ -2,7 +2,7 @@
 unsuccessful outreach attempts, and when an overdue task was escalated.
 
 Revision ID: 0004_task_routing
-Revises: 0002_fhir_clinical
+Revises: 0003_rosters
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from alembic import op
 import app.db.types
 
 revision: str = "0004_task_routing"
-down_revision: str | None = "0002_fhir_clinical"
+down_revision: str | None = "0003_rosters"
 branch_labels = None
 depends_on = None
 

@@ -128,6 +128,9 @@ def test_migrate_creates_the_schema(tmp_path: Path) -> None:
         "fhir_resources",
         "questionnaires",
         "screening_events",
+        "roster_imports",
+        "roster_members",
+        "roster_changes",
     } <= tables
     assert version == (ScriptDirectory.from_config(alembic_config()).get_current_head(),)
 

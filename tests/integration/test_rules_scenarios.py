@@ -26,6 +26,7 @@ from tests.conftest import bearer, eventually, wait_until_assigned
 from tests.fhir_builder import MRN_SYSTEM, encode, observation
 from tests.hl7_builder import adt
 from tests.integration.test_adt_pipeline import produce
+from tests.roster_builder import csv_text, member
 
 FACILITATORS = ("PMC", "PCF", "BHCF", "RN")
 
@@ -345,14 +346,49 @@ async def test_a_changed_rules_file_changes_behaviour_without_code(
         ]
 
 
-async def test_unattributed_patients_get_no_tasks_but_their_events_are_kept(
+async def test_only_attributed_members_get_tasks_and_the_team_is_their_practice(
     shipped: Settings, db: AsyncEngine, token_for: Callable[..., str]
 ) -> None:
+    """require_attribution (the default): a stranger's discharge is kept but raises nothing; once the
+    ACO's roster names the MRN, the next discharge raises work for the member's practice."""
     async with _running(shipped.model_copy(update={"require_attribution": True})) as (runtime, client):
         await send(runtime, db, adt("A03", control_id="A03", **STAY))
         assert await tasks(client, token_for(*FACILITATORS)) == []
         async with db.connect() as conn:
             assert (await conn.execute(select(Encounter.status))).scalars().all() == ["finished"]
+
+        roster = csv_text(
+            [member(1, identifier_value="MRN12345", practice="GOODHEALTH CLINIC", birth_date="1970-04-12")]
+        )
+        upload = await client.post(
+            "/rosters/imports",
+            headers=bearer(token_for("DATA")),
+            files={"file": ("roster.csv", roster.encode(), "text/csv")},
+            data={"as_of": "2026-11-02"},
+        )
+        assert upload.status_code == 202, upload.text
+
+        async def imported() -> bool:
+            job = await client.get(f"/rosters/imports/{upload.json()['id']}", headers=bearer(token_for("DATA")))
+            return job.json()["status"] == "completed"
+
+        assert await eventually(imported)
+        await send(
+            runtime,
+            db,
+            adt(
+                "A03",
+                control_id="A03-2",
+                visit_number="V2",
+                admit_time="20261121083000-0500",
+                discharge_time="20261122140000-0500",
+            ),
+        )
+        found = by_type(await tasks(client, token_for(*FACILITATORS)))
+        [contact] = found["post-discharge-contact"]
+        assert (contact["role"], contact["team"]) == ("PMC", "GOODHEALTH CLINIC")
+        assert [t["team"] for t in found["medication-reconciliation"]] == ["GOODHEALTH CLINIC"]
+        assert [t["type"] for t in found["new-member-outreach"]] == ["new-member-outreach"]
 
 
 async def test_screenings_raise_bh_referral_and_suicide_risk_work_and_a_retraction_cancels_it(

@@ -15,8 +15,6 @@ from app.rules.facts import (
     EncounterEvent,
     EncounterEventKind,
     EncounterSummary,
-    MembershipChange,
-    MembershipEvent,
     OpenTask,
     PatientFacts,
     ScreeningEvent,
@@ -380,16 +378,6 @@ def test_bh_referral_loop_closes_on_a_bh_visit(engine: RuleEngine) -> None:
     patient = replace(ADULT, open_tasks=(OpenTask("t1", "bh-referral", None, SCREENED_AT, ("s1",)),))
     bh_visit = visit(EncounterEventKind.REGISTER, "AMB", SCREENED_AT + timedelta(days=10), behavioral_health=True)
     assert [c.task_id for c in engine.on_encounter_event(bh_visit, patient).complete] == ["t1"]
-
-
-def test_membership_add_raises_outreach_and_termination_cancels_open_work(engine: RuleEngine) -> None:
-    added = MembershipEvent("m1", MembershipChange.ADDED, datetime(2026, 12, 1, 5, 0, tzinfo=UTC))
-    [outreach] = engine.on_membership_event(added, CHILD).create
-    assert (outreach.type, outreach.role) == ("new-member-outreach", "PCF")
-    assert outreach.due_at == datetime(2026, 12, 31, 5, 0, tzinfo=UTC)
-    patient = replace(ADULT, open_tasks=(OpenTask("t1", "post-discharge-contact", ENC, DISCHARGED_AT),))
-    termed = MembershipEvent("m2", MembershipChange.TERMINATED, datetime(2026, 12, 1, tzinfo=UTC))
-    assert engine.on_membership_event(termed, patient).cancel == [CancelTask("t1", "member disenrolled")]
 
 
 def test_screening_keys_on_an_encounter_rule_are_refused(tmp_path: Path) -> None:

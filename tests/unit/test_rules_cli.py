@@ -24,7 +24,10 @@ def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 def test_check_accepts_the_shipped_file_and_names_the_bad_key(tmp_path: Path) -> None:
     ok = runner.invoke(cli, ["rules", "check", str(DEFAULT_RULES_FILE)])
     assert ok.exit_code == 0, ok.output
-    assert "valid; 10 rules" in ok.output and "post-discharge-contact-tcm" not in ok.output.split("enabled:")[1]
+    assert (
+        "valid; 9 rules and 1 member rules" in ok.output
+        and "post-discharge-contact-tcm" not in ok.output.split("enabled:")[1]
+    )
     bad = tmp_path / "bad.toml"
     bad.write_text(DEFAULT_RULES_FILE.read_text().replace("hours = 72", "hours = -1"))
     refused = runner.invoke(cli, ["rules", "check", str(bad)])

@@ -1,0 +1,193 @@
+"""Enrollee files over HTTP: upload a roster (an import job), follow the job, fetch its change report,
+download exports. Roster roles (CARECOORD_ROSTER_ROLES) or admins only; every call is audited."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from datetime import date, datetime
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+
+from app.api.auth import CurrentPrincipal, Principal
+from app.api.problems import Problem
+from app.ingest.roster_files import EXPORT_KINDS, change_report_lines, export_lines, import_summary
+from app.ingest.roster_import import ImportRequest, RosterImporter
+from app.metrics import METRICS
+from app.roster.mapping import MappingError
+from app.state import rosters as store
+from app.state.audit import AuditAction, record_audit
+
+log = logging.getLogger(__name__)
+router = APIRouter(tags=["rosters"])
+UPLOAD_CHUNK = 1 << 20
+MAX_ERRORS_SHOWN = 1000
+
+
+async def roster_principal(request: Request, principal: CurrentPrincipal) -> Principal:
+    settings = request.app.state.settings
+    allowed = [*settings.roster_roles, *settings.admin_roles]
+    if not principal.has_any_role(allowed):
+        raise Problem(403, "Forbidden", f"enrollee files require one of the roles {allowed}")
+    return principal
+
+
+RosterPrincipal = Annotated[Principal, Depends(roster_principal)]
+
+
+def _importer(request: Request) -> RosterImporter:
+    state = request.app.state
+    if getattr(state, "roster_importer", None) is None:
+        runtime = state.runtime
+        state.roster_importer = RosterImporter(runtime.settings, runtime.sessions, runtime.rule_engine, runtime.zone)
+        state.roster_jobs = set()
+    return state.roster_importer
+
+
+async def _audit(request: Request, principal: Principal, action: AuditAction, resource: str, what: str) -> None:
+    async with request.app.state.runtime.sessions() as session, session.begin():
+        record_audit(session, principal.subject, principal.roles, action=action, resource_type=resource, request=what)
+
+
+def _job_body(job: Any) -> dict[str, Any]:
+    body = import_summary(job)
+    base = f"/rosters/imports/{job.id}"
+    body["links"] = {
+        "self": base,
+        "changes": f"{base}/changes?format=json",
+        "changes_csv": f"{base}/changes?format=csv",
+    }
+    return body
+
+
+async def _save_upload(upload: UploadFile, folder: Path, limit: int) -> Path:
+    await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
+    target = folder / f"{uuid.uuid4().hex}.upload"
+    size = 0
+    with target.open("wb") as f:
+        while chunk := await upload.read(UPLOAD_CHUNK):
+            size += len(chunk)
+            if size > limit:
+                f.close()
+                target.unlink()
+                raise Problem(413, "Payload too large", f"roster larger than {limit} bytes", field="file")
+            f.write(chunk)
+    return target
+
+
+@router.post("/rosters/imports", status_code=202)
+async def upload_roster(
+    request: Request,
+    principal: RosterPrincipal,
+    file: Annotated[UploadFile, File(description="the roster: delimited text or ATR Group JSON")],
+    format: Annotated[Literal["csv", "atr"] | None, Form(description="default: by file name (.json = atr)")] = None,
+    mapping: Annotated[str, Form()] = "default",
+    sender: Annotated[str | None, Form(max_length=64)] = None,
+    as_of: Annotated[date | None, Form(description="the roster's effective date (default today)")] = None,
+) -> JSONResponse:
+    importer = _importer(request)
+    try:
+        importer.mapping(mapping)
+    except MappingError as exc:
+        raise Problem(422, "Request is not valid", str(exc), field="mapping") from None
+    settings = request.app.state.settings
+    saved = await _save_upload(file, settings.var_dir / "roster-uploads", settings.roster_upload_max_bytes)
+    req = ImportRequest(
+        path=saved,
+        filename=file.filename or saved.name,
+        format=format,
+        mapping=mapping,
+        sender=sender,
+        source="api",
+        as_of=as_of,
+    )
+    job, duplicate = await importer.register(req)
+    await _audit(request, principal, AuditAction.CREATE, "RosterImport", f"POST /rosters/imports {job.id}")
+    if duplicate:
+        saved.unlink(missing_ok=True)
+        return JSONResponse({**_job_body(job), "duplicate": True}, status_code=200)
+    task = asyncio.create_task(_process(importer, job.id, req))
+    request.app.state.roster_jobs.add(task)
+    task.add_done_callback(request.app.state.roster_jobs.discard)
+    return JSONResponse(
+        {**_job_body(job), "duplicate": False},
+        status_code=202,
+        headers={"Location": f"/rosters/imports/{job.id}"},
+    )
+
+
+async def _process(importer: RosterImporter, import_id: uuid.UUID, req: ImportRequest) -> None:
+    try:
+        await importer.process(import_id, req)
+    except Exception:
+        log.warning("roster upload processing failed", extra={"import_id": str(import_id)})
+    finally:
+        req.path.unlink(missing_ok=True)
+
+
+@router.get("/rosters/imports/{import_id}")
+async def get_roster_import(request: Request, principal: RosterPrincipal, import_id: uuid.UUID) -> dict[str, Any]:
+    async with request.app.state.runtime.sessions() as session, session.begin():
+        job = await store.get_import(session, import_id)
+        if job is None:
+            raise Problem(404, "Not found", f"no roster import {import_id}", field="import_id")
+        errors = await store.import_errors(session, import_id, MAX_ERRORS_SHOWN)
+        record_audit(
+            session,
+            principal.subject,
+            principal.roles,
+            action=AuditAction.READ,
+            resource_type="RosterImport",
+            request=f"GET /rosters/imports/{import_id}",
+        )
+    body = _job_body(job)
+    body["errors"] = [{"line": e.line, "field": e.field, "reason": e.reason} for e in errors]
+    body["errors_truncated"] = job.error_rows > len(errors)
+    return body
+
+
+@router.get("/rosters/imports/{import_id}/changes")
+async def get_roster_changes(
+    request: Request,
+    principal: RosterPrincipal,
+    import_id: uuid.UUID,
+    format: Annotated[Literal["json", "csv"], Query()] = "json",
+) -> StreamingResponse:
+    sessions = request.app.state.runtime.sessions
+    async with sessions() as session:
+        if await store.get_import(session, import_id) is None:
+            raise Problem(404, "Not found", f"no roster import {import_id}", field="import_id")
+    await _audit(request, principal, AuditAction.READ, "RosterChange", f"GET /rosters/imports/{import_id}/changes")
+    media = "text/csv; charset=utf-8" if format == "csv" else "application/json"
+    return StreamingResponse(change_report_lines(sessions, import_id, format), media_type=media)
+
+
+@router.get("/rosters/exports/{kind}")
+async def get_roster_export(
+    request: Request,
+    principal: RosterPrincipal,
+    kind: str,
+    sender: Annotated[str | None, Query(max_length=64, description="one sender's members (default: all)")] = None,
+) -> StreamingResponse:
+    if kind not in EXPORT_KINDS:
+        raise Problem(404, "Not found", f"no export {kind!r} (known: {', '.join(EXPORT_KINDS)})", field="kind")
+    await _audit(request, principal, AuditAction.READ, "RosterMember", f"GET /rosters/exports/{kind} sender={sender}")
+    importer = _importer(request)
+    media = "application/fhir+json" if kind == "atr" else "text/csv; charset=utf-8"
+    today = datetime.now(importer.zone).date()
+    name = f"{kind}-{sender or 'all'}-{today.isoformat()}.{'json' if kind == 'atr' else 'csv'}"
+    return StreamingResponse(
+        export_lines(importer.sessions, kind, sender, today),
+        media_type=media,
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+    )
+
+
+@router.get("/metrics", response_class=PlainTextResponse)
+async def metrics(principal: RosterPrincipal) -> str:
+    """Prometheus text format: this process's counters and gauges."""
+    return METRICS.render()

@@ -1,0 +1,193 @@
+"""`carecoord inbox watch DIR`: every file dropped in DIR is imported exactly once.
+
+Claiming is an atomic rename into DIR/processing/, so of several watchers one wins each file.
+The winner holds an exclusive lock (flock) on it while importing; a watcher that died mid-file
+leaves it in processing/ unlocked, and the next poll of any watcher takes it over. The import
+itself is idempotent (sender + checksum, one transaction), so a file interrupted at any point is
+applied once. Afterwards the file moves to processed/, or to rejected/ beside a `.reason.txt`.
+Files still being written are left alone until unchanged for CARECOORD_INBOX_SETTLE_S.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from app.db.models import Task
+from app.inbox.schedule import entry_for, overdue
+from app.ingest.roster_import import ImportOutcome, ImportRequest, RosterImporter
+from app.metrics import METRICS
+from app.rules.engine import CreateTask
+from app.state.rosters import COMPLETED, last_completed_import
+from app.state.tasks import create_task_once
+
+log = logging.getLogger(__name__)
+
+ALERT_RULE = "inbox-schedule"
+ALERT_RULE_VERSION = "1"
+CLAIM_SEPARATOR = "~"  # processing/<claim id>~<original name>
+
+
+class InboxWatcher:
+    def __init__(self, directory: Path, importer: RosterImporter) -> None:
+        self.inbox = directory
+        self.processing = directory / "processing"
+        self.processed = directory / "processed"
+        self.rejected = directory / "rejected"
+        for folder in (self.processing, self.processed, self.rejected):
+            folder.mkdir(exist_ok=True)
+        self.importer = importer
+        self.settings = importer.settings
+
+    async def run(self, stop: asyncio.Event) -> None:
+        log.info("inbox watching", extra={"directory": str(self.inbox)})
+        while not stop.is_set():
+            try:
+                await self.poll_once()
+            except Exception:  # a database outage must not end the watcher; the next poll retries
+                log.exception("inbox poll failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.settings.inbox_poll_interval_s)
+
+    async def poll_once(self, now: datetime | None = None) -> list[ImportOutcome]:
+        outcomes = []
+        for path in self._settled_arrivals():
+            claimed = self._claim(path)
+            if claimed is not None:
+                outcomes += await self._process(claimed)
+        for orphan in sorted(self.processing.iterdir()):
+            outcomes += await self._process(orphan)  # left by a watcher that stopped mid-file
+        await self.check_schedule(now or datetime.now(UTC))
+        return outcomes
+
+    def _settled_arrivals(self) -> list[Path]:
+        cutoff = time.time() - self.settings.inbox_settle_s
+        arrivals = []
+        for path in sorted(self.inbox.iterdir()):
+            if path.name.startswith(".") or not path.is_file():
+                continue  # hidden names are the usual upload-in-progress convention
+            with contextlib.suppress(FileNotFoundError):
+                if path.stat().st_mtime <= cutoff:
+                    arrivals.append(path)
+        return arrivals
+
+    def _claim(self, path: Path) -> Path | None:
+        target = self.processing / f"{uuid.uuid4().hex[:12]}{CLAIM_SEPARATOR}{path.name}"
+        try:
+            os.rename(path, target)
+        except FileNotFoundError:
+            return None  # another watcher claimed it first
+        return target
+
+    async def _process(self, claimed: Path) -> list[ImportOutcome]:
+        try:
+            handle = claimed.open("rb")
+        except FileNotFoundError:
+            return []
+        with handle:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return []  # a live watcher is on it
+            try:
+                if os.stat(claimed).st_ino != os.fstat(handle.fileno()).st_ino:
+                    return []
+            except FileNotFoundError:
+                return []  # finished and moved away while we were opening it
+            return [await self._import(claimed)]
+
+    async def _import(self, claimed: Path) -> ImportOutcome:
+        name = claimed.name.split(CLAIM_SEPARATOR, 1)[-1]
+        schedule = self.settings.inbox_schedule
+        entry = entry_for(name, schedule)
+        if schedule and entry is None:
+            reason = "no sender in CARECOORD_INBOX_SCHEDULE matches this file name"
+            outcome = ImportOutcome(import_id=None, status="rejected", reason=reason)
+        else:
+            request = ImportRequest(
+                path=claimed,
+                filename=name,
+                format=entry.format if entry else None,
+                mapping=entry.mapping if entry else "default",
+                sender=entry.sender if entry else None,
+                source="inbox",
+            )
+            outcome = await self.importer.run(request)
+        if outcome.status == COMPLETED:
+            self._move(claimed, self.processed, name, outcome)
+        else:
+            target = self._move(claimed, self.rejected, name, outcome)
+            target.with_name(target.name + ".reason.txt").write_text(
+                f"{outcome.reason}\nimport: {outcome.import_id}\n"
+                f"bad rows: {outcome.error_rows} of {outcome.total_rows} (see `carecoord roster report` / the API)\n",
+                encoding="utf-8",
+            )
+            await self._alert(
+                f"inbox-rejected|{outcome.import_id or claimed.name}",
+                "roster-file-rejected",
+                {"policy": "inbox", "file": name, "import_id": str(outcome.import_id), "reason": outcome.reason},
+                datetime.now(UTC),
+            )
+            METRICS.inc("carecoord_inbox_files_rejected_total", help="inbox files refused")
+        log.info("inbox file done", extra={"import_id": str(outcome.import_id), "status": outcome.status})
+        return outcome
+
+    def _move(self, claimed: Path, folder: Path, name: str, outcome: ImportOutcome) -> Path:
+        target = folder / name
+        if target.exists():
+            target = folder / f"{name}.{outcome.import_id or uuid.uuid4().hex[:12]}"
+        os.replace(claimed, target)
+        return target
+
+    async def check_schedule(self, now: datetime) -> None:
+        """A sender's daily file not imported by its cutoff: one alert task per sender and day."""
+        zone = self.importer.zone
+        for expected in overdue(self.settings.inbox_schedule, now, zone):
+            sender = expected.entry.sender
+            async with self.importer.sessions() as session:
+                arrived = await last_completed_import(session, sender, expected.day_start.astimezone(UTC))
+            METRICS.set(
+                "carecoord_inbox_file_missing",
+                0 if arrived else 1,
+                sender=sender,
+                help="1 while an expected daily file is past its cutoff",
+            )
+            if arrived:
+                continue
+            created = await self._alert(
+                f"inbox-missing|{sender}|{expected.day_start.date().isoformat()}",
+                "roster-file-missing",
+                {
+                    "policy": "inbox-schedule",
+                    "sender": sender,
+                    "cutoff": expected.cutoff.isoformat(),
+                    "pattern": expected.entry.pattern,
+                },
+                now,
+            )
+            if created is not None:
+                METRICS.inc("carecoord_inbox_missing_files_total", sender=sender, help="expected files not received")
+                log.warning("expected roster file missing", extra={"sender": sender, "task_id": str(created.id)})
+
+    async def _alert(self, key: str, task_type: str, basis: dict[str, object], now: datetime) -> Task | None:
+        effect = CreateTask(
+            dedupe_key=key[:512],
+            type=task_type,
+            priority="urgent",
+            role=self.settings.inbox_alert_role,
+            due_at=now + timedelta(hours=1),
+            due_basis=basis,
+            rule_id=ALERT_RULE,
+            rule_version=ALERT_RULE_VERSION,
+            encounter_id="",
+            triggering_event_ids=(),
+        )
+        async with self.importer.sessions() as session, session.begin():
+            return await create_task_once(session, effect, None)
