@@ -182,11 +182,13 @@ class InboxWatcher:
             type=task_type,
             priority="urgent",
             role=self.settings.inbox_alert_role,
+            team=None,
             due_at=now + timedelta(hours=1),
             due_basis=basis,
+            route_basis={"role": self.settings.inbox_alert_role, "reason": "operational alert"},
             rule_id=ALERT_RULE,
             rule_version=ALERT_RULE_VERSION,
-            encounter_id="",
+            encounter_id=None,
             triggering_event_ids=(),
         )
         async with self.importer.sessions() as session, session.begin():
