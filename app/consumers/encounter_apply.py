@@ -21,7 +21,7 @@ from app.state.encounters import apply_to_encounter
 from app.state.inbound import Position, already_applied, event_id_for, record_applied
 from app.state.patient_context import load_contexts, patient_facts
 from app.state.patients import merge_patients, resolve_patient
-from app.state.tasks import cancel_task, complete_task, create_task_once, open_tasks_for_patient
+from app.state.tasks import apply_effects, cancel_task, open_tasks_for_patient
 
 log = logging.getLogger(__name__)
 
@@ -91,20 +91,9 @@ class EncounterApplier:
         tasks = contexts.open_tasks[patient.id]
         facts = patient_facts(patient, contexts)
         effects = self.engine.on_encounter_event(event, facts)
-        by_id = {str(t.id): t for t in tasks}
-        actor = f"event:{notice.message_type}"
-        for done in effects.complete:
-            complete_task(
-                session, by_id[done.task_id], reason=done.reason, actor=actor, evidence_event_id=done.evidence_event_id
-            )
-        for cancel in effects.cancel:
-            cancel_task(session, by_id[cancel.task_id], reason=cancel.reason, actor=actor, event_id=str(event_id))
-        await session.flush()
-        created = 0
-        for effect in effects.create:
-            if await create_task_once(session, effect, patient.id) is not None:
-                created += 1
-        return created, len(effects.cancel)
+        return await apply_effects(
+            session, effects, tasks, patient.id, actor=f"event:{notice.message_type}", event_id=str(event_id)
+        )
 
     async def _cancel_for_death(self, session: AsyncSession, patient: Patient, event_id: uuid.UUID) -> int:
         tasks = await open_tasks_for_patient(session, patient.id)

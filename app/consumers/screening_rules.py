@@ -11,7 +11,7 @@ from app.rules.engine import RuleEngine
 from app.rules.facts import ScreeningEvent, ScreeningStatus
 from app.screening.instruments import InstrumentId
 from app.state.patient_context import load_contexts, patient_facts
-from app.state.tasks import cancel_task, create_task_once
+from app.state.tasks import apply_effects
 
 
 async def apply_screening_rules(
@@ -32,12 +32,6 @@ async def apply_screening_rules(
         status=ScreeningStatus.RETRACTED if row.status == ScreeningStatus.RETRACTED else ScreeningStatus.ACTIVE,
     )
     effects = engine.on_screening_event(event, facts)
-    by_id = {str(t.id): t for t in contexts.open_tasks[patient.id]}
-    for cancel in effects.cancel:
-        cancel_task(session, by_id[cancel.task_id], reason=cancel.reason, actor="event:screening", event_id=str(row.id))
-    await session.flush()
-    created = 0
-    for effect in effects.create:
-        if await create_task_once(session, effect, patient.id) is not None:
-            created += 1
-    return created, len(effects.cancel)
+    return await apply_effects(
+        session, effects, contexts.open_tasks[patient.id], patient.id, actor="event:screening", event_id=str(row.id)
+    )

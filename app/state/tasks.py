@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.db.models import Task, TaskHistory, utcnow
 from app.db.types import UTCDateTime
 from app.rules.due import anchor_of
-from app.rules.engine import CreateTask
+from app.rules.engine import CreateTask, Effects
 from app.rules.facts import OpenTask
 from app.tasks.lifecycle import (
     ACTIVE,
@@ -222,3 +222,23 @@ async def cancel_tasks_where(
 
 def _cancel_detail(reason: str, event_id: str) -> dict[str, str]:
     return {"reason": reason, "event_id": event_id}
+
+
+async def apply_effects(
+    session: AsyncSession, effects: Effects, open_tasks: list[Task], patient_id: uuid.UUID, *, actor: str, event_id: str
+) -> tuple[int, int]:
+    """Persist what the rules decided for one event, in order: completions, cancellations, then new
+    tasks (once each). Returns (created, cancelled)."""
+    by_id = {str(t.id): t for t in open_tasks}
+    for done in effects.complete:
+        complete_task(
+            session, by_id[done.task_id], reason=done.reason, actor=actor, evidence_event_id=done.evidence_event_id
+        )
+    for cancel in effects.cancel:
+        cancel_task(session, by_id[cancel.task_id], reason=cancel.reason, actor=actor, event_id=event_id)
+    await session.flush()
+    created = 0
+    for effect in effects.create:
+        if await create_task_once(session, effect, patient_id) is not None:
+            created += 1
+    return created, len(effects.cancel)
