@@ -21,6 +21,7 @@ from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.bulk import insert_rows
+from app.db.keyed import restrict_to_keys
 from app.db.models import Encounter, EncounterEvent, InboundEvent, Patient, PatientIdentifier, Task, TaskHistory, utcnow
 from app.encounters.notice import EncounterNotice
 from app.encounters.sensitivity import SensitivityPolicy
@@ -99,13 +100,6 @@ class _Batch:
     task_history: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _both_in(first: Any, second: Any, pairs: set[tuple[str, str]]) -> tuple[Any, Any]:
-    """`(a, b) IN pairs` as two single-column INs: a row-value IN list of a thousand pairs costs
-    PostgreSQL tens of milliseconds to plan, two IN lists use the (a, b) index directly. It may match
-    a few extra rows (another facility's visit with the same number); callers keep exact pairs only."""
-    return first.in_({a for a, _ in pairs}), second.in_({b for _, b in pairs})
-
-
 class BatchApplier:
     def __init__(self, *, source: str, engine: RuleEngine, sensitivity: SensitivityPolicy) -> None:
         self._source = source
@@ -138,18 +132,15 @@ class BatchApplier:
         return results
 
     async def _load(self, session: AsyncSession, notices: list[EncounterNotice], b: _Batch) -> set[str] | None:
-        keys = {n.idempotency_key for n in notices}
-        applied = set(
-            (await session.execute(select(InboundEvent.idempotency_key).where(InboundEvent.idempotency_key.in_(keys))))
-            .scalars()
-            .all()
-        )
+        dialect = session.bind.dialect.name
+        keys = {(n.idempotency_key,) for n in notices}
+        ledger = restrict_to_keys(select(InboundEvent.idempotency_key), [InboundEvent.idempotency_key], keys, dialect)
+        applied = set((await session.execute(ledger)).scalars().all())
         pairs = {(i.system, i.value) for n in notices for i in n.identifiers}
+        owners = select(PatientIdentifier.system, PatientIdentifier.value, PatientIdentifier.patient_id)
         idents = (
             await session.execute(
-                select(PatientIdentifier.system, PatientIdentifier.value, PatientIdentifier.patient_id).where(
-                    *_both_in(PatientIdentifier.system, PatientIdentifier.value, pairs)
-                )
+                restrict_to_keys(owners, [PatientIdentifier.system, PatientIdentifier.value], pairs, dialect)
             )
         ).all()
         b.owner = {(s, v): pid for s, v, pid in idents if (s, v) in pairs}
@@ -163,9 +154,9 @@ class BatchApplier:
         encounters = (
             (
                 await session.execute(
-                    select(Encounter)
-                    .where(*_both_in(Encounter.facility, Encounter.visit_number, visits))
-                    .with_for_update()
+                    restrict_to_keys(
+                        select(Encounter), [Encounter.facility, Encounter.visit_number], visits, dialect
+                    ).with_for_update(of=Encounter)
                 )
             )
             .scalars()
