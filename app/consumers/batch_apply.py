@@ -232,7 +232,12 @@ class BatchApplier:
             b.behavioral_health.add(pid)
         visits = b.encounter_summaries[pid]
         visits[encounter["id"]] = summary(
-            encounter["id"], state.class_code, state.admit_at, state.last_event_at, columns["behavioral_health"]
+            encounter["id"],
+            state.class_code,
+            state.admit_at,
+            state.last_event_at,
+            columns["behavioral_health"],
+            state.discharge_at,
         )
         open_tasks = b.open_tasks[pid]
         patient_facts = PatientFacts(

@@ -38,6 +38,9 @@ class Trigger(_Strict):
         default=None, description="true: only BH encounters (psychiatric service/unit, F diagnosis); false: only others"
     )
     hospital_services: list[str] = Field(default_factory=list, description="PV1-10 codes; empty = any")
+    high_utilization: bool | None = Field(
+        default=None, description="true: only patients over a [utilization] threshold (frequent ED use, a readmission)"
+    )
     skip_deceased: bool = True
     require_attribution: bool | None = Field(
         default=None, description="only for members on the current roster; unset = CARECOORD_REQUIRE_ATTRIBUTION"
@@ -52,7 +55,13 @@ class Trigger(_Strict):
 
     @model_validator(mode="after")
     def _keys_fit_the_event(self) -> Trigger:
-        encounter_keys = ("encounter_classes", "encounter_statuses", "behavioral_health", "hospital_services")
+        encounter_keys = (
+            "encounter_classes",
+            "encounter_statuses",
+            "behavioral_health",
+            "hospital_services",
+            "high_utilization",
+        )
         screening_keys = ("instruments", "positive", "item9_at_least")
         for keys, applies, kind in (
             (encounter_keys, isinstance(self.event, EncounterEventKind), "encounter"),
@@ -241,9 +250,20 @@ class MemberRuleSpec(_Strict):
     route: MemberRouteSpec
 
 
+class UtilizationSpec(_Strict):
+    """Risk stratification thresholds (seed 003: 4+ ED visits in 12 months, or a 30-day readmission
+    in the last 6 months)."""
+
+    ed_visits: int = Field(default=4, ge=1)
+    ed_window_days: int = Field(default=365, ge=1)
+    readmission_days: int = Field(default=30, ge=1)
+    readmission_window_days: int = Field(default=183, ge=1)
+
+
 class RulesFile(_Strict):
     calendar: CalendarSpec = CalendarSpec()
     lifecycle: LifecycleSpec = LifecycleSpec()
+    utilization: UtilizationSpec = UtilizationSpec()
     routing: RoutingSpec
     rule: list[RuleSpec]
     member_rule: list[MemberRuleSpec] = Field(default_factory=list)

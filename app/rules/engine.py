@@ -24,6 +24,7 @@ from app.rules.facts import (
     ScreeningStatus,
 )
 from app.rules.routing import route
+from app.rules.utilization import high_utilization
 
 # Screens that put a patient in the behavioural-health population when positive.
 BH_INSTRUMENTS = frozenset({"PHQ-9", "PHQ-2", "GAD-7", "AUDIT-C"})
@@ -149,7 +150,18 @@ class RuleEngine:
         return rule is not None and rule.trigger.skip_deceased
 
     def _fires(self, rule: RuleSpec, event: EncounterEvent, patient: PatientFacts) -> bool:
-        return _standing(rule.trigger, event, patient) is None and self._attribution_allows(rule, patient)
+        trigger = rule.trigger
+        if _standing(trigger, event, patient) is not None or not self._attribution_allows(rule, patient):
+            return False
+        if trigger.unless_open and set(trigger.unless_open) & self._open_types(patient):
+            return False
+        if trigger.high_utilization is not None:
+            high = high_utilization(patient.encounters, event.occurred_at, self.rules.utilization) is not None
+            return high == trigger.high_utilization
+        return True
+
+    def _open_types(self, patient: PatientFacts) -> set[str]:
+        return {self.rules_by_id[t.rule_id].task.type for t in patient.open_tasks if t.rule_id in self.rules_by_id}
 
     def _due(self, rule: RuleSpec, anchor: datetime, anchor_name: str) -> DueTime:
         due = rule.due
@@ -247,9 +259,7 @@ class RuleEngine:
                 if event.event_id in t.triggering_event_ids
             ]
             return effects
-        open_types = {
-            self.rules_by_id[t.rule_id].task.type for t in patient.open_tasks if t.rule_id in self.rules_by_id
-        }
+        open_types = self._open_types(patient)
         for rule in self._enabled:
             trigger = rule.trigger
             if trigger.event != SCREENING or not _screening_matches(trigger, event):

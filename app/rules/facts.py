@@ -42,6 +42,7 @@ class EncounterSummary:
     class_code: str | None
     started_at: datetime | None
     behavioral_health: bool
+    ended_at: datetime | None = None  # the discharge
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,10 +47,11 @@ async def load_contexts(session: AsyncSession, patient_ids: Collection[uuid.UUID
             Encounter.admit_at,
             Encounter.last_event_at,
             Encounter.behavioral_health,
+            Encounter.discharge_at,
         ).where(Encounter.patient_id.in_(ids))
     )
-    for enc_id, patient_id, class_code, admit_at, last_event_at, bh in visits.all():
-        found.encounters[patient_id][enc_id] = summary(enc_id, class_code, admit_at, last_event_at, bh)
+    for enc_id, patient_id, class_code, admit_at, last_event_at, bh, discharge_at in visits.all():
+        found.encounters[patient_id][enc_id] = summary(enc_id, class_code, admit_at, last_event_at, bh, discharge_at)
         if bh:
             found.behavioral_health.add(patient_id)
     positive_screens = await session.execute(
@@ -98,6 +99,9 @@ def summary(
     admit_at: datetime | None,
     last_event_at: datetime | None,
     behavioral_health: bool,
+    discharge_at: datetime | None,
 ) -> EncounterSummary:
     """A visit starts at its admit/arrival time (PV1-44); without one, its latest event stands in."""
-    return EncounterSummary(str(encounter_id), class_code, admit_at or last_event_at, bool(behavioral_health))
+    return EncounterSummary(
+        str(encounter_id), class_code, admit_at or last_event_at, bool(behavioral_health), discharge_at
+    )

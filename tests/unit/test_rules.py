@@ -389,3 +389,31 @@ def test_screening_keys_on_an_encounter_rule_are_refused(tmp_path: Path) -> None
     )
     with pytest.raises(RulesFileError, match="positive apply to screening events"):
         load_rules(path)
+
+
+def ed_visit(days_before: int, n: int) -> EncounterSummary:
+    at = DISCHARGED_AT - timedelta(days=days_before)
+    return EncounterSummary(f"ed-{n}", "EMER", at, False, at + timedelta(hours=4))
+
+
+def test_fourth_ed_visit_in_a_year_raises_a_high_risk_review(engine: RuleEngine) -> None:
+    three_earlier = tuple(ed_visit(d, i) for i, d in enumerate((30, 100, 300)))
+    this_visit = EncounterSummary(ENC, "EMER", DISCHARGED_AT - timedelta(hours=5), False, DISCHARGED_AT)
+    patient = replace(ADULT, encounters=(*three_earlier, this_visit))
+    assert "high-risk-review" in created(engine, discharge("EMER"), patient)
+    a_year_ago = replace(ADULT, encounters=(*tuple(ed_visit(d, i) for i, d in enumerate((30, 100, 400))), this_visit))
+    assert "high-risk-review" not in created(engine, discharge("EMER"), a_year_ago)
+    reviewing = replace(patient, open_tasks=(OpenTask("t1", "high-risk-review", OTHER_ENC, None),))
+    assert "high-risk-review" not in created(engine, discharge("EMER"), reviewing), "one open review per patient"
+
+
+def test_readmission_within_30_days_raises_a_high_risk_review(engine: RuleEngine) -> None:
+    first = EncounterSummary(
+        "stay-1", "IMP", DISCHARGED_AT - timedelta(days=40), False, DISCHARGED_AT - timedelta(days=30)
+    )
+    this_stay = EncounterSummary(ENC, "IMP", DISCHARGED_AT - timedelta(days=5), False, DISCHARGED_AT)
+    assert "high-risk-review" in created(engine, discharge(), replace(ADULT, encounters=(first, this_stay)))
+    long_gap = replace(
+        first, started_at=DISCHARGED_AT - timedelta(days=90), ended_at=DISCHARGED_AT - timedelta(days=60)
+    )
+    assert "high-risk-review" not in created(engine, discharge(), replace(ADULT, encounters=(long_gap, this_stay)))

@@ -25,7 +25,7 @@ def test_check_accepts_the_shipped_file_and_names_the_bad_key(tmp_path: Path) ->
     ok = runner.invoke(cli, ["rules", "check", str(DEFAULT_RULES_FILE)])
     assert ok.exit_code == 0, ok.output
     assert (
-        "valid; 9 rules and 1 member rules" in ok.output
+        "valid; 10 rules and 1 member rules" in ok.output
         and "post-discharge-contact-tcm" not in ok.output.split("enabled:")[1]
     )
     bad = tmp_path / "bad.toml"
