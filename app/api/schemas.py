@@ -86,6 +86,10 @@ class TaskExplanation(BaseModel):
     due_at: datetime
     due_basis: dict[str, Any]
     route_basis: dict[str, Any] | None
+    supersedes: list[uuid.UUID] = Field(
+        default_factory=list, description="earlier stays' tasks of the same rule this readmission's task replaces"
+    )
+    superseded_by_encounter_id: uuid.UUID | None = Field(description="the readmission that superseded this task")
     history: list[HistoryEntry]
 
 

@@ -151,6 +151,19 @@ async def _explain(session: AsyncSession, task: Task, rules_by_id: Mapping[str, 
         await session.execute(select(TaskHistory).where(TaskHistory.task_id == task.id).order_by(TaskHistory.id))
     ).scalars()
     rule = rules_by_id.get(task.rule_id)
+    supersedes = (
+        (
+            await session.execute(
+                select(Task.id)
+                .where(Task.superseded_by_encounter_id == task.encounter_id, Task.rule_id == task.rule_id)
+                .order_by(Task.created_at)
+            )
+        )
+        .scalars()
+        .all()
+        if task.encounter_id is not None
+        else []
+    )
     return TaskExplanation(
         task_id=task.id,
         type=task.type,
@@ -162,6 +175,8 @@ async def _explain(session: AsyncSession, task: Task, rules_by_id: Mapping[str, 
         due_at=task.due_at,
         due_basis=task.due_basis,
         route_basis=task.route_basis,
+        supersedes=list(supersedes),
+        superseded_by_encounter_id=task.superseded_by_encounter_id,
         history=[
             HistoryEntry(
                 at=h.at,

@@ -72,6 +72,7 @@ class _TaskRow:
     encounter_id: uuid.UUID | None
     anchor_at: datetime | None
     values: dict[str, Any] = field(default_factory=dict)
+    superseded_by: uuid.UUID | None = None
     version: int = 1  # optimistic-lock version, as the ORM would count: one per change
 
 
@@ -264,6 +265,8 @@ class BatchApplier:
             task = by_id[cancel.task_id]
             b.dedupe_keys.discard(task.dedupe_key)
             task.dedupe_key = f"{task.dedupe_key}|cancelled|{task.id}"
+            if cancel.superseded_by_encounter:
+                task.superseded_by = uuid.UUID(cancel.superseded_by_encounter)
             b.dedupe_keys.add(task.dedupe_key)
             self._close(
                 b, open_tasks, task, "cancelled", {"reason": cancel.reason, "event_id": str(event_id)}, actor, now
@@ -437,6 +440,7 @@ class BatchApplier:
                     "version": t.version,
                     "created_at": now,
                     "updated_at": now,
+                    "superseded_by_encounter_id": t.superseded_by,
                     **t.values,
                 }
                 for t in b.new_tasks
@@ -450,10 +454,14 @@ class BatchApplier:
                 .values(
                     status=bindparam("b_status"),
                     dedupe_key=bindparam("b_key"),
+                    superseded_by_encounter_id=bindparam("b_superseded"),
                     version=table.c.version + 1,
                     updated_at=now,
                 ),
-                [{"b_id": t.id, "b_status": t.status, "b_key": t.dedupe_key} for t in b.closed_existing],
+                [
+                    {"b_id": t.id, "b_status": t.status, "b_key": t.dedupe_key, "b_superseded": t.superseded_by}
+                    for t in b.closed_existing
+                ],
             )
         await insert_rows(session, TaskHistory.__table__, b.task_history)
         await insert_rows(session, InboundEvent.__table__, b.ledger)

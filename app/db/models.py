@@ -185,6 +185,8 @@ class Task(Base):
     route_basis: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     failed_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     escalated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # overdue: priority raised once
+    # Cancelled by a readmission: the new stay, whose tasks list this one as superseded (explain).
+    superseded_by_encounter_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("encounters.id"), index=True)
     rule_id: Mapped[str] = mapped_column(String(64))
     rule_version: Mapped[str] = mapped_column(String(32))
     triggering_event_ids: Mapped[list[str]] = mapped_column(JSON)

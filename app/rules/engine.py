@@ -55,6 +55,7 @@ class CreateTask:
 class CancelTask:
     task_id: str
     reason: str
+    superseded_by_encounter: str | None = None  # a readmission: the new stay's tasks link back to this one
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +119,13 @@ class RuleEngine:
                     CompleteTask(task.task_id, f"{event.class_code} encounter after the anchor", event.event_id)
                 )
             elif rule.cancel.on_readmission and _is_readmission(event, task):
-                effects.cancel.append(CancelTask(task.task_id, f"superseded by readmission (event {event.event_id})"))
+                effects.cancel.append(
+                    CancelTask(
+                        task.task_id,
+                        f"superseded by readmission (event {event.event_id})",
+                        superseded_by_encounter=event.encounter_id,
+                    )
+                )
         for rule in self._enabled:
             if event.kind == rule.trigger.event and self._fires(rule, event, patient):
                 effects.create.append(self._create(rule, event, patient))

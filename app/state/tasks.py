@@ -75,10 +75,20 @@ CANCELLED = "cancelled"
 CANCEL_KEY_SEPARATOR = "|cancelled|"
 
 
-def cancel_task(session: AsyncSession, task: Task, *, reason: str, actor: str, event_id: str) -> None:
+def cancel_task(
+    session: AsyncSession,
+    task: Task,
+    *,
+    reason: str,
+    actor: str,
+    event_id: str,
+    superseded_by_encounter: str | None = None,
+) -> None:
     """Cancel with a reason a facilitator can read; frees the dedupe key so the rule can fire again
     (a patient re-discharged after an A13 gets a fresh task)."""
     previous = task.status
+    if superseded_by_encounter:
+        task.superseded_by_encounter_id = uuid.UUID(superseded_by_encounter)
     check_transition(previous, CANCELLED)
     task.status = CANCELLED
     task.dedupe_key = f"{task.dedupe_key}{CANCEL_KEY_SEPARATOR}{task.id}"
@@ -235,7 +245,14 @@ async def apply_effects(
             session, by_id[done.task_id], reason=done.reason, actor=actor, evidence_event_id=done.evidence_event_id
         )
     for cancel in effects.cancel:
-        cancel_task(session, by_id[cancel.task_id], reason=cancel.reason, actor=actor, event_id=event_id)
+        cancel_task(
+            session,
+            by_id[cancel.task_id],
+            reason=cancel.reason,
+            actor=actor,
+            event_id=event_id,
+            superseded_by_encounter=cancel.superseded_by_encounter,
+        )
     await session.flush()
     created = 0
     for effect in effects.create:

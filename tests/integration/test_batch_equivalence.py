@@ -125,6 +125,7 @@ async def snapshot(db: AsyncEngine) -> dict[str, Any]:
                 str(t.due_basis),
                 str(t.route_basis),
                 t.team,
+                encounters[t.superseded_by_encounter_id].visit_number if t.superseded_by_encounter_id else None,
                 t.version,
                 t.dedupe_key.split("|cancelled|")[0].split("|")[0],
             )

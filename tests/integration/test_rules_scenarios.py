@@ -183,8 +183,11 @@ async def test_readmission_within_7_days_supersedes_open_work_and_raises_new(
         "cancelled",
         "ready",
     ]
-    history = (await client.get(f"/tasks/{contacts[0]['id']}/explain", headers=bearer(token_for("PMC")))).json()
-    assert history["history"][-1]["detail"]["reason"].startswith("superseded by readmission")
+    old = (await client.get(f"/tasks/{contacts[0]['id']}/explain", headers=bearer(token_for("PMC")))).json()
+    assert old["history"][-1]["detail"]["reason"].startswith("superseded by readmission")
+    assert old["superseded_by_encounter_id"] == contacts[1]["encounter_id"]
+    new = (await client.get(f"/tasks/{contacts[1]['id']}/explain", headers=bearer(token_for("PMC")))).json()
+    assert new["supersedes"] == [contacts[0]["id"]], "the new stay's contact links back to the one it replaces"
 
 
 async def test_death_during_the_stay_raises_no_follow_up(
