@@ -228,15 +228,6 @@ class MemberDueSpec(_Strict):
         return self
 
 
-class MemberRouteSpec(_Strict):
-    """BH-program members go to `bh_role`, children to `pediatric_role`, everyone else to `role`."""
-
-    role: str = Field(min_length=1, max_length=32)
-    bh_role: str | None = Field(default=None, min_length=1, max_length=32)
-    pediatric_role: str | None = Field(default=None, min_length=1, max_length=32)
-    pediatric_under_age: int = Field(default=18, ge=1, le=30)
-
-
 class MemberRuleSpec(_Strict):
     """A roster rule: fires on a reconciliation outcome (today: a member added to a roster)."""
 
@@ -247,7 +238,6 @@ class MemberRuleSpec(_Strict):
     on: Literal["added"]
     task: TaskSpec
     due: MemberDueSpec
-    route: MemberRouteSpec
 
 
 class UtilizationSpec(_Strict):
@@ -277,7 +267,7 @@ class RulesFile(_Strict):
             raise ValueError(f"duplicate rule ids: {', '.join(dupes)}")
         unroutable = [
             r.id for r in self.rule if r.route.role is None and self.routing.role_for(r.task.type, "adult") is None
-        ]
+        ] + [r.id for r in self.member_rule if self.routing.role_for(r.task.type, "adult") is None]
         if unroutable:
             raise ValueError(f'no route.role and no routing.roles row (or "*") for: {", ".join(unroutable)}')
         return self

@@ -83,9 +83,7 @@ class MemberTaskPlan:
     priority: str
     due_at: datetime
     due_basis: dict[str, Any]
-    role: str
-    bh_role: str | None
-    pediatric_role: str | None
+    routes: tuple[tuple[str, str], ...]  # (population, role) in the routing matrix's precedence
     pediatric_born_after: date  # born after this day = under the pediatric age on the roster's date
 
 
@@ -135,7 +133,8 @@ class RuleEngine:
         plans = []
         for rule in self._member_rules:
             due = calendar_due(assigned_at, "assignment", days=rule.due.days, hours=rule.due.hours, zone=self._zone)
-            age = rule.route.pediatric_under_age
+            routing = self.rules.routing
+            roles = {p: routing.role_for(rule.task.type, p) for p in routing.precedence}
             plans.append(
                 MemberTaskPlan(
                     rule_id=rule.id,
@@ -144,10 +143,8 @@ class RuleEngine:
                     priority=rule.task.priority,
                     due_at=due.due_at,
                     due_basis=due.basis,
-                    role=rule.route.role,
-                    bh_role=rule.route.bh_role,
-                    pediatric_role=rule.route.pediatric_role,
-                    pediatric_born_after=_years_before(as_of, age),
+                    routes=tuple((p, role) for p, role in roles.items() if role is not None),
+                    pediatric_born_after=_years_before(as_of, routing.pediatric_under_age),
                 )
             )
         return plans

@@ -37,6 +37,7 @@ from sqlalchemy import (
     or_,
     select,
     text,
+    true,
     update,
 )
 from sqlalchemy.exc import DBAPIError
@@ -408,12 +409,14 @@ async def _create_member_tasks(
 ) -> int:
     s, c, t = STAGING, RosterChange.__table__, Task.__table__
     key_prefix = f"{plan.rule_id}|roster-add|{sender}|{import_id}|"
-    routes = []
-    if plan.bh_role:
-        routes.append((s.c.bh_program.is_(True), literal(plan.bh_role)))
-    if plan.pediatric_role:
-        routes.append((s.c.birth_date > plan.pediatric_born_after, literal(plan.pediatric_role)))
-    role = case(*routes, else_=literal(plan.role)) if routes else literal(plan.role)
+    # The routing matrix, population by population in its precedence (a roster BH program is the BH
+    # population; under the pediatric age on the roster's date is pediatric; everyone is adult).
+    member_of = {
+        "pediatric": s.c.birth_date > plan.pediatric_born_after,
+        "behavioral-health": s.c.bh_program.is_(True),
+        "adult": true(),
+    }
+    role = case(*((member_of[population], literal(role)) for population, role in plan.routes))
     now = literal(utcnow(), UTCDateTime())
     added = (
         select(
@@ -423,6 +426,7 @@ async def _create_member_tasks(
             literal(INITIAL_STATUS),
             literal(plan.priority),
             role,
+            s.c.practice,
             c.c.patient_id,
             literal(plan.due_at, UTCDateTime()),
             literal(plan.due_basis, JSON()),
@@ -443,6 +447,7 @@ async def _create_member_tasks(
         "status",
         "priority",
         "role",
+        "team",
         "patient_id",
         "due_at",
         "due_basis",

@@ -55,13 +55,8 @@ def test_metrics_render_prometheus_text() -> None:
 def test_new_member_outreach_plan_from_the_default_rules() -> None:
     engine = RuleEngine(load_rules(DEFAULT_RULES_FILE), NY)
     [plan] = engine.on_members_added(datetime(2026, 11, 3, 15, 0, tzinfo=UTC), date(2026, 11, 3))
-    assert (plan.rule_id, plan.type, plan.role, plan.bh_role, plan.pediatric_role) == (
-        "new-member-outreach",
-        "new-member-outreach",
-        "PMC",
-        "BHCF",
-        "PCF",
-    )
+    assert (plan.rule_id, plan.type) == ("new-member-outreach", "new-member-outreach")
+    assert plan.routes == (("pediatric", "PCF"), ("behavioral-health", "BHCF"), ("adult", "PMC"))
     assert plan.due_at == datetime(2026, 12, 3, 15, 0, tzinfo=UTC)  # 30 calendar days, facility clock
     assert plan.pediatric_born_after == date(2008, 11, 3)
 
