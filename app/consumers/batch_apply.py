@@ -32,7 +32,7 @@ from app.rules.facts import EncounterEvent as RuleEvent
 from app.rules.facts import EncounterEventKind, EncounterSummary, OpenTask, PatientFacts
 from app.state.encounters import encounter_columns
 from app.state.inbound import Position, event_id_for
-from app.state.patient_context import load_contexts, summary
+from app.state.patient_context import in_bh_population, load_contexts, summary
 from app.state.tasks import INITIAL_STATUS
 
 _PATIENT_FIELDS = ("family_name", "given_name", "birth_date", "sex")
@@ -88,7 +88,7 @@ class _Batch:
     history: dict[uuid.UUID, list[EncounterFacts]] = field(default_factory=lambda: defaultdict(list))
     states: dict[uuid.UUID, Folded] = field(default_factory=dict)
     open_tasks: dict[uuid.UUID, list[_TaskRow]] = field(default_factory=lambda: defaultdict(list))  # by patient
-    behavioral_health: set[uuid.UUID] = field(default_factory=set)  # patients in the BH population
+    bh_beyond_visits: set[uuid.UUID] = field(default_factory=set)  # positive screens, roster BH programs
     encounter_summaries: dict[uuid.UUID, dict[uuid.UUID, EncounterSummary]] = field(
         default_factory=lambda: defaultdict(dict)
     )
@@ -184,7 +184,7 @@ class BatchApplier:
                 (await session.execute(select(Task.dedupe_key).where(Task.encounter_id.in_(enc_ids)))).scalars()
             )
         contexts = await load_contexts(session, b.patients.keys())
-        b.behavioral_health = contexts.behavioral_health
+        b.bh_beyond_visits = contexts.bh_beyond_visits
         b.encounter_summaries = contexts.encounters
         b.attributed_practice = contexts.attributed_practice
         for patient_id, tasks in contexts.open_tasks.items():
@@ -229,8 +229,6 @@ class BatchApplier:
             behavioral_health=columns["behavioral_health"],
         )
         pid = patient["id"]
-        if columns["behavioral_health"]:
-            b.behavioral_health.add(pid)
         visits = b.encounter_summaries[pid]
         visits[encounter["id"]] = summary(
             encounter["id"],
@@ -247,7 +245,7 @@ class BatchApplier:
             False,
             attributed=pid in b.attributed_practice,
             practice=b.attributed_practice.get(pid),
-            behavioral_health=pid in b.behavioral_health,
+            behavioral_health=in_bh_population(pid, b.bh_beyond_visits, visits),
             open_tasks=tuple(
                 OpenTask(str(t.id), t.rule_id, str(t.encounter_id) if t.encounter_id else None, t.anchor_at)
                 for t in open_tasks

@@ -6,6 +6,7 @@ import asyncio
 
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from sqlalchemy.orm.exc import StaleDataError
 
 # PostgreSQL SQLSTATEs worth retrying: class 40 (serialization failure, deadlock), 08 (connection),
 # 57 (operator intervention, statement timeout), lock not available, read-only after a failover.
@@ -14,6 +15,8 @@ _RETRY_SQLSTATES = {"55P03", "25006"}
 
 
 def is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, StaleDataError):
+        return True  # a task changed under us (an API write): the retry re-reads it
     if isinstance(exc, DBAPIError):
         if exc.connection_invalidated:
             return True

@@ -14,7 +14,7 @@ from app.encounters.sensitivity import SensitivityPolicy, classify
 from app.encounters.state import EncounterFacts, fold
 from app.rules.due import anchor_of
 from app.rules.engine import RuleEngine
-from app.rules.facts import EncounterEvent, OpenTask, PatientFacts
+from app.rules.facts import EncounterEvent, EncounterSummary, OpenTask, PatientFacts
 
 
 @dataclass(slots=True)
@@ -56,6 +56,7 @@ def dry_run(
     keys: set[str] = set()
     deceased: set[str] = set()
     bh_patients: set[str] = set()
+    visits: dict[str, dict[str, EncounterSummary]] = defaultdict(dict)
     steps: list[DryRunStep] = []
     for notice in notices:
         patient = f"{notice.patient_key.system}|{notice.patient_key.value}"
@@ -73,6 +74,9 @@ def dry_run(
         ).behavioral_health
         if bh:
             bh_patients.add(patient)
+        visits[patient][encounter] = EncounterSummary(
+            encounter, state.class_code, state.admit_at or state.last_event_at, bh, state.discharge_at
+        )
         event = EncounterEvent(
             event_id=f"{notice.source}|{notice.message_id}",
             kind=notice.kind,
@@ -98,6 +102,7 @@ def dry_run(
             practice=practice,
             behavioral_health=patient in bh_patients,
             open_tasks=open_tasks,
+            encounters=tuple(visits[patient].values()),
         )
         effects = engine.on_encounter_event(event, facts)
         step = DryRunStep(f"{notice.message_type} {notice.message_id}", encounter)
@@ -122,8 +127,10 @@ def dry_run(
                 team=create.team,
                 due_at=create.due_at,
                 rule=create.rule_id,
-                encounter=create.encounter_id,
+                encounter=create.encounter_id or "",
             )
+            if create.completed_by:  # its evidence is already on file
+                task.status, task.reason = "completed", create.completed_by
             tasks[task.task_id] = task
             anchors[task.task_id] = anchor_of(create.due_basis)
             patient_of_task[task.task_id] = patient

@@ -21,9 +21,10 @@ def calendar_due(anchor: datetime, anchor_name: str, *, days: int = 0, hours: in
     if anchor.tzinfo is None:
         raise ValueError("anchor must be an aware instant")
     local = anchor.astimezone(zone)
-    # Days move the wall clock (DST-safe); hours are elapsed time.
-    wall = (local.replace(tzinfo=None) + timedelta(days=days)).replace(tzinfo=zone)
-    due = wall.astimezone(UTC) + timedelta(hours=hours)
+    # Days move the wall clock (DST-safe); hours are elapsed time. Without days the anchor instant
+    # stands (a wall-clock round trip would lose which 01:30 of a fall-back night it was).
+    start = (local.replace(tzinfo=None) + timedelta(days=days)).replace(tzinfo=zone) if days else local
+    due = start.astimezone(UTC) + timedelta(hours=hours)
     return DueTime(
         due_at=due,
         basis={

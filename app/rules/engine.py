@@ -93,6 +93,7 @@ class RuleEngine:
         self._enabled = [r for r in rules.rule if r.enabled]
         self.rules_by_id = {r.id: r for r in rules.rule}
         self._member_rules = [r for r in rules.member_rule if r.enabled and r.on == "added"]
+        self._member_rule_ids = {r.id for r in rules.member_rule}  # outreach to a member: pointless once deceased
         self._zone = zone
         self._calendar: BusinessCalendar = rules.calendar.business_calendar()
         self._require_attribution = require_attribution
@@ -103,7 +104,9 @@ class RuleEngine:
         for task in patient.open_tasks:
             rule = self.rules_by_id.get(task.rule_id)
             if rule is None:
-                continue  # a rule since removed from the file: leave its tasks for people to close
+                if patient.deceased and task.rule_id in self._member_rule_ids:
+                    effects.cancel.append(CancelTask(task.task_id, "patient deceased"))
+                continue  # else a rule since removed from the file: leave its tasks for people to close
             if task.encounter_id == event.encounter_id:
                 reason = _standing(rule.trigger, event, patient)
                 if reason is not None:
@@ -151,7 +154,7 @@ class RuleEngine:
 
     def cancels_on_death(self, rule_id: str) -> bool:
         rule = self.rules_by_id.get(rule_id)
-        return rule is not None and rule.trigger.skip_deceased
+        return (rule is not None and rule.trigger.skip_deceased) or rule_id in self._member_rule_ids
 
     def _fires(self, rule: RuleSpec, event: EncounterEvent, patient: PatientFacts) -> bool:
         trigger = rule.trigger

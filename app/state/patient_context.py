@@ -26,7 +26,9 @@ class PatientContexts:
     open_tasks: dict[uuid.UUID, list[Task]] = field(default_factory=lambda: defaultdict(list))
     # patient -> encounter id -> summary: evidence rules look across the patient's visits
     encounters: dict[uuid.UUID, dict[uuid.UUID, EncounterSummary]] = field(default_factory=lambda: defaultdict(dict))
-    behavioral_health: set[uuid.UUID] = field(default_factory=set)
+    # In the BH population for reasons other than their visits: an active positive BH screen, a BH
+    # program on an active roster row. Visits count as they stand now (`in_bh_population`).
+    bh_beyond_visits: set[uuid.UUID] = field(default_factory=set)
     # patient -> attributed practice; absent = not an active member of any current roster
     attributed_practice: dict[uuid.UUID, str | None] = field(default_factory=dict)
 
@@ -36,7 +38,14 @@ async def load_contexts(session: AsyncSession, patient_ids: Collection[uuid.UUID
     if not patient_ids:
         return found
     ids = set(patient_ids)
-    tasks = await session.execute(select(Task).where(Task.patient_id.in_(ids), Task.status.in_(ACTIVE_STATUSES)))
+    # Locked until the event's transaction commits: the API (attempts) and the escalation pass lock
+    # the same rows, so a task is never changed under a consumer that is about to close it.
+    tasks = await session.execute(
+        select(Task)
+        .where(Task.patient_id.in_(ids), Task.status.in_(ACTIVE_STATUSES))
+        .order_by(Task.id)
+        .with_for_update()
+    )
     for task in tasks.scalars():
         found.open_tasks[task.patient_id].append(task)
     visits = await session.execute(
@@ -52,8 +61,6 @@ async def load_contexts(session: AsyncSession, patient_ids: Collection[uuid.UUID
     )
     for enc_id, patient_id, class_code, admit_at, last_event_at, bh, discharge_at in visits.all():
         found.encounters[patient_id][enc_id] = summary(enc_id, class_code, admit_at, last_event_at, bh, discharge_at)
-        if bh:
-            found.behavioral_health.add(patient_id)
     positive_screens = await session.execute(
         select(ScreeningEvent.patient_id).where(
             ScreeningEvent.patient_id.in_(ids),
@@ -62,7 +69,7 @@ async def load_contexts(session: AsyncSession, patient_ids: Collection[uuid.UUID
             ScreeningEvent.instrument.in_(BH_INSTRUMENTS),
         )
     )
-    found.behavioral_health.update(positive_screens.scalars())
+    found.bh_beyond_visits.update(positive_screens.scalars())
     # Active roster membership, counting records an A40 merged into the patient; the first practice
     # (by sender) is the team when a member is on several rosters.
     survivor = func.coalesce(Patient.merged_into_id, Patient.id)
@@ -75,7 +82,7 @@ async def load_contexts(session: AsyncSession, patient_ids: Collection[uuid.UUID
     for patient_id, practice, bh_program in members.all():
         found.attributed_practice.setdefault(patient_id, practice)
         if bh_program:
-            found.behavioral_health.add(patient_id)
+            found.bh_beyond_visits.add(patient_id)
     return found
 
 
@@ -87,10 +94,16 @@ def patient_facts(patient: Patient, contexts: PatientContexts) -> PatientFacts:
         patient.deceased,
         attributed=patient.id in contexts.attributed_practice,
         practice=contexts.attributed_practice.get(patient.id),
-        behavioral_health=patient.id in contexts.behavioral_health,
+        behavioral_health=in_bh_population(patient.id, contexts.bh_beyond_visits, contexts.encounters[patient.id]),
         open_tasks=open_task_facts(contexts.open_tasks[patient.id]),
         encounters=tuple(contexts.encounters[patient.id].values()),
     )
+
+
+def in_bh_population(
+    patient_id: uuid.UUID, beyond_visits: set[uuid.UUID], visits: dict[uuid.UUID, EncounterSummary]
+) -> bool:
+    return patient_id in beyond_visits or any(v.behavioral_health for v in visits.values())
 
 
 def summary(

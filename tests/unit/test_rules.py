@@ -417,3 +417,14 @@ def test_readmission_within_30_days_raises_a_high_risk_review(engine: RuleEngine
         first, started_at=DISCHARGED_AT - timedelta(days=90), ended_at=DISCHARGED_AT - timedelta(days=60)
     )
     assert "high-risk-review" not in created(engine, discharge(), replace(ADULT, encounters=(long_gap, this_stay)))
+
+
+def test_member_outreach_is_cancelled_when_the_patient_dies(engine: RuleEngine) -> None:
+    patient = replace(ADULT, deceased=True, open_tasks=(OpenTask("t1", "new-member-outreach", None, None),))
+    assert engine.on_encounter_event(discharge(), patient).cancel == [CancelTask("t1", "patient deceased")]
+    assert engine.cancels_on_death("new-member-outreach")
+
+
+def test_hours_from_the_repeated_fall_back_hour_are_elapsed_time() -> None:
+    second_0130 = datetime(2026, 11, 1, 6, 30, tzinfo=UTC)  # 01:30 EST, after the clocks went back
+    assert calendar_due(second_0130, "discharge", hours=72, zone=NY).due_at == second_0130 + timedelta(hours=72)
