@@ -259,7 +259,7 @@ async def log_attempt(request: Request, principal: CurrentPrincipal, task_id: uu
         task = await _visible_task(session, request, principal, task_id, f"POST /tasks/{task_id}/attempts", write=True)
         if task is not None:
             try:
-                await record_attempt(
+                record_attempt(
                     session,
                     task,
                     outcome=body.outcome,

@@ -32,7 +32,7 @@ from app.rules.facts import EncounterEvent as RuleEvent
 from app.rules.facts import EncounterEventKind, EncounterSummary, OpenTask, PatientFacts
 from app.state.encounters import encounter_columns
 from app.state.inbound import Position, event_id_for
-from app.state.patient_context import in_bh_population, load_contexts, summary
+from app.state.patient_context import in_bh_population, load_contexts
 from app.state.tasks import INITIAL_STATUS
 
 _PATIENT_FIELDS = ("family_name", "given_name", "birth_date", "sex")
@@ -230,8 +230,8 @@ class BatchApplier:
         )
         pid = patient["id"]
         visits = b.encounter_summaries[pid]
-        visits[encounter["id"]] = summary(
-            encounter["id"],
+        visits[encounter["id"]] = EncounterSummary.of(
+            str(encounter["id"]),
             state.class_code,
             state.admit_at,
             state.last_event_at,

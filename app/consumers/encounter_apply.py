@@ -45,7 +45,9 @@ class EncounterApplier:
         if notice.describes_visit:
             encounter, state = await apply_to_encounter(session, patient.id, notice, event_id, self._sensitivity)
             created, cancelled = await self._run_rules(session, notice, event_id, patient, encounter, state)
-        if patient.deceased:
+        if patient.deceased and not notice.describes_visit:
+            # A visit's rules already cancelled the deceased patient's open work; a death sent without
+            # a visit (an A08 with PID-30 alone) reaches it here.
             cancelled += await self._cancel_for_death(session, patient, event_id)
         record_applied(
             session,

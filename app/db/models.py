@@ -53,7 +53,7 @@ class Patient(Base):
     deceased: Mapped[bool] = mapped_column(Boolean, default=False)
     deceased_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # Set when an A40 merged this record into another: everything now hangs off the survivor.
-    merged_into_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("patients.id"))
+    merged_into_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("patients.id"), index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 

@@ -74,8 +74,8 @@ def dry_run(
         ).behavioral_health
         if bh:
             bh_patients.add(patient)
-        visits[patient][encounter] = EncounterSummary(
-            encounter, state.class_code, state.admit_at or state.last_event_at, bh, state.discharge_at
+        visits[patient][encounter] = EncounterSummary.of(
+            encounter, state.class_code, state.admit_at, state.last_event_at, bh, state.discharge_at
         )
         event = EncounterEvent(
             event_id=f"{notice.source}|{notice.message_id}",

@@ -44,6 +44,19 @@ class EncounterSummary:
     behavioral_health: bool
     ended_at: datetime | None = None  # the discharge
 
+    @classmethod
+    def of(
+        cls,
+        encounter_id: str,
+        class_code: str | None,
+        admit_at: datetime | None,
+        last_event_at: datetime | None,
+        behavioral_health: bool,
+        discharge_at: datetime | None,
+    ) -> EncounterSummary:
+        """A visit starts at its admit/arrival time (PV1-44); without one, its latest event stands in."""
+        return cls(encounter_id, class_code, admit_at or last_event_at, bool(behavioral_health), discharge_at)
+
 
 @dataclass(frozen=True, slots=True)
 class PatientFacts:

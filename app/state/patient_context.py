@@ -9,7 +9,6 @@ import uuid
 from collections import defaultdict
 from collections.abc import Collection
 from dataclasses import dataclass, field
-from datetime import datetime
 
 from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -60,7 +59,9 @@ async def load_contexts(session: AsyncSession, patient_ids: Collection[uuid.UUID
         ).where(Encounter.patient_id.in_(ids))
     )
     for enc_id, patient_id, class_code, admit_at, last_event_at, bh, discharge_at in visits.all():
-        found.encounters[patient_id][enc_id] = summary(enc_id, class_code, admit_at, last_event_at, bh, discharge_at)
+        found.encounters[patient_id][enc_id] = EncounterSummary.of(
+            str(enc_id), class_code, admit_at, last_event_at, bh, discharge_at
+        )
     positive_screens = await session.execute(
         select(ScreeningEvent.patient_id).where(
             ScreeningEvent.patient_id.in_(ids),
@@ -104,17 +105,3 @@ def in_bh_population(
     patient_id: uuid.UUID, beyond_visits: set[uuid.UUID], visits: dict[uuid.UUID, EncounterSummary]
 ) -> bool:
     return patient_id in beyond_visits or any(v.behavioral_health for v in visits.values())
-
-
-def summary(
-    encounter_id: uuid.UUID,
-    class_code: str | None,
-    admit_at: datetime | None,
-    last_event_at: datetime | None,
-    behavioral_health: bool,
-    discharge_at: datetime | None,
-) -> EncounterSummary:
-    """A visit starts at its admit/arrival time (PV1-44); without one, its latest event stands in."""
-    return EncounterSummary(
-        str(encounter_id), class_code, admit_at or last_event_at, bool(behavioral_health), discharge_at
-    )

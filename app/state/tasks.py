@@ -128,7 +128,7 @@ def open_task_facts(tasks: list[Task]) -> tuple[OpenTask, ...]:
     )
 
 
-async def record_attempt(
+def record_attempt(
     session: AsyncSession, task: Task, *, outcome: AttemptOutcome, actor: str, note: str | None, max_failed: int
 ) -> Task:
     """Log an outreach attempt; the task starts, or fails when the patient cannot be reached."""
