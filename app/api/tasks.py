@@ -8,10 +8,11 @@ from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
-from sqlalchemy import or_, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.api.auth import CurrentPrincipal, Principal, may_see_part2
+from app.api.access import task_conditions
+from app.api.auth import CurrentPrincipal, Principal
 from app.api.problems import Problem
 from app.api.schemas import (
     AttemptIn,
@@ -23,7 +24,7 @@ from app.api.schemas import (
     TaskOut,
     TriggeringEvent,
 )
-from app.db.models import Encounter, InboundEvent, Patient, Task, TaskHistory, utcnow
+from app.db.models import InboundEvent, Patient, Task, TaskHistory, utcnow
 from app.rules.config import RuleSpec
 from app.rules.engine import RuleEngine
 from app.state.audit import AuditAction, AuditOutcome, record_audit
@@ -71,18 +72,14 @@ def _task_out(task: Task, patient: Patient | None, now: datetime, due_soon: time
 async def _task_list(
     request: Request, principal: Principal, conditions: tuple[Any, ...], limit: int, what: str
 ) -> TaskList:
-    """Tasks matching `conditions`, soonest due first, with Part 2 hidden from callers without the
-    permission (the FHIR API hides those encounters; their tasks would show names and dates); audited."""
+    """Tasks matching `conditions` within the caller's scope (app/api/access.py), soonest due first; audited."""
     query = (
         select(Task, Patient)
         .outerjoin(Patient, Patient.id == Task.patient_id)  # operational tasks (a missing roster file) have none
-        .outerjoin(Encounter, Encounter.id == Task.encounter_id)
-        .where(*conditions)
+        .where(*conditions, *task_conditions(principal, request.app.state.settings))
         .order_by(Task.due_at, Task.id)
         .limit(limit)
     )
-    if not may_see_part2(principal, request.app.state.settings):
-        query = query.where(or_(Encounter.part2.is_(False), Encounter.id.is_(None)))
     async with request.app.state.runtime.sessions() as session, session.begin():
         rows = (await session.execute(query)).all()
         now, due_soon = utcnow(), _due_soon(request)
@@ -224,17 +221,17 @@ def _due_soon(request: Request) -> timedelta:
 async def _visible_task(
     session: AsyncSession, request: Request, principal: Principal, task_id: uuid.UUID, what: str, *, write: bool = False
 ) -> Task | None:
-    """The task when the caller works its queue (or supervises) and may see its encounter (Part 2);
-    else None, which callers answer as 404 so a hidden task's existence is not disclosed. Audited
-    either way."""
+    """The task when it is in the caller's scope (app/api/access.py); else None, which callers answer
+    as 404 so a hidden task's existence is not disclosed. Audited either way."""
     settings = request.app.state.settings
-    query = select(Task, Encounter).outerjoin(Encounter, Encounter.id == Task.encounter_id).where(Task.id == task_id)
-    found = (await session.execute(query.with_for_update(of=Task) if write else query)).first()
-    task, encounter = found if found is not None else (None, None)
+    query = select(Task).where(Task.id == task_id)
+    task = (await session.execute(query.with_for_update() if write else query)).scalar_one_or_none()
     visible = (
         task is not None
-        and (task.role in principal.roles or principal.has_any_role(settings.supervisor_roles))
-        and (encounter is None or not encounter.part2 or may_see_part2(principal, settings))
+        and (
+            await session.execute(select(Task.id).where(Task.id == task_id, *task_conditions(principal, settings)))
+        ).first()
+        is not None
     )
     record_audit(
         session,
@@ -292,11 +289,7 @@ async def escalated_queue(
     return await _task_list(
         request,
         principal,
-        (
-            Task.status.in_(ACTIVE_STATUSES),
-            Task.escalated_at.is_not(None),
-            or_(Task.team.in_(sorted(principal.teams)), Task.team.is_(None)),
-        ),
+        (Task.status.in_(ACTIVE_STATUSES), Task.escalated_at.is_not(None)),
         limit,
         "GET /tasks/escalated",
     )

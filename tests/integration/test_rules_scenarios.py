@@ -387,7 +387,9 @@ async def test_only_attributed_members_get_tasks_and_the_team_is_their_practice(
                 discharge_time="20261122140000-0500",
             ),
         )
-        found = by_type(await tasks(client, token_for(*FACILITATORS)))
+        # Team scoping: the practice's facilitators see the tasks, another practice's do not.
+        assert await tasks(client, token_for(*FACILITATORS, teams=("OTHER PRACTICE",))) == []
+        found = by_type(await tasks(client, token_for(*FACILITATORS, teams=("GOODHEALTH CLINIC",))))
         [contact] = found["post-discharge-contact"]
         assert (contact["role"], contact["team"]) == ("PMC", "GOODHEALTH CLINIC")
         assert [t["team"] for t in found["medication-reconciliation"]] == ["GOODHEALTH CLINIC"]

@@ -1,0 +1,69 @@
+"""Who may see which tasks and patients: the one place that scopes by role, team and 42 CFR Part 2.
+
+Policy (docs/security.md):
+- A facilitator sees the tasks of their roles whose team (the attributed practice) is one of their
+  teams, plus the unassigned pool of their roles (tasks with no team: patients not yet attributed).
+- A supervisor sees every role's tasks in their teams and the unassigned pool.
+- A patient is in scope when the caller may see one of the patient's tasks or the patient is attributed
+  (active roster membership) to one of the caller's teams.
+- Part 2-labelled records need the Part 2 permission (`part2_roles`); consent is checked by
+  `part2_visible` once consent records exist.
+Every query that returns tasks or patients adds these conditions, so a hidden row is indistinguishable
+from a missing one (404, left out of totals).
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import ColumnElement, and_, exists, false, not_, or_, select, true
+
+from app.api.auth import Principal, may_see_part2
+from app.db.models import Encounter, Patient, RosterMember, Task
+from app.settings import Settings
+
+
+def is_supervisor(principal: Principal, settings: Settings) -> bool:
+    return principal.has_any_role(settings.supervisor_roles)
+
+
+def _team_condition(principal: Principal) -> ColumnElement[bool]:
+    teams = sorted(principal.teams)
+    return or_(Task.team.is_(None), Task.team.in_(teams)) if teams else Task.team.is_(None)
+
+
+def _part2_task_condition(principal: Principal, settings: Settings) -> ColumnElement[bool]:
+    """True for tasks the caller may see under Part 2: a task raised from a Part 2 encounter is hidden
+    without the permission."""
+    if may_see_part2(principal, settings):
+        return true()
+    part2_encounter = exists(select(Encounter.id).where(Encounter.id == Task.encounter_id, Encounter.part2))
+    return not_(part2_encounter)
+
+
+def task_conditions(principal: Principal, settings: Settings) -> list[ColumnElement[bool]]:
+    """WHERE conditions limiting a `select(Task)` to the tasks the caller may see."""
+    roles = true() if is_supervisor(principal, settings) else Task.role.in_(sorted(principal.roles))
+    if not principal.roles:
+        roles = false()
+    return [roles, _team_condition(principal), _part2_task_condition(principal, settings)]
+
+
+def patient_condition(principal: Principal, settings: Settings) -> ColumnElement[bool]:
+    """WHERE condition limiting a `select(Patient)` to patients in the caller's scope."""
+    has_task = exists(select(Task.id).where(Task.patient_id == Patient.id, *task_conditions(principal, settings)))
+    teams = sorted(principal.teams)
+    if not teams:
+        return has_task
+    attributed = exists(
+        select(RosterMember.id).where(
+            RosterMember.patient_id == Patient.id,
+            RosterMember.status == "active",
+            RosterMember.practice.in_(teams),
+        )
+    )
+    return or_(has_task, attributed)
+
+
+def patient_id_condition(principal: Principal, settings: Settings, patient_id: uuid.UUID) -> ColumnElement[bool]:
+    return and_(Patient.id == patient_id, patient_condition(principal, settings))
