@@ -29,7 +29,7 @@ from app.encounters.state import EncounterFacts, Folded, fold_all, fold_next
 from app.rules.due import anchor_of
 from app.rules.engine import RuleEngine
 from app.rules.facts import EncounterEvent as RuleEvent
-from app.rules.facts import EncounterEventKind, EncounterSummary, OpenTask, PatientFacts
+from app.rules.facts import EncounterEventKind, EncounterSummary, EvidenceRecord, OpenTask, PatientFacts
 from app.state.encounters import encounter_columns
 from app.state.inbound import Position, event_id_for
 from app.state.patient_context import in_bh_population, load_contexts
@@ -93,6 +93,7 @@ class _Batch:
         default_factory=lambda: defaultdict(dict)
     )
     attributed_practice: dict[uuid.UUID, str | None] = field(default_factory=dict)
+    evidence: dict[uuid.UUID, list[EvidenceRecord]] = field(default_factory=dict)  # coded records on file
     dedupe_keys: set[str] = field(default_factory=set)
     new_tasks: list[_TaskRow] = field(default_factory=list)
     closed_existing: list[_TaskRow] = field(default_factory=list)
@@ -183,10 +184,11 @@ class BatchApplier:
             b.dedupe_keys.update(
                 (await session.execute(select(Task.dedupe_key).where(Task.encounter_id.in_(enc_ids)))).scalars()
             )
-        contexts = await load_contexts(session, b.patients.keys())
+        contexts = await load_contexts(session, b.patients.keys(), self._engine.evidence_codes)
         b.bh_beyond_visits = contexts.bh_beyond_visits
         b.encounter_summaries = contexts.encounters
         b.attributed_practice = contexts.attributed_practice
+        b.evidence = contexts.evidence
         for patient_id, tasks in contexts.open_tasks.items():
             b.open_tasks[patient_id] = [
                 _TaskRow(t.id, t.rule_id, t.status, t.dedupe_key, False, t.encounter_id, anchor_of(t.due_basis))
@@ -251,6 +253,7 @@ class BatchApplier:
                 for t in open_tasks
             ),
             encounters=tuple(visits.values()),
+            evidence=tuple(b.evidence.get(pid, ())),
         )
         result = Applied(str(event_id), notice.message_type)
         effects = self._engine.on_encounter_event(rule_event, patient_facts)

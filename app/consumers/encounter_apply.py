@@ -89,7 +89,7 @@ class EncounterApplier:
             behavioral_health=encounter.behavioral_health,
         )
         await session.flush()  # the encounter's BH flag and times count towards the patient's context
-        contexts = await load_contexts(session, [patient.id])
+        contexts = await load_contexts(session, [patient.id], self.engine.evidence_codes)
         tasks = contexts.open_tasks[patient.id]
         facts = patient_facts(patient, contexts)
         effects = self.engine.on_encounter_event(event, facts)

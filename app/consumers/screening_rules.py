@@ -19,7 +19,7 @@ async def apply_screening_rules(
 ) -> tuple[int, int]:
     """(tasks created, tasks cancelled)."""
     await session.flush()  # the event itself counts towards the patient's BH population
-    contexts = await load_contexts(session, [patient.id])
+    contexts = await load_contexts(session, [patient.id], engine.evidence_codes)
     facts = patient_facts(patient, contexts)
     alone = row.instrument == InstrumentId.PHQ9_ITEM9  # an item 9 result sent on its own
     event = ScreeningEvent(

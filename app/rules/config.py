@@ -112,6 +112,23 @@ class CompletionSpec(_Strict):
         description="an encounter of these classes starting after the task's anchor (AMB, VR, HH) completes it",
     )
     behavioral_health: bool = Field(default=False, description="only a behavioral-health encounter counts")
+    evidence_codes: list[str] = Field(
+        default_factory=list,
+        description='"system|code" of a Procedure or Observation that completes the task (med rec: SNOMED, CPT II)',
+    )
+    evidence_window_days: int = Field(
+        default=30,
+        ge=0,
+        description="evidence counts from the anchor's local date through this many days after (HEDIS MRP: 30)",
+    )
+
+    @model_validator(mode="after")
+    def _coded(self) -> CompletionSpec:
+        for code in self.evidence_codes:
+            system, _, value = code.partition("|")
+            if not system or not value or "|" in value:
+                raise ValueError(f'evidence code {code!r} must be "system|code"')
+        return self
 
 
 class CancelSpec(_Strict):

@@ -8,7 +8,7 @@ them), then the tasks it raises.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -18,6 +18,7 @@ from app.rules.due import DueTime, business_due, calendar_due, end_of_day_due
 from app.rules.facts import (
     EncounterEvent,
     EncounterEventKind,
+    EvidenceRecord,
     OpenTask,
     PatientFacts,
     ScreeningEvent,
@@ -97,6 +98,7 @@ class RuleEngine:
         self._zone = zone
         self._calendar: BusinessCalendar = rules.calendar.business_calendar()
         self._require_attribution = require_attribution
+        self._evidence_codes = frozenset(code for r in self._enabled for code in r.complete.evidence_codes)
 
     def on_encounter_event(self, event: EncounterEvent, patient: PatientFacts) -> Effects:
         effects = Effects()
@@ -151,6 +153,31 @@ class RuleEngine:
                 )
             )
         return plans
+
+    @property
+    def evidence_codes(self) -> frozenset[str]:
+        """Every "system|code" an enabled rule takes as evidence: what the FHIR decoder accepts."""
+        return self._evidence_codes
+
+    def on_evidence(self, record: EvidenceRecord, patient: PatientFacts) -> Effects:
+        """A coded record of the work (a medication reconciliation) completes the patient's open tasks
+        whose rule lists its code, when performed within the rule's window from the task's anchor."""
+        effects = Effects()
+        for task in patient.open_tasks:
+            rule = self.rules_by_id.get(task.rule_id)
+            if rule is not None and self._evidence_counts(rule, record, task.anchor_at):
+                effects.complete.append(CompleteTask(task.task_id, _evidence_reason(record), record.event_id))
+        return effects
+
+    def _evidence_counts(self, rule: RuleSpec, record: EvidenceRecord, anchor: datetime | None) -> bool:
+        """HEDIS MRP: the anchor's (discharge's) local date through `evidence_window_days` after."""
+        if record.code not in rule.complete.evidence_codes:
+            return False
+        if anchor is None:
+            return True
+        first = anchor.astimezone(self._zone).date()
+        performed = record.performed_at.astimezone(self._zone).date()
+        return first <= performed <= first + timedelta(days=rule.complete.evidence_window_days)
 
     def cancels_on_death(self, rule_id: str) -> bool:
         rule = self.rules_by_id.get(rule_id)
@@ -236,6 +263,12 @@ class RuleEngine:
             ),
             None,
         )
+        record = next((r for r in patient.evidence if self._evidence_counts(rule, r, anchor)), None)
+        completed_by = (
+            f"{evidence.class_code} encounter {evidence.encounter_id} after the anchor"
+            if evidence
+            else (_evidence_reason(record) if record else None)
+        )
         return CreateTask(
             dedupe_key=dedupe_key,
             type=rule.task.type,
@@ -249,9 +282,7 @@ class RuleEngine:
             rule_version=rule.version,
             encounter_id=encounter_id,
             triggering_event_ids=(event_id,),
-            completed_by=(
-                f"{evidence.class_code} encounter {evidence.encounter_id} after the anchor" if evidence else None
-            ),
+            completed_by=completed_by,
         )
 
     def on_screening_event(self, event: ScreeningEvent, patient: PatientFacts) -> Effects:
@@ -299,6 +330,10 @@ def _years_before(day: date, years: int) -> date:
         return day.replace(year=day.year - years)
     except ValueError:  # 29 February in a non-leap year
         return day.replace(year=day.year - years, day=28)
+
+
+def _evidence_reason(record: EvidenceRecord) -> str:
+    return f"evidence {record.code} performed {record.performed_at.isoformat()}"
 
 
 def _standing(trigger: Trigger, event: EncounterEvent, patient: PatientFacts) -> str | None:

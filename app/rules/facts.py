@@ -59,6 +59,16 @@ class EncounterSummary:
 
 
 @dataclass(frozen=True, slots=True)
+class EvidenceRecord:
+    """A coded clinical record that proves work was done (a medication reconciliation Procedure or
+    Observation), as evidence rules see it: which record, its code, and when it was performed."""
+
+    event_id: str
+    code: str  # "system|code"
+    performed_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class PatientFacts:
     patient_id: str
     birth_date: date | None
@@ -71,6 +81,7 @@ class PatientFacts:
     behavioral_health: bool = False
     open_tasks: tuple[OpenTask, ...] = ()
     encounters: tuple[EncounterSummary, ...] = ()  # for evidence that arrived before the task
+    evidence: tuple[EvidenceRecord, ...] = ()  # coded evidence on file (Procedure / Observation)
 
     def age_on(self, day: date) -> int | None:
         if self.birth_date is None:

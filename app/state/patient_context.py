@@ -10,13 +10,14 @@ from collections import defaultdict
 from collections.abc import Collection
 from dataclasses import dataclass, field
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db.models import Encounter, Patient, RosterMember, ScreeningEvent, Task
+from app.consumers.fhir_decode import PROCEDURE_DONE, RESULT_STATUSES
+from app.db.models import Encounter, FhirResource, Patient, RosterMember, ScreeningEvent, Task
 from app.roster.reconcile import MemberStatus
 from app.rules.engine import BH_INSTRUMENTS
-from app.rules.facts import EncounterSummary, PatientFacts
+from app.rules.facts import EncounterSummary, EvidenceRecord, PatientFacts
 from app.state.tasks import ACTIVE_STATUSES, open_task_facts
 
 
@@ -30,9 +31,15 @@ class PatientContexts:
     bh_beyond_visits: set[uuid.UUID] = field(default_factory=set)
     # patient -> attributed practice; absent = not an active member of any current roster
     attributed_practice: dict[uuid.UUID, str | None] = field(default_factory=dict)
+    # patient -> coded evidence on file (med rec Procedures / Observations), for tasks raised after it
+    evidence: dict[uuid.UUID, list[EvidenceRecord]] = field(default_factory=lambda: defaultdict(list))
 
 
-async def load_contexts(session: AsyncSession, patient_ids: Collection[uuid.UUID]) -> PatientContexts:
+async def load_contexts(
+    session: AsyncSession, patient_ids: Collection[uuid.UUID], evidence_codes: Collection[str] = ()
+) -> PatientContexts:
+    """`evidence_codes`: the rules' evidence codes (`RuleEngine.evidence_codes`); records so coded are
+    loaded so a task raised after them (a late ADT) is born completed."""
     found = PatientContexts()
     if not patient_ids:
         return found
@@ -84,7 +91,30 @@ async def load_contexts(session: AsyncSession, patient_ids: Collection[uuid.UUID
         found.attributed_practice.setdefault(patient_id, practice)
         if bh_program:
             found.bh_beyond_visits.add(patient_id)
+    if evidence_codes:
+        await _load_evidence(session, ids, evidence_codes, found)
     return found
+
+
+async def _load_evidence(
+    session: AsyncSession, ids: set[uuid.UUID], codes: Collection[str], found: PatientContexts
+) -> None:
+    done = or_(
+        and_(FhirResource.resource_type == "Procedure", FhirResource.status == PROCEDURE_DONE),
+        and_(FhirResource.resource_type == "Observation", FhirResource.status.in_(RESULT_STATUSES)),
+    )
+    rows = await session.execute(
+        select(FhirResource.id, FhirResource.patient_id, FhirResource.code, FhirResource.effective_at)
+        .where(
+            FhirResource.patient_id.in_(ids),
+            FhirResource.code.in_(set(codes)),
+            FhirResource.effective_at.is_not(None),
+            done,
+        )
+        .order_by(FhirResource.effective_at, FhirResource.id)
+    )
+    for row_id, patient_id, code, performed_at in rows.all():
+        found.evidence[patient_id].append(EvidenceRecord(str(row_id), code, performed_at))
 
 
 def patient_facts(patient: Patient, contexts: PatientContexts) -> PatientFacts:
@@ -98,6 +128,7 @@ def patient_facts(patient: Patient, contexts: PatientContexts) -> PatientFacts:
         behavioral_health=in_bh_population(patient.id, contexts.bh_beyond_visits, contexts.encounters[patient.id]),
         open_tasks=open_task_facts(contexts.open_tasks[patient.id]),
         encounters=tuple(contexts.encounters[patient.id].values()),
+        evidence=tuple(contexts.evidence.get(patient.id, ())),
     )
 
 
