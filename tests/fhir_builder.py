@@ -111,3 +111,31 @@ def med_rec_observation(
         "subject": subject(mrn),
         "effectiveDateTime": effective,
     }
+
+
+CONSULT_NOTE = "11488-4"  # LOINC Consult note (C-CDA Consult Document Type)
+
+
+def consult_note(
+    *,
+    mrn: str = "MRN12345",
+    ident: str = "DOC-1",
+    status: str = "current",
+    doc_status: str | None = "final",
+    date: str | None = "2026-12-01T16:00:00-05:00",
+    code: str = CONSULT_NOTE,
+) -> dict[str, Any]:
+    """A consult summary as a FHIR R4 DocumentReference (status, type, subject, date, content)."""
+    document: dict[str, Any] = {
+        "resourceType": "DocumentReference",
+        "identifier": [{"system": "http://example.org/fhir/document", "value": ident}],
+        "status": status,
+        "type": {"coding": [{"system": LOINC, "code": code, "display": "Consult note"}]},
+        "subject": subject(mrn),
+        "content": [{"attachment": {"contentType": "application/pdf", "url": "https://bh.example.org/notes/1"}}],
+    }
+    if doc_status is not None:
+        document["docStatus"] = doc_status
+    if date is not None:
+        document["date"] = date
+    return document

@@ -74,6 +74,7 @@ class _TaskRow:
     values: dict[str, Any] = field(default_factory=dict)
     superseded_by: uuid.UUID | None = None
     version: int = 1  # optimistic-lock version, as the ORM would count: one per change
+    business_status: str | None = None  # a referral loop's milestone
 
 
 @dataclass(slots=True)
@@ -95,6 +96,7 @@ class _Batch:
     attributed_practice: dict[uuid.UUID, str | None] = field(default_factory=dict)
     evidence: dict[uuid.UUID, list[EvidenceRecord]] = field(default_factory=dict)  # coded records on file
     dedupe_keys: set[str] = field(default_factory=set)
+    needs_reference: bool = False  # an effect only the per-message path applies (a referral milestone)
     new_tasks: list[_TaskRow] = field(default_factory=list)
     closed_existing: list[_TaskRow] = field(default_factory=list)
     encounter_events: list[dict[str, Any]] = field(default_factory=list)
@@ -130,6 +132,8 @@ class BatchApplier:
                 continue
             applied.add(notice.idempotency_key)
             results.append(self._apply_one(notice, position, b, now))
+        if b.needs_reference:
+            return None
         await self._write(session, b, now)
         return results
 
@@ -191,7 +195,16 @@ class BatchApplier:
         b.evidence = contexts.evidence
         for patient_id, tasks in contexts.open_tasks.items():
             b.open_tasks[patient_id] = [
-                _TaskRow(t.id, t.rule_id, t.status, t.dedupe_key, False, t.encounter_id, anchor_of(t.due_basis))
+                _TaskRow(
+                    t.id,
+                    t.rule_id,
+                    t.status,
+                    t.dedupe_key,
+                    False,
+                    t.encounter_id,
+                    anchor_of(t.due_basis),
+                    business_status=t.business_status,
+                )
                 for t in tasks
             ]
         return applied
@@ -249,7 +262,13 @@ class BatchApplier:
             practice=b.attributed_practice.get(pid),
             behavioral_health=in_bh_population(pid, b.bh_beyond_visits, visits),
             open_tasks=tuple(
-                OpenTask(str(t.id), t.rule_id, str(t.encounter_id) if t.encounter_id else None, t.anchor_at)
+                OpenTask(
+                    str(t.id),
+                    t.rule_id,
+                    str(t.encounter_id) if t.encounter_id else None,
+                    t.anchor_at,
+                    business_status=t.business_status,
+                )
                 for t in open_tasks
             ),
             encounters=tuple(visits.values()),
@@ -257,6 +276,7 @@ class BatchApplier:
         )
         result = Applied(str(event_id), notice.message_type)
         effects = self._engine.on_encounter_event(rule_event, patient_facts)
+        b.needs_reference |= bool(effects.advance)  # rare: a BH visit reaching an open referral loop
         by_id = {str(t.id): t for t in open_tasks}
         actor = f"event:{notice.message_type}"
         for done in effects.complete:
@@ -298,6 +318,7 @@ class BatchApplier:
                 "rule_id": effect.rule_id,
                 "rule_version": effect.rule_version,
                 "triggering_event_ids": list(effect.triggering_event_ids),
+                "business_status": effect.business_status,
             }
             b.dedupe_keys.add(effect.dedupe_key)
             open_tasks.append(task)

@@ -62,12 +62,22 @@ from app.screening.instruments import (
 from app.screening.scoring import QuestionnaireDefinition, Score, ScoringError, score_response, whole_score
 from app.state.limits import check_lengths
 
-CLINICAL_TYPES = ("Encounter", "Observation", "Procedure", "Questionnaire", "QuestionnaireResponse")
+CLINICAL_TYPES = (
+    "Encounter",
+    "Observation",
+    "Procedure",
+    "DocumentReference",
+    "Questionnaire",
+    "QuestionnaireResponse",
+)
+EVIDENCE_TYPES = ("Procedure", "DocumentReference")  # taken only when coded with a rule's evidence code
 SUPPORTING_TYPES = frozenset({"Patient", "Organization", "Location", "Condition", "Practitioner", "PractitionerRole"})
 BUNDLE_TYPES = ("transaction", "batch", "collection")
 RESULT_STATUSES = frozenset({"final", "amended", "corrected"})  # Observation.status that count
 RESPONSE_STATUSES = frozenset({"completed", "amended"})  # QuestionnaireResponse.status that count
 PROCEDURE_DONE = "completed"  # Procedure.status (EventStatus) that counts as evidence
+DOCUMENT_CURRENT = "current"  # DocumentReference.status that counts (document-reference-status)
+DOCUMENT_FINAL = frozenset({"final", "amended"})  # DocumentReference.docStatus that counts (or none given)
 RETRACTED = "entered-in-error"
 SCORE_UNIT = "{score}"
 UCUM = "http://unitsofmeasure.org"
@@ -93,6 +103,7 @@ STATUSES = {
     ),
     "QuestionnaireResponse": frozenset({"in-progress", "completed", "amended", RETRACTED, "stopped"}),
     "Encounter": frozenset(ENCOUNTER_KINDS),
+    "DocumentReference": frozenset({DOCUMENT_CURRENT, "superseded", RETRACTED}),
     "Procedure": frozenset(
         {"preparation", "in-progress", "not-done", "on-hold", "stopped", PROCEDURE_DONE, RETRACTED, "unknown"}
     ),
@@ -157,6 +168,14 @@ class ObservationItem(Item):
     effective_at: datetime | None
 
 
+# Per evidence resource type, the statuses that count (also what the rules load from storage).
+COUNTING_STATUSES = {
+    "Procedure": frozenset({PROCEDURE_DONE}),
+    "Observation": RESULT_STATUSES,
+    "DocumentReference": frozenset({DOCUMENT_CURRENT}),
+}
+
+
 @dataclass(frozen=True, kw_only=True)
 class EvidenceItem(Item):
     """A Procedure or Observation coded as evidence of work a rule waits for (medication
@@ -169,9 +188,9 @@ class EvidenceItem(Item):
 
     @property
     def counts(self) -> bool:
-        """Done and dated: a completed Procedure, a final/amended/corrected Observation."""
-        done = self.status == PROCEDURE_DONE if self.resource_type == "Procedure" else self.status in RESULT_STATUSES
-        return done and self.performed_at is not None
+        """Done and dated: a completed Procedure, a final/amended/corrected Observation, a current
+        DocumentReference (its docStatus final or amended, or not given)."""
+        return self.status in COUNTING_STATUSES[self.resource_type] and self.performed_at is not None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -325,8 +344,8 @@ class _Decoder:
                 identity=identity, notice=self._encounter(resolver, resource, path, identity, content_hash), **common
             )
         patient = self._subject(resolver, resource.subject, path)
-        evidence = self._evidence_code(resource) if kind in ("Procedure", "Observation") else None
-        if kind == "Procedure" or (kind == "Observation" and evidence is not None):
+        evidence = self._evidence_code(resource) if kind in (*EVIDENCE_TYPES, "Observation") else None
+        if kind in EVIDENCE_TYPES or (kind == "Observation" and evidence is not None):
             return self._evidence(resource, path, patient, identity, evidence, common)
         if kind == "Observation":
             return self._observation(resource, path, patient, identity, common)
@@ -401,24 +420,35 @@ class _Decoder:
         return notice
 
     def _evidence_code(self, resource: Any) -> str | None:
-        codings = getattr(resource.code, "coding", None) or []
+        concept = resource.type if resource.get_resource_type() == "DocumentReference" else resource.code
+        codings = getattr(concept, "coding", None) or []
         sent = (f"{c.system}|{c.code}" for c in codings if c.system and c.code)
         return next((code for code in sent if code in self.evidence_codes), None)
 
     def _evidence(
         self, resource: Any, path: str, patient: PatientRef, identity: str, code: str | None, common: dict[str, Any]
     ) -> Item:
-        if code is None:  # a Procedure without an evidence code: nothing here would use it
-            sent = ", ".join(f"{c.system or ''}|{c.code}" for c in getattr(resource.code, "coding", None) or [])
+        kind = common["resource_type"]
+        if code is None:  # a Procedure / DocumentReference without an evidence code: nothing here would use it
+            element = "type" if kind == "DocumentReference" else "code"
+            concept = getattr(resource, element)
+            sent = ", ".join(f"{c.system or ''}|{c.code}" for c in getattr(concept, "coding", None) or [])
             raise _rule(
-                f"unsupported Procedure.code ({sent[:200] or 'none'}): carecoord takes procedures coded "
+                f"unsupported {kind}.{element} ({sent[:200] or 'none'}): carecoord takes {kind} coded "
                 f"{', '.join(sorted(self.evidence_codes)) or '(no evidence codes configured)'}",
-                f"{path}.code",
+                f"{path}.{element}",
             )
-        when_path = f"{path}.performed" if common["resource_type"] == "Procedure" else f"{path}.effective"
-        if common["resource_type"] == "Procedure":
+        when_path = {"Procedure": "performed", "DocumentReference": "date"}.get(kind, "effective")
+        when_path = f"{path}.{when_path}"
+        status = resource.status
+        if kind == "Procedure":
             period = resource.performedPeriod
             when = _first(resource.performedDateTime, getattr(period, "end", None), getattr(period, "start", None))
+        elif kind == "DocumentReference":
+            period = getattr(resource.context, "period", None)
+            when = _first(resource.date, getattr(period, "end", None), getattr(period, "start", None))
+            if resource.docStatus not in (None, *DOCUMENT_FINAL):
+                status = f"{status}/{resource.docStatus}"[:32]  # a preliminary note: stored, not counted
         else:
             period = resource.effectivePeriod
             when = _first(
@@ -430,10 +460,10 @@ class _Decoder:
             )
         performed_at = ResourceDecoder([], self.options).instant(when, when_path)
         item = EvidenceItem(
-            identity=identity, patient=patient, status=resource.status, code=code, performed_at=performed_at, **common
+            identity=identity, patient=patient, status=status, code=code, performed_at=performed_at, **common
         )
-        if item.status in (PROCEDURE_DONE, *RESULT_STATUSES) and performed_at is None:
-            raise _rule("performed[x] / effective[x] is required: when was it done?", when_path)
+        if item.status in COUNTING_STATUSES[kind] and performed_at is None:
+            raise _rule(f"{when_path.rsplit('.', 1)[1]} is required: when was it done?", when_path)
         return item
 
     def _observation(self, obs: Any, path: str, patient: PatientRef, identity: str, common: dict[str, Any]) -> Item:

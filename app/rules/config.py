@@ -131,6 +131,20 @@ class CompletionSpec(_Strict):
         return self
 
 
+class LoopSpec(_Strict):
+    """A referral with loop closure (app/tasks/referral.py): the task's due time is the referral
+    being sent; once sent, the loop must close within `closed_within_days` (urgent: fewer)."""
+
+    closed_within_days: int = Field(default=30, ge=1, description="once sent, the loop closes within this")
+    urgent_closed_within_days: int = Field(default=7, ge=1, description="the same for an urgent referral")
+    urgent_item9_at_least: int | None = Field(
+        default=1, ge=0, le=3, description="a referral raised by a screen with PHQ-9 item 9 at or above this is urgent"
+    )
+    visit_classes: list[str] = Field(
+        default_factory=lambda: ["AMB", "VR", "HH"], description="a BH encounter of these classes is the first visit"
+    )
+
+
 class CancelSpec(_Strict):
     on_readmission: bool = Field(default=False, description="a new inpatient/observation admission supersedes the task")
 
@@ -146,6 +160,7 @@ class RuleSpec(_Strict):
     route: RouteSpec = RouteSpec()
     complete: CompletionSpec = CompletionSpec()
     cancel: CancelSpec = CancelSpec()
+    loop: LoopSpec | None = Field(default=None, description="a referral tracked through its loop milestones")
 
 
 class CalendarSpec(_Strict):

@@ -13,7 +13,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from app.rules.calendar import BusinessCalendar
-from app.rules.config import SCREENING, RulesFile, RuleSpec, Trigger
+from app.rules.config import SCREENING, LoopSpec, RulesFile, RuleSpec, Trigger
 from app.rules.due import DueTime, business_due, calendar_due, end_of_day_due
 from app.rules.facts import (
     EncounterEvent,
@@ -26,6 +26,7 @@ from app.rules.facts import (
 )
 from app.rules.routing import route
 from app.rules.utilization import high_utilization
+from app.tasks.referral import LOOP, BusinessStatus
 
 # Screens that put a patient in the behavioural-health population when positive.
 BH_INSTRUMENTS = frozenset({"PHQ-9", "PHQ-2", "GAD-7", "AUDIT-C"})
@@ -50,6 +51,7 @@ class CreateTask:
     # Evidence already on file (a follow-up visit whose ADT arrived before the discharge's): the task
     # is raised and completed at once, so the measure still counts the discharge.
     completed_by: str | None = None
+    business_status: str | None = None  # a referral loop's milestone (app/tasks/referral.py); else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +66,17 @@ class CompleteTask:
     task_id: str
     reason: str
     evidence_event_id: str
+    business_status: str | None = None  # a referral loop closed by its summary: summary-received
+
+
+@dataclass(frozen=True, slots=True)
+class AdvanceTask:
+    """A referral loop reached a milestone on evidence (the first BH visit) without closing."""
+
+    task_id: str
+    business_status: str
+    reason: str
+    evidence_event_id: str
 
 
 @dataclass(slots=True)
@@ -71,6 +84,7 @@ class Effects:
     complete: list[CompleteTask] = field(default_factory=list)
     cancel: list[CancelTask] = field(default_factory=list)
     create: list[CreateTask] = field(default_factory=list)
+    advance: list[AdvanceTask] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +131,15 @@ class RuleEngine:
                 continue
             if patient.deceased and rule.trigger.skip_deceased:
                 effects.cancel.append(CancelTask(task.task_id, "patient deceased"))
+            elif rule.loop is not None and _is_first_visit(rule.loop, task, event):
+                effects.advance.append(
+                    AdvanceTask(
+                        task.task_id,
+                        BusinessStatus.FIRST_VISIT,
+                        f"BH {event.class_code} encounter after the referral",
+                        event.event_id,
+                    )
+                )
             elif _is_evidence(rule, task, event):
                 effects.complete.append(
                     CompleteTask(task.task_id, f"{event.class_code} encounter after the anchor", event.event_id)
@@ -166,7 +189,8 @@ class RuleEngine:
         for task in patient.open_tasks:
             rule = self.rules_by_id.get(task.rule_id)
             if rule is not None and self._evidence_counts(rule, record, task.anchor_at):
-                effects.complete.append(CompleteTask(task.task_id, _evidence_reason(record), record.event_id))
+                closed = BusinessStatus.SUMMARY_RECEIVED if rule.loop is not None else None
+                effects.complete.append(CompleteTask(task.task_id, _evidence_reason(record), record.event_id, closed))
         return effects
 
     def _evidence_counts(self, rule: RuleSpec, record: EvidenceRecord, anchor: datetime | None) -> bool:
@@ -242,6 +266,7 @@ class RuleEngine:
         encounter_id: str | None,
         event_id: str,
         encounter_bh: bool = False,
+        urgent: bool = False,
     ) -> CreateTask:
         due = self._due(rule, anchor, anchor_name)
         routed = route(
@@ -269,20 +294,26 @@ class RuleEngine:
             if evidence
             else (_evidence_reason(record) if record else None)
         )
+        priority, due_basis, business_status = rule.task.priority, due.basis, None
+        if rule.loop is not None:
+            business_status = _born_milestone(rule.loop, patient, anchor, closed=completed_by is not None)
+            due_basis = due.basis | {"loop": _loop_basis(rule.loop, urgent)}
+            priority = "urgent" if urgent and priority == "routine" else priority
         return CreateTask(
             dedupe_key=dedupe_key,
             type=rule.task.type,
-            priority=rule.task.priority,
+            priority=priority,
             role=routed.role,
             team=routed.team,
             due_at=due.due_at,
-            due_basis=due.basis,
+            due_basis=due_basis,
             route_basis=routed.basis(),
             rule_id=rule.id,
             rule_version=rule.version,
             encounter_id=encounter_id,
             triggering_event_ids=(event_id,),
             completed_by=completed_by,
+            business_status=business_status,
         )
 
     def on_screening_event(self, event: ScreeningEvent, patient: PatientFacts) -> Effects:
@@ -315,6 +346,7 @@ class RuleEngine:
                 encounter_id=None,
                 event_id=event.event_id,
                 encounter_bh=event.positive and event.instrument in BH_INSTRUMENTS,
+                urgent=_urgent(rule.loop, event),
             )
             effects.create.append(task)
             open_types.add(task.type)
@@ -330,6 +362,44 @@ def _years_before(day: date, years: int) -> date:
         return day.replace(year=day.year - years)
     except ValueError:  # 29 February in a non-leap year
         return day.replace(year=day.year - years, day=28)
+
+
+def _urgent(loop: LoopSpec | None, event: ScreeningEvent) -> bool:
+    """A referral raised by a screen that flags suicide risk (PHQ-9 item 9) closes its loop sooner."""
+    at_least = loop.urgent_item9_at_least if loop is not None else None
+    return at_least is not None and event.item9 is not None and event.item9 >= at_least
+
+
+def _loop_basis(loop: LoopSpec, urgent: bool) -> dict[str, Any]:
+    days = loop.urgent_closed_within_days if urgent else loop.closed_within_days
+    return {"due": "referral sent", "closed_within_days_of_sent": days, "urgent": urgent}
+
+
+def _born_milestone(loop: LoopSpec, patient: PatientFacts, anchor: datetime, *, closed: bool) -> str:
+    """Where a new referral starts: closed when its summary is on file, at the first visit when a BH
+    visit after the screen is (their feeds may run ahead of the screen's), else requested."""
+    if closed:
+        return BusinessStatus.SUMMARY_RECEIVED
+    seen = any(
+        e.behavioral_health and e.class_code in loop.visit_classes and (e.started_at or anchor) >= anchor
+        for e in patient.encounters
+        if e.started_at is not None
+    )
+    return BusinessStatus.FIRST_VISIT if seen else BusinessStatus.REQUESTED
+
+
+def _is_first_visit(loop: LoopSpec, task: OpenTask, event: EncounterEvent) -> bool:
+    """A BH office/telehealth/home visit after the referral, while the loop has not got that far."""
+    if task.business_status is not None and LOOP.index(BusinessStatus(task.business_status)) >= LOOP.index(
+        BusinessStatus.FIRST_VISIT
+    ):
+        return False
+    if not event.behavioral_health or event.class_code not in loop.visit_classes:
+        return False
+    if event.kind not in (EncounterEventKind.REGISTER, EncounterEventKind.ADMIT, EncounterEventKind.DISCHARGE):
+        return False
+    started = event.admit_at or event.occurred_at
+    return task.anchor_at is None or started >= task.anchor_at
 
 
 def _evidence_reason(record: EvidenceRecord) -> str:

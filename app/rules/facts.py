@@ -32,6 +32,7 @@ class OpenTask:
     encounter_id: str | None = None
     anchor_at: datetime | None = None
     triggering_event_ids: tuple[str, ...] = ()
+    business_status: str | None = None  # a referral loop's milestone (app/tasks/referral.py)
 
 
 @dataclass(frozen=True, slots=True)

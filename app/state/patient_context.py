@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.consumers.fhir_decode import PROCEDURE_DONE, RESULT_STATUSES
+from app.consumers.fhir_decode import COUNTING_STATUSES
 from app.db.models import Encounter, FhirResource, Patient, RosterMember, ScreeningEvent, Task
 from app.roster.reconcile import MemberStatus
 from app.rules.engine import BH_INSTRUMENTS
@@ -100,8 +100,10 @@ async def _load_evidence(
     session: AsyncSession, ids: set[uuid.UUID], codes: Collection[str], found: PatientContexts
 ) -> None:
     done = or_(
-        and_(FhirResource.resource_type == "Procedure", FhirResource.status == PROCEDURE_DONE),
-        and_(FhirResource.resource_type == "Observation", FhirResource.status.in_(RESULT_STATUSES)),
+        *(
+            and_(FhirResource.resource_type == kind, FhirResource.status.in_(statuses))
+            for kind, statuses in COUNTING_STATUSES.items()
+        )
     )
     rows = await session.execute(
         select(FhirResource.id, FhirResource.patient_id, FhirResource.code, FhirResource.effective_at)

@@ -374,10 +374,15 @@ def test_a_screen_entered_in_error_cancels_what_it_raised(engine: RuleEngine) ->
     assert effects.cancel == [CancelTask("t1", "screening result entered in error")] and effects.create == []
 
 
-def test_bh_referral_loop_closes_on_a_bh_visit(engine: RuleEngine) -> None:
-    patient = replace(ADULT, open_tasks=(OpenTask("t1", "bh-referral", None, SCREENED_AT, ("s1",)),))
+def test_bh_referral_loop_reaches_its_first_visit_on_a_bh_visit(engine: RuleEngine) -> None:
+    """The first BH visit is a milestone of the loop, not its closure (the summary closes it)."""
+    task = OpenTask("t1", "bh-referral", None, SCREENED_AT, ("s1",), business_status="sent")
+    patient = replace(ADULT, open_tasks=(task,))
     bh_visit = visit(EncounterEventKind.REGISTER, "AMB", SCREENED_AT + timedelta(days=10), behavioral_health=True)
-    assert [c.task_id for c in engine.on_encounter_event(bh_visit, patient).complete] == ["t1"]
+    effects = engine.on_encounter_event(bh_visit, patient)
+    assert effects.complete == [] and [(a.task_id, a.business_status) for a in effects.advance] == [
+        ("t1", "first-visit")
+    ]
 
 
 def test_screening_keys_on_an_encounter_rule_are_refused(tmp_path: Path) -> None:

@@ -48,7 +48,8 @@ def record(at: datetime, code: str = SNOMED_MED_REC) -> EvidenceRecord:
 
 
 def test_shipped_rules_take_snomed_and_cpt2_as_med_rec_evidence(engine: RuleEngine) -> None:
-    assert engine.evidence_codes == {SNOMED_MED_REC, CPT_MED_REC}
+    consult_notes = {"http://loinc.org|11488-4", "http://loinc.org|34785-6"}  # the BH referral's summary
+    assert engine.evidence_codes == {SNOMED_MED_REC, CPT_MED_REC} | consult_notes
 
 
 @pytest.mark.parametrize(
@@ -105,7 +106,7 @@ def test_the_window_and_codes_are_rules_file_policy(tmp_path: Path) -> None:
     )
     engine = RuleEngine(load_rules(path), NY)
     patient = replace(ADULT, open_tasks=open_tasks())
-    assert engine.evidence_codes == {SNOMED_MED_REC}
+    assert SNOMED_MED_REC in engine.evidence_codes and CPT_MED_REC not in engine.evidence_codes
     assert engine.on_evidence(record(DISCHARGED_AT + timedelta(days=2)), patient).complete
     assert not engine.on_evidence(record(DISCHARGED_AT + timedelta(days=3)), patient).complete
     path.write_text(text.replace('"http://snomed.info/sct|430193006"', '"430193006"'))
