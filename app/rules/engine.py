@@ -390,9 +390,9 @@ def _born_milestone(loop: LoopSpec, patient: PatientFacts, anchor: datetime, *, 
 
 def _is_first_visit(loop: LoopSpec, task: OpenTask, event: EncounterEvent) -> bool:
     """A BH office/telehealth/home visit after the referral, while the loop has not got that far."""
-    if task.business_status is not None and LOOP.index(BusinessStatus(task.business_status)) >= LOOP.index(
-        BusinessStatus.FIRST_VISIT
-    ):
+    if task.business_status is None:  # raised before loops were tracked: nothing to advance
+        return False
+    if LOOP.index(BusinessStatus(task.business_status)) >= LOOP.index(BusinessStatus.FIRST_VISIT):
         return False
     if not event.behavioral_health or event.class_code not in loop.visit_classes:
         return False

@@ -143,3 +143,12 @@ def test_bad_consult_notes_are_refused_naming_the_element(resource: dict[str, An
     with pytest.raises(FhirDecodeError) as info:
         decode(resource)
     assert (info.value.http_status, info.value.field) == (status, field)
+
+
+def test_a_referral_from_before_loop_tracking_is_left_to_its_summary(engine: RuleEngine) -> None:
+    legacy = OpenTask("t0", "bh-referral", None, SCREENED_AT, ("s0",))  # no business status
+    patient = replace(ADULT, open_tasks=(legacy,))
+    bh_visit = visit(EncounterEventKind.REGISTER, "AMB", SCREENED_AT + timedelta(days=4), behavioral_health=True)
+    assert engine.on_encounter_event(bh_visit, patient).advance == []
+    [done] = engine.on_evidence(EvidenceRecord("doc", CONSULT, SCREENED_AT + timedelta(days=9)), patient).complete
+    assert done.task_id == "t0"
