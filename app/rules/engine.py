@@ -16,6 +16,8 @@ from app.rules.calendar import BusinessCalendar
 from app.rules.config import SCREENING, LoopSpec, RulesFile, RuleSpec, Trigger
 from app.rules.due import DueTime, business_due, calendar_due, end_of_day_due
 from app.rules.facts import (
+    VOID_STATUSES,
+    ClosedTask,
     EncounterEvent,
     EncounterEventKind,
     EvidenceRecord,
@@ -51,6 +53,7 @@ class CreateTask:
     # Evidence already on file (a follow-up visit whose ADT arrived before the discharge's): the task
     # is raised and completed at once, so the measure still counts the discharge.
     completed_by: str | None = None
+    completed_by_encounter: str | None = None  # the visit that was that evidence
     business_status: str | None = None  # a referral loop's milestone (app/tasks/referral.py); else None
 
 
@@ -67,6 +70,16 @@ class CompleteTask:
     reason: str
     evidence_event_id: str
     business_status: str | None = None  # a referral loop closed by its summary: summary-received
+    evidence_encounter_id: str | None = None  # the visit that was the evidence (an A11 of it reopens)
+
+
+@dataclass(frozen=True, slots=True)
+class ReopenTask:
+    """The encounter that completed or superseded the task was cancelled: the task is open again."""
+
+    task_id: str
+    status: str  # the active status it had before it closed
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +98,7 @@ class Effects:
     cancel: list[CancelTask] = field(default_factory=list)
     create: list[CreateTask] = field(default_factory=list)
     advance: list[AdvanceTask] = field(default_factory=list)
+    reopen: list[ReopenTask] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +130,8 @@ class RuleEngine:
 
     def on_encounter_event(self, event: EncounterEvent, patient: PatientFacts) -> Effects:
         effects = Effects()
+        if event.status in VOID_STATUSES:
+            effects.reopen = self._reopened(event, patient)
         handled: set[str] = set()
         for task in patient.open_tasks:
             rule = self.rules_by_id.get(task.rule_id)
@@ -142,7 +158,12 @@ class RuleEngine:
                 )
             elif _is_evidence(rule, task, event):
                 effects.complete.append(
-                    CompleteTask(task.task_id, f"{event.class_code} encounter after the anchor", event.event_id)
+                    CompleteTask(
+                        task.task_id,
+                        f"{event.class_code} encounter after the anchor",
+                        event.event_id,
+                        evidence_encounter_id=event.encounter_id,
+                    )
                 )
             elif rule.cancel.on_readmission and _is_readmission(event, task):
                 effects.cancel.append(
@@ -202,6 +223,41 @@ class RuleEngine:
         first = anchor.astimezone(self._zone).date()
         performed = record.performed_at.astimezone(self._zone).date()
         return first <= performed <= first + timedelta(days=rule.complete.evidence_window_days)
+
+    def _reopened(self, event: EncounterEvent, patient: PatientFacts) -> list[ReopenTask]:
+        """The event voids its encounter (A11, FHIR cancelled / entered-in-error): what that visit
+        completed, or that stay superseded, is open again, unless other evidence still completes it."""
+        if patient.deceased:
+            return []
+        found = []
+        for task in patient.closed_by_encounter:
+            rule = self.rules_by_id.get(task.rule_id)
+            if rule is None:
+                continue
+            if task.completed_by_encounter == event.encounter_id and task.status == "completed":
+                if self._other_evidence(rule, task, patient, event.encounter_id):
+                    continue
+                why = f"the visit that completed it was cancelled ({event.kind.value}, event {event.event_id})"
+            elif task.superseded_by_encounter == event.encounter_id and task.status == "cancelled":
+                why = f"the readmission that superseded it was cancelled ({event.kind.value}, event {event.event_id})"
+            else:
+                continue
+            found.append(ReopenTask(task.task_id, task.previous_status, why))
+        return found
+
+    def _other_evidence(self, rule: RuleSpec, task: ClosedTask, patient: PatientFacts, voided: str) -> bool:
+        anchor = task.anchor_at
+        visits = (
+            e
+            for e in patient.encounters
+            if e.encounter_id != voided
+            and e.status not in VOID_STATUSES
+            and _completes(rule, e.class_code, e.behavioral_health)
+            and e.started_at is not None
+            and (anchor is None or e.started_at >= anchor)
+        )
+        records = (r for r in patient.evidence if anchor is not None and self._evidence_counts(rule, r, anchor))
+        return next(visits, None) is not None or next(records, None) is not None
 
     def cancels_on_death(self, rule_id: str) -> bool:
         rule = self.rules_by_id.get(rule_id)
@@ -282,6 +338,7 @@ class RuleEngine:
                 e
                 for e in patient.encounters
                 if e.encounter_id != encounter_id
+                and e.status not in VOID_STATUSES  # a cancelled visit never counts
                 and _completes(rule, e.class_code, e.behavioral_health)
                 and e.started_at is not None
                 and e.started_at >= anchor
@@ -313,6 +370,7 @@ class RuleEngine:
             encounter_id=encounter_id,
             triggering_event_ids=(event_id,),
             completed_by=completed_by,
+            completed_by_encounter=evidence.encounter_id if evidence else None,
             business_status=business_status,
         )
 
@@ -383,7 +441,7 @@ def _born_milestone(loop: LoopSpec, patient: PatientFacts, anchor: datetime, *, 
     seen = any(
         e.behavioral_health and e.class_code in loop.visit_classes and (e.started_at or anchor) >= anchor
         for e in patient.encounters
-        if e.started_at is not None
+        if e.started_at is not None and e.status not in VOID_STATUSES
     )
     return BusinessStatus.FIRST_VISIT if seen else BusinessStatus.REQUESTED
 
@@ -394,7 +452,7 @@ def _is_first_visit(loop: LoopSpec, task: OpenTask, event: EncounterEvent) -> bo
         return False
     if LOOP.index(BusinessStatus(task.business_status)) >= LOOP.index(BusinessStatus.FIRST_VISIT):
         return False
-    if not event.behavioral_health or event.class_code not in loop.visit_classes:
+    if not event.behavioral_health or event.class_code not in loop.visit_classes or event.status in VOID_STATUSES:
         return False
     if event.kind not in (EncounterEventKind.REGISTER, EncounterEventKind.ADMIT, EncounterEventKind.DISCHARGE):
         return False
@@ -423,7 +481,7 @@ def _standing(trigger: Trigger, event: EncounterEvent, patient: PatientFacts) ->
 
 def _is_evidence(rule: RuleSpec, task: OpenTask, event: EncounterEvent) -> bool:
     """A later encounter of a completing class (office, telehealth, home visit) for the same patient."""
-    if not _completes(rule, event.class_code, event.behavioral_health):
+    if not _completes(rule, event.class_code, event.behavioral_health) or event.status in VOID_STATUSES:
         return False
     if event.kind not in (EncounterEventKind.REGISTER, EncounterEventKind.ADMIT, EncounterEventKind.DISCHARGE):
         return False

@@ -44,6 +44,7 @@ class EncounterSummary:
     started_at: datetime | None
     behavioral_health: bool
     ended_at: datetime | None = None  # the discharge
+    status: str | None = None  # Encounter.status now: a cancelled visit is no evidence
 
     @classmethod
     def of(
@@ -54,9 +55,28 @@ class EncounterSummary:
         last_event_at: datetime | None,
         behavioral_health: bool,
         discharge_at: datetime | None,
+        status: str | None = None,
     ) -> EncounterSummary:
         """A visit starts at its admit/arrival time (PV1-44); without one, its latest event stands in."""
-        return cls(encounter_id, class_code, admit_at or last_event_at, bool(behavioral_health), discharge_at)
+        return cls(encounter_id, class_code, admit_at or last_event_at, bool(behavioral_health), discharge_at, status)
+
+
+# Encounter.status of a visit that did not happen (A11, FHIR cancelled / entered-in-error).
+VOID_STATUSES = frozenset({"cancelled", "entered-in-error"})
+
+
+@dataclass(frozen=True, slots=True)
+class ClosedTask:
+    """A task an encounter closed, as reversal rules see it: completed by that encounter (a visit as
+    evidence) or superseded by it (a readmission), and the status it had before."""
+
+    task_id: str
+    rule_id: str
+    status: str  # completed or cancelled
+    previous_status: str  # the active status it returns to when reopened
+    anchor_at: datetime | None = None
+    completed_by_encounter: str | None = None
+    superseded_by_encounter: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +103,8 @@ class PatientFacts:
     open_tasks: tuple[OpenTask, ...] = ()
     encounters: tuple[EncounterSummary, ...] = ()  # for evidence that arrived before the task
     evidence: tuple[EvidenceRecord, ...] = ()  # coded evidence on file (Procedure / Observation)
+    # Tasks the event's encounter closed, loaded when the event voids that encounter (A11).
+    closed_by_encounter: tuple[ClosedTask, ...] = ()
 
     def age_on(self, day: date) -> int | None:
         if self.birth_date is None:

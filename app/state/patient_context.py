@@ -14,11 +14,11 @@ from sqlalchemy import and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.consumers.fhir_decode import COUNTING_STATUSES
-from app.db.models import Encounter, FhirResource, Patient, RosterMember, ScreeningEvent, Task
+from app.db.models import Encounter, FhirResource, Patient, RosterMember, ScreeningEvent, Task, TaskHistory
 from app.roster.reconcile import MemberStatus
 from app.rules.engine import BH_INSTRUMENTS
-from app.rules.facts import EncounterSummary, EvidenceRecord, PatientFacts
-from app.state.tasks import ACTIVE_STATUSES, open_task_facts
+from app.rules.facts import ClosedTask, EncounterSummary, EvidenceRecord, PatientFacts
+from app.state.tasks import ACTIVE_STATUSES, CANCELLED, closed_task_facts, open_task_facts
 
 
 @dataclass(slots=True)
@@ -63,11 +63,12 @@ async def load_contexts(
             Encounter.last_event_at,
             Encounter.behavioral_health,
             Encounter.discharge_at,
+            Encounter.status,
         ).where(Encounter.patient_id.in_(ids))
     )
-    for enc_id, patient_id, class_code, admit_at, last_event_at, bh, discharge_at in visits.all():
+    for enc_id, patient_id, class_code, admit_at, last_event_at, bh, discharge_at, status in visits.all():
         found.encounters[patient_id][enc_id] = EncounterSummary.of(
-            str(enc_id), class_code, admit_at, last_event_at, bh, discharge_at
+            str(enc_id), class_code, admit_at, last_event_at, bh, discharge_at, status
         )
     positive_screens = await session.execute(
         select(ScreeningEvent.patient_id).where(
@@ -117,6 +118,41 @@ async def _load_evidence(
     )
     for row_id, patient_id, code, performed_at in rows.all():
         found.evidence[patient_id].append(EvidenceRecord(str(row_id), code, performed_at))
+
+
+async def load_closed_by(session: AsyncSession, patient_id: uuid.UUID, encounter_id: uuid.UUID) -> list[Task]:
+    """The patient's tasks this encounter closed: completed by it as evidence, or superseded by it
+    (a readmission). Locked, as open tasks are: a reversal (A11) may reopen them."""
+    closed = or_(
+        and_(Task.completed_by_encounter_id == encounter_id, Task.status == "completed"),
+        and_(Task.superseded_by_encounter_id == encounter_id, Task.status == CANCELLED),
+    )
+    query = select(Task).where(Task.patient_id == patient_id, closed).order_by(Task.id).with_for_update()
+    return list((await session.execute(query)).scalars().all())
+
+
+async def previous_statuses(session: AsyncSession, tasks: list[Task]) -> dict[uuid.UUID, str]:
+    """Each closed task's status just before it closed (its latest history row into that status)."""
+    if not tasks:
+        return {}
+    now = {t.id: t.status for t in tasks}
+    rows = await session.execute(
+        select(TaskHistory.task_id, TaskHistory.from_status, TaskHistory.to_status)
+        .where(TaskHistory.task_id.in_(now))
+        .order_by(TaskHistory.id)
+    )
+    found: dict[uuid.UUID, str] = {}
+    for task_id, from_status, to_status in rows.all():
+        if to_status == now[task_id] and from_status in ACTIVE_STATUSES:
+            found[task_id] = from_status
+    return found
+
+
+async def closed_by_facts(
+    session: AsyncSession, patient_id: uuid.UUID, encounter_id: uuid.UUID
+) -> tuple[list[Task], tuple[ClosedTask, ...]]:
+    tasks = await load_closed_by(session, patient_id, encounter_id)
+    return tasks, closed_task_facts(tasks, await previous_statuses(session, tasks))
 
 
 def patient_facts(patient: Patient, contexts: PatientContexts) -> PatientFacts:

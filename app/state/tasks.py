@@ -12,8 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.db.models import Task, TaskHistory, utcnow
 from app.db.types import UTCDateTime
 from app.rules.due import anchor_of
-from app.rules.engine import AdvanceTask, CreateTask, Effects
-from app.rules.facts import OpenTask
+from app.rules.engine import AdvanceTask, CreateTask, Effects, ReopenTask
+from app.rules.facts import ClosedTask, OpenTask
 from app.tasks.lifecycle import (
     ACTIVE,
     AttemptOutcome,
@@ -64,7 +64,13 @@ async def create_task_once(session: AsyncSession, effect: CreateTask, patient_id
     )
     if effect.completed_by:
         await session.flush()
-        complete_task(session, task, reason=effect.completed_by, actor=f"rule:{effect.rule_id}@{effect.rule_version}")
+        complete_task(
+            session,
+            task,
+            reason=effect.completed_by,
+            actor=f"rule:{effect.rule_id}@{effect.rule_version}",
+            evidence_encounter_id=effect.completed_by_encounter,
+        )
     return task
 
 
@@ -105,6 +111,7 @@ def complete_task(
     actor: str,
     evidence_event_id: str | None = None,
     business_status: str | None = None,
+    evidence_encounter_id: str | None = None,
 ) -> None:
     """Evidence closed the loop (a follow-up visit after discharge): completed, with the evidence named.
     A referral loop closed by its summary takes that milestone as its business status."""
@@ -112,6 +119,8 @@ def complete_task(
     if previous not in ACTIVE:  # evidence may close any open task, however far a person has taken it
         raise TransitionError(f"a {previous} task cannot be completed")
     task.status = "completed"
+    if evidence_encounter_id:
+        task.completed_by_encounter_id = uuid.UUID(evidence_encounter_id)
     detail: dict[str, Any] = {"reason": reason} | (
         {"evidence_event_id": evidence_event_id} if evidence_event_id else {}
     )
@@ -265,6 +274,44 @@ async def cancel_tasks_where(
     return result.rowcount  # type: ignore[attr-defined,no-any-return]
 
 
+REOPENED = "reopened"
+
+
+async def reopen_task(session: AsyncSession, task: Task, reopen: ReopenTask, *, actor: str, event_id: str) -> bool:
+    """Undo a completion or supersession whose encounter was cancelled: the task returns to the
+    active status it had, takes its dedupe key back and drops the link. Deliberately outside the FHIR
+    state machine (nothing leaves a closed status by a person's hand): the close itself was wrong.
+    Returns False, leaving the task closed, when a newer task of the rule already holds its key."""
+    previous = task.status
+    key = task.dedupe_key.split(CANCEL_KEY_SEPARATOR, 1)[0]
+    if key != task.dedupe_key:
+        holder = await session.scalar(select(Task.id).where(Task.dedupe_key == key))
+        if holder is not None:
+            return False
+        task.dedupe_key = key
+    task.status = reopen.status
+    task.completed_by_encounter_id = None
+    task.superseded_by_encounter_id = None
+    _history(session, task, actor, REOPENED, previous, reopen.status, {"reason": reopen.reason, "event_id": event_id})
+    return True
+
+
+def closed_task_facts(tasks: list[Task], previous: dict[uuid.UUID, str]) -> tuple[ClosedTask, ...]:
+    """Closed tasks as the reversal rules see them; `previous`: each one's status before it closed."""
+    return tuple(
+        ClosedTask(
+            str(t.id),
+            t.rule_id,
+            t.status,
+            previous.get(t.id, INITIAL_STATUS),
+            anchor_of(t.due_basis),
+            str(t.completed_by_encounter_id) if t.completed_by_encounter_id else None,
+            str(t.superseded_by_encounter_id) if t.superseded_by_encounter_id else None,
+        )
+        for t in tasks
+    )
+
+
 def _advance(session: AsyncSession, task: Task, advance: AdvanceTask, actor: str) -> None:
     move = loop_move(task.status, task.business_status, BusinessStatus(advance.business_status), by_evidence=True)
     set_business_status(
@@ -295,7 +342,10 @@ async def apply_effects(
             actor=actor,
             evidence_event_id=done.evidence_event_id,
             business_status=done.business_status,
+            evidence_encounter_id=done.evidence_encounter_id,
         )
+    for reopen in effects.reopen:
+        await reopen_task(session, by_id[reopen.task_id], reopen, actor=actor, event_id=event_id)
     for advance in effects.advance:
         _advance(session, by_id[advance.task_id], advance, actor)
     for cancel in effects.cancel:

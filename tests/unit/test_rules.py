@@ -166,7 +166,9 @@ def test_office_or_telehealth_visit_after_discharge_completes_contact(engine: Ru
     for class_code in ("AMB", "VR", "HH"):
         later = visit(EncounterEventKind.REGISTER, class_code, DISCHARGED_AT + timedelta(days=2))
         effects = engine.on_encounter_event(later, patient)
-        assert effects.complete == [CompleteTask("t1", f"{class_code} encounter after the anchor", "e2")]
+        assert effects.complete == [
+            CompleteTask("t1", f"{class_code} encounter after the anchor", "e2", evidence_encounter_id=OTHER_ENC)
+        ]
     before = visit(EncounterEventKind.REGISTER, "AMB", DISCHARGED_AT - timedelta(days=2))
     assert engine.on_encounter_event(before, patient).complete == [], "a visit before the discharge is no evidence"
     ed = visit(EncounterEventKind.REGISTER, "EMER", DISCHARGED_AT + timedelta(days=2))
