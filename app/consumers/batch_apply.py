@@ -344,12 +344,10 @@ class BatchApplier:
                 "rule_version": effect.rule_version,
                 "triggering_event_ids": list(effect.triggering_event_ids),
                 "business_status": effect.business_status,
-                "completed_by_encounter_id": (
-                    uuid.UUID(effect.completed_by_encounter) if effect.completed_by_encounter else None
-                ),
             }
             if effect.completed_by_encounter:
-                b.closers.add(uuid.UUID(effect.completed_by_encounter))
+                task.completed_by = uuid.UUID(effect.completed_by_encounter)
+                b.closers.add(task.completed_by)
             b.dedupe_keys.add(effect.dedupe_key)
             open_tasks.append(task)
             b.new_tasks.append(task)
@@ -493,6 +491,7 @@ class BatchApplier:
                     "created_at": now,
                     "updated_at": now,
                     "superseded_by_encounter_id": t.superseded_by,
+                    "completed_by_encounter_id": t.completed_by,
                     **t.values,
                 }
                 for t in b.new_tasks
