@@ -274,8 +274,13 @@ class RuleEngine:
             return high == trigger.high_utilization
         return True
 
-    def _open_types(self, patient: PatientFacts) -> set[str]:
-        return {self.rules_by_id[t.rule_id].task.type for t in patient.open_tasks if t.rule_id in self.rules_by_id}
+    def _open_types(self, patient: PatientFacts, without: set[str] | frozenset[str] = frozenset()) -> set[str]:
+        """Task types the patient has open (`without` the tasks being cancelled)."""
+        return {
+            self.rules_by_id[t.rule_id].task.type
+            for t in patient.open_tasks
+            if t.rule_id in self.rules_by_id and t.task_id not in without
+        }
 
     def _due(self, rule: RuleSpec, anchor: datetime, anchor_name: str) -> DueTime:
         due = rule.due
@@ -374,41 +379,75 @@ class RuleEngine:
             business_status=business_status,
         )
 
-    def on_screening_event(self, event: ScreeningEvent, patient: PatientFacts) -> Effects:
+    def on_screening_event(
+        self, event: ScreeningEvent, patient: PatientFacts, other_screens: tuple[ScreeningEvent, ...] = ()
+    ) -> Effects:
         """A positive screen raises its follow-up work (BH referral, suicide-risk response, a PHQ-9
-        after a positive PHQ-2) unless the patient already has it open; a result entered in error
-        cancels what it raised."""
+        after a positive PHQ-2) unless the patient already has it open. A result amended so that it
+        no longer meets a rule cancels what it raised, unless another of the patient's active screens
+        (`other_screens`) still meets that rule; a result entered in error cancels what it raised and
+        runs those rules again on the remaining screens (the latest that meets each)."""
         effects = Effects()
+        raised = [t for t in patient.open_tasks if event.event_id in t.triggering_event_ids]
         if event.status is ScreeningStatus.RETRACTED:
-            effects.cancel = [
-                CancelTask(t.task_id, "screening result entered in error")
-                for t in patient.open_tasks
-                if event.event_id in t.triggering_event_ids
-            ]
+            effects.cancel = [CancelTask(t.task_id, "screening result entered in error") for t in raised]
+            rerun = {t.rule_id for t in raised}
+            remaining = [s for s in other_screens if s.status is ScreeningStatus.ACTIVE]
+            effects.create = self._rerun(rerun, remaining, patient, cancelled={t.task_id for t in raised})
             return effects
-        open_types = self._open_types(patient)
+        for task in raised:
+            rule = self.rules_by_id.get(task.rule_id)
+            if rule is None or rule.trigger.event != SCREENING or _screening_matches(rule.trigger, event):
+                continue
+            if not any(_screening_matches(rule.trigger, s) for s in other_screens):
+                effects.cancel.append(CancelTask(task.task_id, "screening result amended: it no longer meets the rule"))
+        open_types = self._open_types(patient, without={c.task_id for c in effects.cancel})
         for rule in self._enabled:
-            trigger = rule.trigger
-            if trigger.event != SCREENING or not _screening_matches(trigger, event):
+            if rule.trigger.event != SCREENING or not _screening_matches(rule.trigger, event):
                 continue
-            if set(trigger.unless_open) & open_types or not self._attribution_allows(rule, patient):
-                continue
-            if trigger.skip_deceased and patient.deceased:
-                continue
-            task = self._task(
-                rule,
-                patient,
-                event.effective_at,
-                "event",
-                dedupe_key=f"{rule.id}|screening|{event.event_id}",
-                encounter_id=None,
-                event_id=event.event_id,
-                encounter_bh=event.positive and event.instrument in BH_INSTRUMENTS,
-                urgent=_urgent(rule.loop, event),
-            )
-            effects.create.append(task)
-            open_types.add(task.type)
+            task = self._screening_task(rule, event, patient, open_types)
+            if task is not None:
+                effects.create.append(task)
         return effects
+
+    def _rerun(
+        self, rule_ids: set[str], screens: list[ScreeningEvent], patient: PatientFacts, *, cancelled: set[str]
+    ) -> list[CreateTask]:
+        open_types = self._open_types(patient, without=cancelled)
+        created = []
+        for rule in self._enabled:
+            if rule.id not in rule_ids or rule.trigger.event != SCREENING:
+                continue
+            matching = [s for s in screens if _screening_matches(rule.trigger, s)]
+            if matching:
+                latest = max(matching, key=lambda s: (s.effective_at, s.event_id))
+                task = self._screening_task(rule, latest, patient, open_types)
+                if task is not None:
+                    created.append(task)
+        return created
+
+    def _screening_task(
+        self, rule: RuleSpec, event: ScreeningEvent, patient: PatientFacts, open_types: set[str]
+    ) -> CreateTask | None:
+        """The rule's task for this screen, unless it stands down; `open_types` records it."""
+        trigger = rule.trigger
+        if set(trigger.unless_open) & open_types or not self._attribution_allows(rule, patient):
+            return None
+        if trigger.skip_deceased and patient.deceased:
+            return None
+        task = self._task(
+            rule,
+            patient,
+            event.effective_at,
+            "event",
+            dedupe_key=f"{rule.id}|screening|{event.event_id}",
+            encounter_id=None,
+            event_id=event.event_id,
+            encounter_bh=event.positive and event.instrument in BH_INSTRUMENTS,
+            urgent=_urgent(rule.loop, event),
+        )
+        open_types.add(task.type)
+        return task
 
     def _attribution_allows(self, rule: RuleSpec, patient: PatientFacts) -> bool:
         required = rule.trigger.require_attribution
