@@ -107,7 +107,7 @@ class Runtime:
             max_bytes=s.ingest_max_bytes,
         )
         self.fhir_handler = FhirHandler(
-            decode=partial(decode_fhir, options=self.decode_options()),
+            decode=partial(decode_fhir, options=self.decode_options(), evidence_codes=self.rule_engine.evidence_codes),
             sessions=self.sessions,
             encounters=EncounterApplier(source="fhir", engine=self.rule_engine, sensitivity=self.sensitivity_policy()),
             thresholds=self.rules.screening,

@@ -69,3 +69,73 @@ def transaction(*resources: dict[str, Any]) -> dict[str, Any]:
             {"resource": copy.deepcopy(r), "request": {"method": "POST", "url": r["resourceType"]}} for r in resources
         ],
     }
+
+
+SNOMED = "http://snomed.info/sct"
+CPT = "http://www.ama-assn.org/go/cpt"
+MED_REC_SNOMED = "430193006"  # Medication reconciliation (procedure)
+MED_REC_CPT2 = "1111F"  # discharge medications reconciled with the current medication list
+
+
+def med_rec_procedure(
+    *,
+    mrn: str = "MRN12345",
+    ident: str = "MR-1",
+    status: str = "completed",
+    performed: str | None = "2026-11-21T10:00:00-05:00",
+    system: str = SNOMED,
+    code: str = MED_REC_SNOMED,
+) -> dict[str, Any]:
+    """A medication reconciliation as a FHIR R4 Procedure (status, code, subject, performed[x])."""
+    procedure: dict[str, Any] = {
+        "resourceType": "Procedure",
+        "identifier": [{"system": "http://example.org/fhir/procedure", "value": ident}],
+        "status": status,
+        "code": {"coding": [{"system": system, "code": code, "display": "Medication reconciliation"}]},
+        "subject": subject(mrn),
+    }
+    if performed is not None:
+        procedure["performedDateTime"] = performed
+    return procedure
+
+
+def med_rec_observation(
+    *, mrn: str = "MRN12345", ident: str = "MRO-1", status: str = "final", effective: str = "2026-11-21T10:00:00-05:00"
+) -> dict[str, Any]:
+    """CPT II 1111F recorded as an Observation (how some EHRs send quality codes)."""
+    return {
+        "resourceType": "Observation",
+        "identifier": [{"system": "http://example.org/fhir/observation", "value": ident}],
+        "status": status,
+        "code": {"coding": [{"system": CPT, "code": MED_REC_CPT2}]},
+        "subject": subject(mrn),
+        "effectiveDateTime": effective,
+    }
+
+
+CONSULT_NOTE = "11488-4"  # LOINC Consult note (C-CDA Consult Document Type)
+
+
+def consult_note(
+    *,
+    mrn: str = "MRN12345",
+    ident: str = "DOC-1",
+    status: str = "current",
+    doc_status: str | None = "final",
+    date: str | None = "2026-12-01T16:00:00-05:00",
+    code: str = CONSULT_NOTE,
+) -> dict[str, Any]:
+    """A consult summary as a FHIR R4 DocumentReference (status, type, subject, date, content)."""
+    document: dict[str, Any] = {
+        "resourceType": "DocumentReference",
+        "identifier": [{"system": "http://example.org/fhir/document", "value": ident}],
+        "status": status,
+        "type": {"coding": [{"system": LOINC, "code": code, "display": "Consult note"}]},
+        "subject": subject(mrn),
+        "content": [{"attachment": {"contentType": "application/pdf", "url": "https://bh.example.org/notes/1"}}],
+    }
+    if doc_status is not None:
+        document["docStatus"] = doc_status
+    if date is not None:
+        document["date"] = date
+    return document

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app import __version__
-from app.api import dead_letters, health, ingest, rosters, screenings, tasks
+from app.api import dead_letters, health, ingest, referrals, rosters, screenings, tasks
 from app.api.auth import jwt_secret
 from app.api.openapi import install_openapi
 from app.api.problems import install_problem_handlers
@@ -47,6 +47,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     install_openapi(app)
     app.include_router(health.router)
     app.include_router(tasks.router)
+    app.include_router(referrals.router)
     app.include_router(ingest.router)
     app.include_router(dead_letters.router)
     app.include_router(rosters.router)

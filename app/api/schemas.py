@@ -42,6 +42,9 @@ class TaskOut(BaseModel):
     created_at: datetime
     updated_at: datetime
     version: int
+    business_status: str | None = Field(
+        default=None, description="FHIR Task.businessStatus of a referral loop (requested ... summary-received)"
+    )
 
 
 class TaskList(BaseModel):

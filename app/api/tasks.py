@@ -66,6 +66,7 @@ def _task_out(task: Task, patient: Patient | None, now: datetime, due_soon: time
         created_at=task.created_at,
         updated_at=task.updated_at,
         version=task.version,
+        business_status=task.business_status,
     )
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.bulk import insert_rows
@@ -28,8 +28,15 @@ from app.encounters.sensitivity import SensitivityPolicy
 from app.encounters.state import EncounterFacts, Folded, fold_all, fold_next
 from app.rules.due import anchor_of
 from app.rules.engine import RuleEngine
+from app.rules.facts import (
+    VOID_STATUSES,
+    EncounterEventKind,
+    EncounterSummary,
+    EvidenceRecord,
+    OpenTask,
+    PatientFacts,
+)
 from app.rules.facts import EncounterEvent as RuleEvent
-from app.rules.facts import EncounterEventKind, EncounterSummary, OpenTask, PatientFacts
 from app.state.encounters import encounter_columns
 from app.state.inbound import Position, event_id_for
 from app.state.patient_context import in_bh_population, load_contexts
@@ -74,6 +81,8 @@ class _TaskRow:
     values: dict[str, Any] = field(default_factory=dict)
     superseded_by: uuid.UUID | None = None
     version: int = 1  # optimistic-lock version, as the ORM would count: one per change
+    business_status: str | None = None  # a referral loop's milestone
+    completed_by: uuid.UUID | None = None  # the visit that completed it as evidence
 
 
 @dataclass(slots=True)
@@ -93,7 +102,11 @@ class _Batch:
         default_factory=lambda: defaultdict(dict)
     )
     attributed_practice: dict[uuid.UUID, str | None] = field(default_factory=dict)
+    evidence: dict[uuid.UUID, list[EvidenceRecord]] = field(default_factory=dict)  # coded records on file
     dedupe_keys: set[str] = field(default_factory=set)
+    needs_reference: bool = False  # an effect only the per-message path applies (a referral milestone)
+    # Encounters that completed or superseded a task: voiding one (A11) may reopen it (per-message path).
+    closers: set[uuid.UUID] = field(default_factory=set)
     new_tasks: list[_TaskRow] = field(default_factory=list)
     closed_existing: list[_TaskRow] = field(default_factory=list)
     encounter_events: list[dict[str, Any]] = field(default_factory=list)
@@ -129,6 +142,8 @@ class BatchApplier:
                 continue
             applied.add(notice.idempotency_key)
             results.append(self._apply_one(notice, position, b, now))
+        if b.needs_reference:
+            return None
         await self._write(session, b, now)
         return results
 
@@ -183,13 +198,31 @@ class BatchApplier:
             b.dedupe_keys.update(
                 (await session.execute(select(Task.dedupe_key).where(Task.encounter_id.in_(enc_ids)))).scalars()
             )
-        contexts = await load_contexts(session, b.patients.keys())
+            for completed_by, superseded_by in (
+                await session.execute(
+                    select(Task.completed_by_encounter_id, Task.superseded_by_encounter_id).where(
+                        or_(Task.completed_by_encounter_id.in_(enc_ids), Task.superseded_by_encounter_id.in_(enc_ids))
+                    )
+                )
+            ).all():
+                b.closers.update(e for e in (completed_by, superseded_by) if e is not None)
+        contexts = await load_contexts(session, b.patients.keys(), self._engine.evidence_codes)
         b.bh_beyond_visits = contexts.bh_beyond_visits
         b.encounter_summaries = contexts.encounters
         b.attributed_practice = contexts.attributed_practice
+        b.evidence = contexts.evidence
         for patient_id, tasks in contexts.open_tasks.items():
             b.open_tasks[patient_id] = [
-                _TaskRow(t.id, t.rule_id, t.status, t.dedupe_key, False, t.encounter_id, anchor_of(t.due_basis))
+                _TaskRow(
+                    t.id,
+                    t.rule_id,
+                    t.status,
+                    t.dedupe_key,
+                    False,
+                    t.encounter_id,
+                    anchor_of(t.due_basis),
+                    business_status=t.business_status,
+                )
                 for t in tasks
             ]
         return applied
@@ -205,6 +238,8 @@ class BatchApplier:
         history.append(facts)
         b.states[encounter["id"]] = folded
         state = folded.state
+        # A voided visit may reopen what it closed: the per-message path does that.
+        b.needs_reference |= state.status in VOID_STATUSES and encounter["id"] in b.closers
         columns = encounter_columns(state, self._sensitivity)
         encounter.update(columns, _changed=True)
         b.encounter_events.append(
@@ -237,6 +272,7 @@ class BatchApplier:
             state.last_event_at,
             columns["behavioral_health"],
             state.discharge_at,
+            state.status,
         )
         open_tasks = b.open_tasks[pid]
         patient_facts = PatientFacts(
@@ -247,17 +283,28 @@ class BatchApplier:
             practice=b.attributed_practice.get(pid),
             behavioral_health=in_bh_population(pid, b.bh_beyond_visits, visits),
             open_tasks=tuple(
-                OpenTask(str(t.id), t.rule_id, str(t.encounter_id) if t.encounter_id else None, t.anchor_at)
+                OpenTask(
+                    str(t.id),
+                    t.rule_id,
+                    str(t.encounter_id) if t.encounter_id else None,
+                    t.anchor_at,
+                    business_status=t.business_status,
+                )
                 for t in open_tasks
             ),
             encounters=tuple(visits.values()),
+            evidence=tuple(b.evidence.get(pid, ())),
         )
         result = Applied(str(event_id), notice.message_type)
         effects = self._engine.on_encounter_event(rule_event, patient_facts)
+        b.needs_reference |= bool(effects.advance)  # rare: a BH visit reaching an open referral loop
         by_id = {str(t.id): t for t in open_tasks}
         actor = f"event:{notice.message_type}"
         for done in effects.complete:
             detail = {"reason": done.reason, "evidence_event_id": done.evidence_event_id}
+            if done.evidence_encounter_id:
+                by_id[done.task_id].completed_by = uuid.UUID(done.evidence_encounter_id)
+                b.closers.add(by_id[done.task_id].completed_by)  # type: ignore[arg-type]
             self._close(b, open_tasks, by_id[done.task_id], "completed", detail, actor, now)
         for cancel in effects.cancel:
             task = by_id[cancel.task_id]
@@ -265,6 +312,7 @@ class BatchApplier:
             task.dedupe_key = f"{task.dedupe_key}|cancelled|{task.id}"
             if cancel.superseded_by_encounter:
                 task.superseded_by = uuid.UUID(cancel.superseded_by_encounter)
+                b.closers.add(task.superseded_by)
             b.dedupe_keys.add(task.dedupe_key)
             self._close(
                 b, open_tasks, task, "cancelled", {"reason": cancel.reason, "event_id": str(event_id)}, actor, now
@@ -295,7 +343,11 @@ class BatchApplier:
                 "rule_id": effect.rule_id,
                 "rule_version": effect.rule_version,
                 "triggering_event_ids": list(effect.triggering_event_ids),
+                "business_status": effect.business_status,
             }
+            if effect.completed_by_encounter:
+                task.completed_by = uuid.UUID(effect.completed_by_encounter)
+                b.closers.add(task.completed_by)
             b.dedupe_keys.add(effect.dedupe_key)
             open_tasks.append(task)
             b.new_tasks.append(task)
@@ -439,6 +491,7 @@ class BatchApplier:
                     "created_at": now,
                     "updated_at": now,
                     "superseded_by_encounter_id": t.superseded_by,
+                    "completed_by_encounter_id": t.completed_by,
                     **t.values,
                 }
                 for t in b.new_tasks
@@ -453,11 +506,18 @@ class BatchApplier:
                     status=bindparam("b_status"),
                     dedupe_key=bindparam("b_key"),
                     superseded_by_encounter_id=bindparam("b_superseded"),
+                    completed_by_encounter_id=bindparam("b_completed_by"),
                     version=table.c.version + 1,
                     updated_at=now,
                 ),
                 [
-                    {"b_id": t.id, "b_status": t.status, "b_key": t.dedupe_key, "b_superseded": t.superseded_by}
+                    {
+                        "b_id": t.id,
+                        "b_status": t.status,
+                        "b_key": t.dedupe_key,
+                        "b_superseded": t.superseded_by,
+                        "b_completed_by": t.completed_by,
+                    }
                     for t in b.closed_existing
                 ],
             )

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from dataclasses import replace
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -16,10 +17,10 @@ from app.encounters.notice import EncounterNotice
 from app.encounters.sensitivity import SensitivityPolicy
 from app.encounters.state import EncounterState
 from app.rules.engine import RuleEngine
-from app.rules.facts import EncounterEvent, EncounterEventKind
+from app.rules.facts import VOID_STATUSES, EncounterEvent, EncounterEventKind
 from app.state.encounters import apply_to_encounter
 from app.state.inbound import Position, already_applied, event_id_for, record_applied
-from app.state.patient_context import load_contexts, patient_facts
+from app.state.patient_context import closed_by_facts, load_contexts, patient_facts
 from app.state.patients import merge_patients, resolve_patient
 from app.state.tasks import apply_effects, cancel_task, open_tasks_for_patient
 
@@ -89,9 +90,13 @@ class EncounterApplier:
             behavioral_health=encounter.behavioral_health,
         )
         await session.flush()  # the encounter's BH flag and times count towards the patient's context
-        contexts = await load_contexts(session, [patient.id])
+        contexts = await load_contexts(session, [patient.id], self.engine.evidence_codes)
         tasks = contexts.open_tasks[patient.id]
         facts = patient_facts(patient, contexts)
+        if state.status in VOID_STATUSES:  # the visit did not happen: what it closed may reopen
+            closed, closed_facts = await closed_by_facts(session, patient.id, encounter.id)
+            tasks = [*tasks, *closed]
+            facts = replace(facts, closed_by_encounter=closed_facts)
         effects = self.engine.on_encounter_event(event, facts)
         return await apply_effects(
             session, effects, tasks, patient.id, actor=f"event:{notice.message_type}", event_id=str(event_id)

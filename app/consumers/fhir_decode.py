@@ -62,11 +62,22 @@ from app.screening.instruments import (
 from app.screening.scoring import QuestionnaireDefinition, Score, ScoringError, score_response, whole_score
 from app.state.limits import check_lengths
 
-CLINICAL_TYPES = ("Encounter", "Observation", "Questionnaire", "QuestionnaireResponse")
+CLINICAL_TYPES = (
+    "Encounter",
+    "Observation",
+    "Procedure",
+    "DocumentReference",
+    "Questionnaire",
+    "QuestionnaireResponse",
+)
+EVIDENCE_TYPES = ("Procedure", "DocumentReference")  # taken only when coded with a rule's evidence code
 SUPPORTING_TYPES = frozenset({"Patient", "Organization", "Location", "Condition", "Practitioner", "PractitionerRole"})
 BUNDLE_TYPES = ("transaction", "batch", "collection")
 RESULT_STATUSES = frozenset({"final", "amended", "corrected"})  # Observation.status that count
 RESPONSE_STATUSES = frozenset({"completed", "amended"})  # QuestionnaireResponse.status that count
+PROCEDURE_DONE = "completed"  # Procedure.status (EventStatus) that counts as evidence
+DOCUMENT_CURRENT = "current"  # DocumentReference.status that counts (document-reference-status)
+DOCUMENT_FINAL = frozenset({"final", "amended"})  # DocumentReference.docStatus that counts (or none given)
 RETRACTED = "entered-in-error"
 SCORE_UNIT = "{score}"
 UCUM = "http://unitsofmeasure.org"
@@ -92,6 +103,10 @@ STATUSES = {
     ),
     "QuestionnaireResponse": frozenset({"in-progress", "completed", "amended", RETRACTED, "stopped"}),
     "Encounter": frozenset(ENCOUNTER_KINDS),
+    "DocumentReference": frozenset({DOCUMENT_CURRENT, "superseded", RETRACTED}),
+    "Procedure": frozenset(
+        {"preparation", "in-progress", "not-done", "on-hold", "stopped", PROCEDURE_DONE, RETRACTED, "unknown"}
+    ),
     "Questionnaire": frozenset({"draft", "active", "retired", "unknown"}),
 }
 _LOCAL_PATIENT = re.compile(r"(?:^|/)Patient/([0-9a-fA-F-]{36})$")
@@ -153,6 +168,31 @@ class ObservationItem(Item):
     effective_at: datetime | None
 
 
+# Per evidence resource type, the statuses that count (also what the rules load from storage).
+COUNTING_STATUSES = {
+    "Procedure": frozenset({PROCEDURE_DONE}),
+    "Observation": RESULT_STATUSES,
+    "DocumentReference": frozenset({DOCUMENT_CURRENT}),
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvidenceItem(Item):
+    """A Procedure or Observation coded as evidence of work a rule waits for (medication
+    reconciliation: the rules file's `complete.evidence_codes`)."""
+
+    patient: PatientRef
+    status: str
+    code: str  # "system|code", one of the rules' evidence codes
+    performed_at: datetime | None
+
+    @property
+    def counts(self) -> bool:
+        """Done and dated: a completed Procedure, a final/amended/corrected Observation, a current
+        DocumentReference (its docStatus final or amended, or not given)."""
+        return self.status in COUNTING_STATUSES[self.resource_type] and self.performed_at is not None
+
+
 @dataclass(frozen=True, kw_only=True)
 class QuestionnaireItem(Item):
     definition: QuestionnaireDefinition
@@ -203,7 +243,9 @@ class FhirMessage:
         return patient_partition_key("urn:carecoord:message", self.message_id)
 
 
-def decode_fhir(payload: bytes, options: DecodeOptions) -> FhirMessage:
+def decode_fhir(payload: bytes, options: DecodeOptions, evidence_codes: frozenset[str] = frozenset()) -> FhirMessage:
+    """`evidence_codes`: the "system|code"s the rules take as evidence (`RuleEngine.evidence_codes`);
+    a Procedure must carry one, an Observation one of them or a screening code."""
     data = parse_fhir_json(payload, "resource", FhirDecodeError)
     resource_type = data.get("resourceType")
     if resource_type == "Bundle":
@@ -220,7 +262,7 @@ def decode_fhir(payload: bytes, options: DecodeOptions) -> FhirMessage:
             f"resourceType {str(resource_type)[:40]!r} is not accepted: send {', '.join(CLINICAL_TYPES)} or a Bundle",
             "resourceType",
         )
-    decoder = _Decoder(context, options)
+    decoder = _Decoder(context, options, evidence_codes)
     try:
         items = [decoder.item(path, resource, raw) for path, resource, raw in entries]
     except DavinciDecodeError as exc:  # the shared Encounter / Patient mapping's rules
@@ -271,9 +313,10 @@ def _content_hash(raw: dict[str, Any]) -> str:
 
 
 class _Decoder:
-    def __init__(self, context: list[Entry], options: DecodeOptions) -> None:
+    def __init__(self, context: list[Entry], options: DecodeOptions, evidence_codes: frozenset[str]) -> None:
         self.context = context
         self.options = options
+        self.evidence_codes = evidence_codes
 
     def item(self, path: str, resource: Any, raw: dict[str, Any]) -> Item:
         kind = resource.get_resource_type()
@@ -301,6 +344,9 @@ class _Decoder:
                 identity=identity, notice=self._encounter(resolver, resource, path, identity, content_hash), **common
             )
         patient = self._subject(resolver, resource.subject, path)
+        evidence = self._evidence_code(resource) if kind in (*EVIDENCE_TYPES, "Observation") else None
+        if kind in EVIDENCE_TYPES or (kind == "Observation" and evidence is not None):
+            return self._evidence(resource, path, patient, identity, evidence, common)
         if kind == "Observation":
             return self._observation(resource, path, patient, identity, common)
         return self._response(resolver, resource, path, patient, identity, common)
@@ -372,6 +418,53 @@ class _Decoder:
         except DecodeError as exc:
             raise _rule(exc.reason, f"{path}.{exc.field}") from None
         return notice
+
+    def _evidence_code(self, resource: Any) -> str | None:
+        concept = resource.type if resource.get_resource_type() == "DocumentReference" else resource.code
+        codings = getattr(concept, "coding", None) or []
+        sent = (f"{c.system}|{c.code}" for c in codings if c.system and c.code)
+        return next((code for code in sent if code in self.evidence_codes), None)
+
+    def _evidence(
+        self, resource: Any, path: str, patient: PatientRef, identity: str, code: str | None, common: dict[str, Any]
+    ) -> Item:
+        kind = common["resource_type"]
+        if code is None:  # a Procedure / DocumentReference without an evidence code: nothing here would use it
+            element = "type" if kind == "DocumentReference" else "code"
+            concept = getattr(resource, element)
+            sent = ", ".join(f"{c.system or ''}|{c.code}" for c in getattr(concept, "coding", None) or [])
+            raise _rule(
+                f"unsupported {kind}.{element} ({sent[:200] or 'none'}): carecoord takes {kind} coded "
+                f"{', '.join(sorted(self.evidence_codes)) or '(no evidence codes configured)'}",
+                f"{path}.{element}",
+            )
+        when_path = {"Procedure": "performed", "DocumentReference": "date"}.get(kind, "effective")
+        when_path = f"{path}.{when_path}"
+        status = resource.status
+        if kind == "Procedure":
+            period = resource.performedPeriod
+            when = _first(resource.performedDateTime, getattr(period, "end", None), getattr(period, "start", None))
+        elif kind == "DocumentReference":
+            period = getattr(resource.context, "period", None)
+            when = _first(resource.date, getattr(period, "end", None), getattr(period, "start", None))
+            if resource.docStatus not in (None, *DOCUMENT_FINAL):
+                status = f"{status}/{resource.docStatus}"[:32]  # a preliminary note: stored, not counted
+        else:
+            period = resource.effectivePeriod
+            when = _first(
+                resource.effectiveDateTime,
+                resource.effectiveInstant,
+                getattr(period, "end", None),
+                getattr(period, "start", None),
+                resource.issued,
+            )
+        performed_at = ResourceDecoder([], self.options).instant(when, when_path)
+        item = EvidenceItem(
+            identity=identity, patient=patient, status=status, code=code, performed_at=performed_at, **common
+        )
+        if item.status in COUNTING_STATUSES[kind] and performed_at is None:
+            raise _rule(f"{when_path.rsplit('.', 1)[1]} is required: when was it done?", when_path)
+        return item
 
     def _observation(self, obs: Any, path: str, patient: PatientRef, identity: str, common: dict[str, Any]) -> Item:
         codes = [c for c in obs.code.coding or [] if c.code]

@@ -9,6 +9,9 @@ applies only that one.
 - Encounter: an `EncounterNotice`, applied exactly as ADT and Da Vinci notices are (one encounter
   state, the same rules and tasks).
 - Questionnaire: stored and registered under url|version; responses that were waiting for it are scored.
+- Procedure / Observation coded as evidence (the rules' `complete.evidence_codes`: medication
+  reconciliation): stored; a completed Procedure or final Observation completes the open tasks whose
+  rule lists the code, within the rule's window (app/consumers/evidence_rules.py).
 - Observation / QuestionnaireResponse: stored; a countable result (final/amended/corrected, or a
   completed/amended response) creates or updates the source's screening event, anything else
   (entered-in-error, cancelled, in-progress ...) retracts it. A response whose Questionnaire is not
@@ -26,11 +29,13 @@ from fhir.resources.R4B.questionnaireresponse import QuestionnaireResponse
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.consumers.encounter_apply import EncounterApplier
+from app.consumers.evidence_rules import apply_evidence_rules
 from app.consumers.feed_handler import FeedHandler
 from app.consumers.fhir_decode import (
     RESPONSE_STATUSES,
     RESULT_STATUSES,
     EncounterItem,
+    EvidenceItem,
     FhirDecodeError,
     FhirMessage,
     Item,
@@ -86,7 +91,7 @@ class FhirHandler(FeedHandler[FhirMessage]):
         a dead letter: an unknown `Patient/{id}` subject, a response its registered form cannot score."""
         async with self._sessions() as session:
             for item in message.items:
-                if isinstance(item, ObservationItem | ResponseItem):
+                if isinstance(item, ObservationItem | ResponseItem | EvidenceItem):
                     await self._patient(session, item, create=False)
                 if isinstance(item, ResponseItem) and item.score is None and item.status in RESPONSE_STATUSES:
                     definition = await find_questionnaire(session, item.questionnaire_url, item.questionnaire_version)
@@ -140,6 +145,11 @@ class FhirHandler(FeedHandler[FhirMessage]):
             if item.status in RESULT_STATUSES and item.value is not None:
                 score = observation_score(item.code, item.value, item.item9)
             await self._screen(session, row, score, patient, effective_at)
+        elif isinstance(item, EvidenceItem):
+            effective_at = item.performed_at
+            row = await store_resource(session, status=item.status, code=item.code, effective_at=effective_at, **common)
+            if item.counts and patient is not None:
+                await apply_evidence_rules(session, self._encounters.engine, row, patient)
         else:
             assert isinstance(item, ResponseItem)
             effective_at = item.authored_at

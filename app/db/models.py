@@ -190,6 +190,10 @@ class Task(Base):
     rule_id: Mapped[str] = mapped_column(String(64))
     rule_version: Mapped[str] = mapped_column(String(32))
     triggering_event_ids: Mapped[list[str]] = mapped_column(JSON)
+    # FHIR Task.businessStatus of a referral loop (app/tasks/referral.py); None for other tasks.
+    business_status: Mapped[str | None] = mapped_column(String(32))
+    # Completed by a visit as evidence: cancelling that visit (A11) reopens the task.
+    completed_by_encounter_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("encounters.id"), index=True)
     version: Mapped[int] = mapped_column(Integer, default=1)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)

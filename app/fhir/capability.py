@@ -106,6 +106,7 @@ def capability_statement(base_url: str, *, now: datetime | None = None) -> dict[
                         "searchParam": [dict(p) for p in ENCOUNTER_SEARCH_PARAMS],
                     },
                     _clinical("Observation", (PATIENT_PARAM, CODE_PARAM)),
+                    _clinical("Procedure"),
                     _clinical("Questionnaire"),
                     _clinical("QuestionnaireResponse", (PATIENT_PARAM,)),
                 ],

@@ -112,6 +112,37 @@ class CompletionSpec(_Strict):
         description="an encounter of these classes starting after the task's anchor (AMB, VR, HH) completes it",
     )
     behavioral_health: bool = Field(default=False, description="only a behavioral-health encounter counts")
+    evidence_codes: list[str] = Field(
+        default_factory=list,
+        description='"system|code" of a Procedure or Observation that completes the task (med rec: SNOMED, CPT II)',
+    )
+    evidence_window_days: int = Field(
+        default=30,
+        ge=0,
+        description="evidence counts from the anchor's local date through this many days after (HEDIS MRP: 30)",
+    )
+
+    @model_validator(mode="after")
+    def _coded(self) -> CompletionSpec:
+        for code in self.evidence_codes:
+            system, _, value = code.partition("|")
+            if not system or not value or "|" in value:
+                raise ValueError(f'evidence code {code!r} must be "system|code"')
+        return self
+
+
+class LoopSpec(_Strict):
+    """A referral with loop closure (app/tasks/referral.py): the task's due time is the referral
+    being sent; once sent, the loop must close within `closed_within_days` (urgent: fewer)."""
+
+    closed_within_days: int = Field(default=30, ge=1, description="once sent, the loop closes within this")
+    urgent_closed_within_days: int = Field(default=7, ge=1, description="the same for an urgent referral")
+    urgent_item9_at_least: int | None = Field(
+        default=1, ge=0, le=3, description="a referral raised by a screen with PHQ-9 item 9 at or above this is urgent"
+    )
+    visit_classes: list[str] = Field(
+        default_factory=lambda: ["AMB", "VR", "HH"], description="a BH encounter of these classes is the first visit"
+    )
 
 
 class CancelSpec(_Strict):
@@ -129,6 +160,7 @@ class RuleSpec(_Strict):
     route: RouteSpec = RouteSpec()
     complete: CompletionSpec = CompletionSpec()
     cancel: CancelSpec = CancelSpec()
+    loop: LoopSpec | None = Field(default=None, description="a referral tracked through its loop milestones")
 
 
 class CalendarSpec(_Strict):

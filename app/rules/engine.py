@@ -8,16 +8,19 @@ them), then the tasks it raises.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from app.rules.calendar import BusinessCalendar
-from app.rules.config import SCREENING, RulesFile, RuleSpec, Trigger
+from app.rules.config import SCREENING, LoopSpec, RulesFile, RuleSpec, Trigger
 from app.rules.due import DueTime, business_due, calendar_due, end_of_day_due
 from app.rules.facts import (
+    VOID_STATUSES,
+    ClosedTask,
     EncounterEvent,
     EncounterEventKind,
+    EvidenceRecord,
     OpenTask,
     PatientFacts,
     ScreeningEvent,
@@ -25,6 +28,7 @@ from app.rules.facts import (
 )
 from app.rules.routing import route
 from app.rules.utilization import high_utilization
+from app.tasks.referral import LOOP, BusinessStatus
 
 # Screens that put a patient in the behavioural-health population when positive.
 BH_INSTRUMENTS = frozenset({"PHQ-9", "PHQ-2", "GAD-7", "AUDIT-C"})
@@ -49,6 +53,8 @@ class CreateTask:
     # Evidence already on file (a follow-up visit whose ADT arrived before the discharge's): the task
     # is raised and completed at once, so the measure still counts the discharge.
     completed_by: str | None = None
+    completed_by_encounter: str | None = None  # the visit that was that evidence
+    business_status: str | None = None  # a referral loop's milestone (app/tasks/referral.py); else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +69,27 @@ class CompleteTask:
     task_id: str
     reason: str
     evidence_event_id: str
+    business_status: str | None = None  # a referral loop closed by its summary: summary-received
+    evidence_encounter_id: str | None = None  # the visit that was the evidence (an A11 of it reopens)
+
+
+@dataclass(frozen=True, slots=True)
+class ReopenTask:
+    """The encounter that completed or superseded the task was cancelled: the task is open again."""
+
+    task_id: str
+    status: str  # the active status it had before it closed
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class AdvanceTask:
+    """A referral loop reached a milestone on evidence (the first BH visit) without closing."""
+
+    task_id: str
+    business_status: str
+    reason: str
+    evidence_event_id: str
 
 
 @dataclass(slots=True)
@@ -70,6 +97,8 @@ class Effects:
     complete: list[CompleteTask] = field(default_factory=list)
     cancel: list[CancelTask] = field(default_factory=list)
     create: list[CreateTask] = field(default_factory=list)
+    advance: list[AdvanceTask] = field(default_factory=list)
+    reopen: list[ReopenTask] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,9 +126,12 @@ class RuleEngine:
         self._zone = zone
         self._calendar: BusinessCalendar = rules.calendar.business_calendar()
         self._require_attribution = require_attribution
+        self._evidence_codes = frozenset(code for r in self._enabled for code in r.complete.evidence_codes)
 
     def on_encounter_event(self, event: EncounterEvent, patient: PatientFacts) -> Effects:
         effects = Effects()
+        if event.status in VOID_STATUSES:
+            effects.reopen = self._reopened(event, patient)
         handled: set[str] = set()
         for task in patient.open_tasks:
             rule = self.rules_by_id.get(task.rule_id)
@@ -115,9 +147,23 @@ class RuleEngine:
                 continue
             if patient.deceased and rule.trigger.skip_deceased:
                 effects.cancel.append(CancelTask(task.task_id, "patient deceased"))
+            elif rule.loop is not None and _is_first_visit(rule.loop, task, event):
+                effects.advance.append(
+                    AdvanceTask(
+                        task.task_id,
+                        BusinessStatus.FIRST_VISIT,
+                        f"BH {event.class_code} encounter after the referral",
+                        event.event_id,
+                    )
+                )
             elif _is_evidence(rule, task, event):
                 effects.complete.append(
-                    CompleteTask(task.task_id, f"{event.class_code} encounter after the anchor", event.event_id)
+                    CompleteTask(
+                        task.task_id,
+                        f"{event.class_code} encounter after the anchor",
+                        event.event_id,
+                        evidence_encounter_id=event.encounter_id,
+                    )
                 )
             elif rule.cancel.on_readmission and _is_readmission(event, task):
                 effects.cancel.append(
@@ -152,6 +198,67 @@ class RuleEngine:
             )
         return plans
 
+    @property
+    def evidence_codes(self) -> frozenset[str]:
+        """Every "system|code" an enabled rule takes as evidence: what the FHIR decoder accepts."""
+        return self._evidence_codes
+
+    def on_evidence(self, record: EvidenceRecord, patient: PatientFacts) -> Effects:
+        """A coded record of the work (a medication reconciliation) completes the patient's open tasks
+        whose rule lists its code, when performed within the rule's window from the task's anchor."""
+        effects = Effects()
+        for task in patient.open_tasks:
+            rule = self.rules_by_id.get(task.rule_id)
+            if rule is not None and self._evidence_counts(rule, record, task.anchor_at):
+                closed = BusinessStatus.SUMMARY_RECEIVED if rule.loop is not None else None
+                effects.complete.append(CompleteTask(task.task_id, _evidence_reason(record), record.event_id, closed))
+        return effects
+
+    def _evidence_counts(self, rule: RuleSpec, record: EvidenceRecord, anchor: datetime | None) -> bool:
+        """HEDIS MRP: the anchor's (discharge's) local date through `evidence_window_days` after."""
+        if record.code not in rule.complete.evidence_codes:
+            return False
+        if anchor is None:
+            return True
+        first = anchor.astimezone(self._zone).date()
+        performed = record.performed_at.astimezone(self._zone).date()
+        return first <= performed <= first + timedelta(days=rule.complete.evidence_window_days)
+
+    def _reopened(self, event: EncounterEvent, patient: PatientFacts) -> list[ReopenTask]:
+        """The event voids its encounter (A11, FHIR cancelled / entered-in-error): what that visit
+        completed, or that stay superseded, is open again, unless other evidence still completes it."""
+        if patient.deceased:
+            return []
+        found = []
+        for task in patient.closed_by_encounter:
+            rule = self.rules_by_id.get(task.rule_id)
+            if rule is None:
+                continue
+            if task.completed_by_encounter == event.encounter_id and task.status == "completed":
+                if self._other_evidence(rule, task, patient, event.encounter_id):
+                    continue
+                why = f"the visit that completed it was cancelled ({event.kind.value}, event {event.event_id})"
+            elif task.superseded_by_encounter == event.encounter_id and task.status == "cancelled":
+                why = f"the readmission that superseded it was cancelled ({event.kind.value}, event {event.event_id})"
+            else:
+                continue
+            found.append(ReopenTask(task.task_id, task.previous_status, why))
+        return found
+
+    def _other_evidence(self, rule: RuleSpec, task: ClosedTask, patient: PatientFacts, voided: str) -> bool:
+        anchor = task.anchor_at
+        visits = (
+            e
+            for e in patient.encounters
+            if e.encounter_id != voided
+            and e.status not in VOID_STATUSES
+            and _completes(rule, e.class_code, e.behavioral_health)
+            and e.started_at is not None
+            and (anchor is None or e.started_at >= anchor)
+        )
+        records = (r for r in patient.evidence if anchor is not None and self._evidence_counts(rule, r, anchor))
+        return next(visits, None) is not None or next(records, None) is not None
+
     def cancels_on_death(self, rule_id: str) -> bool:
         rule = self.rules_by_id.get(rule_id)
         return (rule is not None and rule.trigger.skip_deceased) or rule_id in self._member_rule_ids
@@ -167,8 +274,13 @@ class RuleEngine:
             return high == trigger.high_utilization
         return True
 
-    def _open_types(self, patient: PatientFacts) -> set[str]:
-        return {self.rules_by_id[t.rule_id].task.type for t in patient.open_tasks if t.rule_id in self.rules_by_id}
+    def _open_types(self, patient: PatientFacts, without: set[str] | frozenset[str] = frozenset()) -> set[str]:
+        """Task types the patient has open (`without` the tasks being cancelled)."""
+        return {
+            self.rules_by_id[t.rule_id].task.type
+            for t in patient.open_tasks
+            if t.rule_id in self.rules_by_id and t.task_id not in without
+        }
 
     def _due(self, rule: RuleSpec, anchor: datetime, anchor_name: str) -> DueTime:
         due = rule.due
@@ -215,6 +327,7 @@ class RuleEngine:
         encounter_id: str | None,
         event_id: str,
         encounter_bh: bool = False,
+        urgent: bool = False,
     ) -> CreateTask:
         due = self._due(rule, anchor, anchor_name)
         routed = route(
@@ -230,64 +343,111 @@ class RuleEngine:
                 e
                 for e in patient.encounters
                 if e.encounter_id != encounter_id
+                and e.status not in VOID_STATUSES  # a cancelled visit never counts
                 and _completes(rule, e.class_code, e.behavioral_health)
                 and e.started_at is not None
                 and e.started_at >= anchor
             ),
             None,
         )
+        record = next((r for r in patient.evidence if self._evidence_counts(rule, r, anchor)), None)
+        completed_by = (
+            f"{evidence.class_code} encounter {evidence.encounter_id} after the anchor"
+            if evidence
+            else (_evidence_reason(record) if record else None)
+        )
+        priority, due_basis, business_status = rule.task.priority, due.basis, None
+        if rule.loop is not None:
+            business_status = _born_milestone(rule.loop, patient, anchor, closed=completed_by is not None)
+            due_basis = due.basis | {"loop": _loop_basis(rule.loop, urgent)}
+            priority = "urgent" if urgent and priority == "routine" else priority
         return CreateTask(
             dedupe_key=dedupe_key,
             type=rule.task.type,
-            priority=rule.task.priority,
+            priority=priority,
             role=routed.role,
             team=routed.team,
             due_at=due.due_at,
-            due_basis=due.basis,
+            due_basis=due_basis,
             route_basis=routed.basis(),
             rule_id=rule.id,
             rule_version=rule.version,
             encounter_id=encounter_id,
             triggering_event_ids=(event_id,),
-            completed_by=(
-                f"{evidence.class_code} encounter {evidence.encounter_id} after the anchor" if evidence else None
-            ),
+            completed_by=completed_by,
+            completed_by_encounter=evidence.encounter_id if evidence else None,
+            business_status=business_status,
         )
 
-    def on_screening_event(self, event: ScreeningEvent, patient: PatientFacts) -> Effects:
+    def on_screening_event(
+        self, event: ScreeningEvent, patient: PatientFacts, other_screens: tuple[ScreeningEvent, ...] = ()
+    ) -> Effects:
         """A positive screen raises its follow-up work (BH referral, suicide-risk response, a PHQ-9
-        after a positive PHQ-2) unless the patient already has it open; a result entered in error
-        cancels what it raised."""
+        after a positive PHQ-2) unless the patient already has it open. A result amended so that it
+        no longer meets a rule cancels what it raised, unless another of the patient's active screens
+        (`other_screens`) still meets that rule; a result entered in error cancels what it raised and
+        runs those rules again on the remaining screens (the latest that meets each)."""
         effects = Effects()
+        raised = [t for t in patient.open_tasks if event.event_id in t.triggering_event_ids]
         if event.status is ScreeningStatus.RETRACTED:
-            effects.cancel = [
-                CancelTask(t.task_id, "screening result entered in error")
-                for t in patient.open_tasks
-                if event.event_id in t.triggering_event_ids
-            ]
+            effects.cancel = [CancelTask(t.task_id, "screening result entered in error") for t in raised]
+            rerun = {t.rule_id for t in raised}
+            remaining = [s for s in other_screens if s.status is ScreeningStatus.ACTIVE]
+            effects.create = self._rerun(rerun, remaining, patient, cancelled={t.task_id for t in raised})
             return effects
-        open_types = self._open_types(patient)
+        for task in raised:
+            rule = self.rules_by_id.get(task.rule_id)
+            if rule is None or rule.trigger.event != SCREENING or _screening_matches(rule.trigger, event):
+                continue
+            if not any(_screening_matches(rule.trigger, s) for s in other_screens):
+                effects.cancel.append(CancelTask(task.task_id, "screening result amended: it no longer meets the rule"))
+        open_types = self._open_types(patient, without={c.task_id for c in effects.cancel})
         for rule in self._enabled:
-            trigger = rule.trigger
-            if trigger.event != SCREENING or not _screening_matches(trigger, event):
+            if rule.trigger.event != SCREENING or not _screening_matches(rule.trigger, event):
                 continue
-            if set(trigger.unless_open) & open_types or not self._attribution_allows(rule, patient):
-                continue
-            if trigger.skip_deceased and patient.deceased:
-                continue
-            task = self._task(
-                rule,
-                patient,
-                event.effective_at,
-                "event",
-                dedupe_key=f"{rule.id}|screening|{event.event_id}",
-                encounter_id=None,
-                event_id=event.event_id,
-                encounter_bh=event.positive and event.instrument in BH_INSTRUMENTS,
-            )
-            effects.create.append(task)
-            open_types.add(task.type)
+            task = self._screening_task(rule, event, patient, open_types)
+            if task is not None:
+                effects.create.append(task)
         return effects
+
+    def _rerun(
+        self, rule_ids: set[str], screens: list[ScreeningEvent], patient: PatientFacts, *, cancelled: set[str]
+    ) -> list[CreateTask]:
+        open_types = self._open_types(patient, without=cancelled)
+        created = []
+        for rule in self._enabled:
+            if rule.id not in rule_ids or rule.trigger.event != SCREENING:
+                continue
+            matching = [s for s in screens if _screening_matches(rule.trigger, s)]
+            if matching:
+                latest = max(matching, key=lambda s: (s.effective_at, s.event_id))
+                task = self._screening_task(rule, latest, patient, open_types)
+                if task is not None:
+                    created.append(task)
+        return created
+
+    def _screening_task(
+        self, rule: RuleSpec, event: ScreeningEvent, patient: PatientFacts, open_types: set[str]
+    ) -> CreateTask | None:
+        """The rule's task for this screen, unless it stands down; `open_types` records it."""
+        trigger = rule.trigger
+        if set(trigger.unless_open) & open_types or not self._attribution_allows(rule, patient):
+            return None
+        if trigger.skip_deceased and patient.deceased:
+            return None
+        task = self._task(
+            rule,
+            patient,
+            event.effective_at,
+            "event",
+            dedupe_key=f"{rule.id}|screening|{event.event_id}",
+            encounter_id=None,
+            event_id=event.event_id,
+            encounter_bh=event.positive and event.instrument in BH_INSTRUMENTS,
+            urgent=_urgent(rule.loop, event),
+        )
+        open_types.add(task.type)
+        return task
 
     def _attribution_allows(self, rule: RuleSpec, patient: PatientFacts) -> bool:
         required = rule.trigger.require_attribution
@@ -299,6 +459,48 @@ def _years_before(day: date, years: int) -> date:
         return day.replace(year=day.year - years)
     except ValueError:  # 29 February in a non-leap year
         return day.replace(year=day.year - years, day=28)
+
+
+def _urgent(loop: LoopSpec | None, event: ScreeningEvent) -> bool:
+    """A referral raised by a screen that flags suicide risk (PHQ-9 item 9) closes its loop sooner."""
+    at_least = loop.urgent_item9_at_least if loop is not None else None
+    return at_least is not None and event.item9 is not None and event.item9 >= at_least
+
+
+def _loop_basis(loop: LoopSpec, urgent: bool) -> dict[str, Any]:
+    days = loop.urgent_closed_within_days if urgent else loop.closed_within_days
+    return {"due": "referral sent", "closed_within_days_of_sent": days, "urgent": urgent}
+
+
+def _born_milestone(loop: LoopSpec, patient: PatientFacts, anchor: datetime, *, closed: bool) -> str:
+    """Where a new referral starts: closed when its summary is on file, at the first visit when a BH
+    visit after the screen is (their feeds may run ahead of the screen's), else requested."""
+    if closed:
+        return BusinessStatus.SUMMARY_RECEIVED
+    seen = any(
+        e.behavioral_health and e.class_code in loop.visit_classes and (e.started_at or anchor) >= anchor
+        for e in patient.encounters
+        if e.started_at is not None and e.status not in VOID_STATUSES
+    )
+    return BusinessStatus.FIRST_VISIT if seen else BusinessStatus.REQUESTED
+
+
+def _is_first_visit(loop: LoopSpec, task: OpenTask, event: EncounterEvent) -> bool:
+    """A BH office/telehealth/home visit after the referral, while the loop has not got that far."""
+    if task.business_status is None:  # raised before loops were tracked: nothing to advance
+        return False
+    if LOOP.index(BusinessStatus(task.business_status)) >= LOOP.index(BusinessStatus.FIRST_VISIT):
+        return False
+    if not event.behavioral_health or event.class_code not in loop.visit_classes or event.status in VOID_STATUSES:
+        return False
+    if event.kind not in (EncounterEventKind.REGISTER, EncounterEventKind.ADMIT, EncounterEventKind.DISCHARGE):
+        return False
+    started = event.admit_at or event.occurred_at
+    return task.anchor_at is None or started >= task.anchor_at
+
+
+def _evidence_reason(record: EvidenceRecord) -> str:
+    return f"evidence {record.code} performed {record.performed_at.isoformat()}"
 
 
 def _standing(trigger: Trigger, event: EncounterEvent, patient: PatientFacts) -> str | None:
@@ -318,7 +520,7 @@ def _standing(trigger: Trigger, event: EncounterEvent, patient: PatientFacts) ->
 
 def _is_evidence(rule: RuleSpec, task: OpenTask, event: EncounterEvent) -> bool:
     """A later encounter of a completing class (office, telehealth, home visit) for the same patient."""
-    if not _completes(rule, event.class_code, event.behavioral_health):
+    if not _completes(rule, event.class_code, event.behavioral_health) or event.status in VOID_STATUSES:
         return False
     if event.kind not in (EncounterEventKind.REGISTER, EncounterEventKind.ADMIT, EncounterEventKind.DISCHARGE):
         return False

@@ -32,6 +32,7 @@ class OpenTask:
     encounter_id: str | None = None
     anchor_at: datetime | None = None
     triggering_event_ids: tuple[str, ...] = ()
+    business_status: str | None = None  # a referral loop's milestone (app/tasks/referral.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +44,7 @@ class EncounterSummary:
     started_at: datetime | None
     behavioral_health: bool
     ended_at: datetime | None = None  # the discharge
+    status: str | None = None  # Encounter.status now: a cancelled visit is no evidence
 
     @classmethod
     def of(
@@ -53,9 +55,38 @@ class EncounterSummary:
         last_event_at: datetime | None,
         behavioral_health: bool,
         discharge_at: datetime | None,
+        status: str | None = None,
     ) -> EncounterSummary:
         """A visit starts at its admit/arrival time (PV1-44); without one, its latest event stands in."""
-        return cls(encounter_id, class_code, admit_at or last_event_at, bool(behavioral_health), discharge_at)
+        return cls(encounter_id, class_code, admit_at or last_event_at, bool(behavioral_health), discharge_at, status)
+
+
+# Encounter.status of a visit that did not happen (A11, FHIR cancelled / entered-in-error).
+VOID_STATUSES = frozenset({"cancelled", "entered-in-error"})
+
+
+@dataclass(frozen=True, slots=True)
+class ClosedTask:
+    """A task an encounter closed, as reversal rules see it: completed by that encounter (a visit as
+    evidence) or superseded by it (a readmission), and the status it had before."""
+
+    task_id: str
+    rule_id: str
+    status: str  # completed or cancelled
+    previous_status: str  # the active status it returns to when reopened
+    anchor_at: datetime | None = None
+    completed_by_encounter: str | None = None
+    superseded_by_encounter: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EvidenceRecord:
+    """A coded clinical record that proves work was done (a medication reconciliation Procedure or
+    Observation), as evidence rules see it: which record, its code, and when it was performed."""
+
+    event_id: str
+    code: str  # "system|code"
+    performed_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +102,9 @@ class PatientFacts:
     behavioral_health: bool = False
     open_tasks: tuple[OpenTask, ...] = ()
     encounters: tuple[EncounterSummary, ...] = ()  # for evidence that arrived before the task
+    evidence: tuple[EvidenceRecord, ...] = ()  # coded evidence on file (Procedure / Observation)
+    # Tasks the event's encounter closed, loaded when the event voids that encounter (A11).
+    closed_by_encounter: tuple[ClosedTask, ...] = ()
 
     def age_on(self, day: date) -> int | None:
         if self.birth_date is None:

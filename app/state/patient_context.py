@@ -10,14 +10,15 @@ from collections import defaultdict
 from collections.abc import Collection
 from dataclasses import dataclass, field
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db.models import Encounter, Patient, RosterMember, ScreeningEvent, Task
+from app.consumers.fhir_decode import COUNTING_STATUSES
+from app.db.models import Encounter, FhirResource, Patient, RosterMember, ScreeningEvent, Task, TaskHistory
 from app.roster.reconcile import MemberStatus
 from app.rules.engine import BH_INSTRUMENTS
-from app.rules.facts import EncounterSummary, PatientFacts
-from app.state.tasks import ACTIVE_STATUSES, open_task_facts
+from app.rules.facts import ClosedTask, EncounterSummary, EvidenceRecord, PatientFacts
+from app.state.tasks import ACTIVE_STATUSES, CANCELLED, closed_task_facts, open_task_facts
 
 
 @dataclass(slots=True)
@@ -30,9 +31,15 @@ class PatientContexts:
     bh_beyond_visits: set[uuid.UUID] = field(default_factory=set)
     # patient -> attributed practice; absent = not an active member of any current roster
     attributed_practice: dict[uuid.UUID, str | None] = field(default_factory=dict)
+    # patient -> coded evidence on file (med rec Procedures / Observations), for tasks raised after it
+    evidence: dict[uuid.UUID, list[EvidenceRecord]] = field(default_factory=lambda: defaultdict(list))
 
 
-async def load_contexts(session: AsyncSession, patient_ids: Collection[uuid.UUID]) -> PatientContexts:
+async def load_contexts(
+    session: AsyncSession, patient_ids: Collection[uuid.UUID], evidence_codes: Collection[str] = ()
+) -> PatientContexts:
+    """`evidence_codes`: the rules' evidence codes (`RuleEngine.evidence_codes`); records so coded are
+    loaded so a task raised after them (a late ADT) is born completed."""
     found = PatientContexts()
     if not patient_ids:
         return found
@@ -56,11 +63,12 @@ async def load_contexts(session: AsyncSession, patient_ids: Collection[uuid.UUID
             Encounter.last_event_at,
             Encounter.behavioral_health,
             Encounter.discharge_at,
+            Encounter.status,
         ).where(Encounter.patient_id.in_(ids))
     )
-    for enc_id, patient_id, class_code, admit_at, last_event_at, bh, discharge_at in visits.all():
+    for enc_id, patient_id, class_code, admit_at, last_event_at, bh, discharge_at, status in visits.all():
         found.encounters[patient_id][enc_id] = EncounterSummary.of(
-            str(enc_id), class_code, admit_at, last_event_at, bh, discharge_at
+            str(enc_id), class_code, admit_at, last_event_at, bh, discharge_at, status
         )
     positive_screens = await session.execute(
         select(ScreeningEvent.patient_id).where(
@@ -84,7 +92,67 @@ async def load_contexts(session: AsyncSession, patient_ids: Collection[uuid.UUID
         found.attributed_practice.setdefault(patient_id, practice)
         if bh_program:
             found.bh_beyond_visits.add(patient_id)
+    if evidence_codes:
+        await _load_evidence(session, ids, evidence_codes, found)
     return found
+
+
+async def _load_evidence(
+    session: AsyncSession, ids: set[uuid.UUID], codes: Collection[str], found: PatientContexts
+) -> None:
+    done = or_(
+        *(
+            and_(FhirResource.resource_type == kind, FhirResource.status.in_(statuses))
+            for kind, statuses in COUNTING_STATUSES.items()
+        )
+    )
+    rows = await session.execute(
+        select(FhirResource.id, FhirResource.patient_id, FhirResource.code, FhirResource.effective_at)
+        .where(
+            FhirResource.patient_id.in_(ids),
+            FhirResource.code.in_(set(codes)),
+            FhirResource.effective_at.is_not(None),
+            done,
+        )
+        .order_by(FhirResource.effective_at, FhirResource.id)
+    )
+    for row_id, patient_id, code, performed_at in rows.all():
+        found.evidence[patient_id].append(EvidenceRecord(str(row_id), code, performed_at))
+
+
+async def load_closed_by(session: AsyncSession, patient_id: uuid.UUID, encounter_id: uuid.UUID) -> list[Task]:
+    """The patient's tasks this encounter closed: completed by it as evidence, or superseded by it
+    (a readmission). Locked, as open tasks are: a reversal (A11) may reopen them."""
+    closed = or_(
+        and_(Task.completed_by_encounter_id == encounter_id, Task.status == "completed"),
+        and_(Task.superseded_by_encounter_id == encounter_id, Task.status == CANCELLED),
+    )
+    query = select(Task).where(Task.patient_id == patient_id, closed).order_by(Task.id).with_for_update()
+    return list((await session.execute(query)).scalars().all())
+
+
+async def previous_statuses(session: AsyncSession, tasks: list[Task]) -> dict[uuid.UUID, str]:
+    """Each closed task's status just before it closed (its latest history row into that status)."""
+    if not tasks:
+        return {}
+    now = {t.id: t.status for t in tasks}
+    rows = await session.execute(
+        select(TaskHistory.task_id, TaskHistory.from_status, TaskHistory.to_status)
+        .where(TaskHistory.task_id.in_(now))
+        .order_by(TaskHistory.id)
+    )
+    found: dict[uuid.UUID, str] = {}
+    for task_id, from_status, to_status in rows.all():
+        if to_status == now[task_id] and from_status in ACTIVE_STATUSES:
+            found[task_id] = from_status
+    return found
+
+
+async def closed_by_facts(
+    session: AsyncSession, patient_id: uuid.UUID, encounter_id: uuid.UUID
+) -> tuple[list[Task], tuple[ClosedTask, ...]]:
+    tasks = await load_closed_by(session, patient_id, encounter_id)
+    return tasks, closed_task_facts(tasks, await previous_statuses(session, tasks))
 
 
 def patient_facts(patient: Patient, contexts: PatientContexts) -> PatientFacts:
@@ -98,6 +166,7 @@ def patient_facts(patient: Patient, contexts: PatientContexts) -> PatientFacts:
         behavioral_health=in_bh_population(patient.id, contexts.bh_beyond_visits, contexts.encounters[patient.id]),
         open_tasks=open_task_facts(contexts.open_tasks[patient.id]),
         encounters=tuple(contexts.encounters[patient.id].values()),
+        evidence=tuple(contexts.evidence.get(patient.id, ())),
     )
 
 

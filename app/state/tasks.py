@@ -12,8 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.db.models import Task, TaskHistory, utcnow
 from app.db.types import UTCDateTime
 from app.rules.due import anchor_of
-from app.rules.engine import CreateTask, Effects
-from app.rules.facts import OpenTask
+from app.rules.engine import AdvanceTask, CreateTask, Effects, ReopenTask
+from app.rules.facts import ClosedTask, OpenTask
 from app.tasks.lifecycle import (
     ACTIVE,
     AttemptOutcome,
@@ -22,6 +22,7 @@ from app.tasks.lifecycle import (
     check_transition,
     escalated_priority,
 )
+from app.tasks.referral import BusinessStatus, loop_move
 
 INITIAL_STATUS = "ready"  # FHIR Task.status: ready to be performed, no action taken yet
 ACTIVE_STATUSES = tuple(sorted(ACTIVE))
@@ -48,6 +49,7 @@ async def create_task_once(session: AsyncSession, effect: CreateTask, patient_id
         rule_id=effect.rule_id,
         rule_version=effect.rule_version,
         triggering_event_ids=list(effect.triggering_event_ids),
+        business_status=effect.business_status,
     )
     session.add(task)
     await session.flush()
@@ -62,7 +64,13 @@ async def create_task_once(session: AsyncSession, effect: CreateTask, patient_id
     )
     if effect.completed_by:
         await session.flush()
-        complete_task(session, task, reason=effect.completed_by, actor=f"rule:{effect.rule_id}@{effect.rule_version}")
+        complete_task(
+            session,
+            task,
+            reason=effect.completed_by,
+            actor=f"rule:{effect.rule_id}@{effect.rule_version}",
+            evidence_encounter_id=effect.completed_by_encounter,
+        )
     return task
 
 
@@ -96,22 +104,57 @@ def cancel_task(
 
 
 def complete_task(
-    session: AsyncSession, task: Task, *, reason: str, actor: str, evidence_event_id: str | None = None
+    session: AsyncSession,
+    task: Task,
+    *,
+    reason: str,
+    actor: str,
+    evidence_event_id: str | None = None,
+    business_status: str | None = None,
+    evidence_encounter_id: str | None = None,
 ) -> None:
-    """Evidence closed the loop (a follow-up visit after discharge): completed, with the evidence named."""
+    """Evidence closed the loop (a follow-up visit after discharge): completed, with the evidence named.
+    A referral loop closed by its summary takes that milestone as its business status."""
     previous = task.status
     if previous not in ACTIVE:  # evidence may close any open task, however far a person has taken it
         raise TransitionError(f"a {previous} task cannot be completed")
     task.status = "completed"
+    if evidence_encounter_id:
+        task.completed_by_encounter_id = uuid.UUID(evidence_encounter_id)
+    detail: dict[str, Any] = {"reason": reason} | (
+        {"evidence_event_id": evidence_event_id} if evidence_event_id else {}
+    )
+    if business_status is not None and task.business_status is not None:
+        detail["business_status"] = [task.business_status, business_status]
+        task.business_status = business_status
+    _history(session, task, actor, "completed", previous, "completed", detail)
+
+
+def set_business_status(
+    session: AsyncSession,
+    task: Task,
+    *,
+    business_status: str,
+    status: str,
+    actor: str,
+    detail: dict[str, Any],
+) -> None:
+    """A referral loop milestone (app/tasks/referral.py decides whether the move is allowed)."""
+    previous, previous_business = task.status, task.business_status
+    task.status = status
+    task.business_status = business_status
     _history(
         session,
         task,
         actor,
-        "completed",
+        BUSINESS_STATUS_ACTION,
         previous,
-        "completed",
-        {"reason": reason} | ({"evidence_event_id": evidence_event_id} if evidence_event_id else {}),
+        status,
+        {"business_status": [previous_business, business_status]} | detail,
     )
+
+
+BUSINESS_STATUS_ACTION = "business-status"
 
 
 def open_task_facts(tasks: list[Task]) -> tuple[OpenTask, ...]:
@@ -123,6 +166,7 @@ def open_task_facts(tasks: list[Task]) -> tuple[OpenTask, ...]:
             str(t.encounter_id) if t.encounter_id else None,
             anchor_of(t.due_basis),
             tuple(t.triggering_event_ids or ()),
+            t.business_status,
         )
         for t in tasks
     )
@@ -230,6 +274,56 @@ async def cancel_tasks_where(
     return result.rowcount  # type: ignore[attr-defined,no-any-return]
 
 
+REOPENED = "reopened"
+
+
+async def reopen_task(session: AsyncSession, task: Task, reopen: ReopenTask, *, actor: str, event_id: str) -> bool:
+    """Undo a completion or supersession whose encounter was cancelled: the task returns to the
+    active status it had, takes its dedupe key back and drops the link. Deliberately outside the FHIR
+    state machine (nothing leaves a closed status by a person's hand): the close itself was wrong.
+    Returns False, leaving the task closed, when a newer task of the rule already holds its key."""
+    previous = task.status
+    key = task.dedupe_key.split(CANCEL_KEY_SEPARATOR, 1)[0]
+    if key != task.dedupe_key:
+        holder = await session.scalar(select(Task.id).where(Task.dedupe_key == key))
+        if holder is not None:
+            return False
+        task.dedupe_key = key
+    task.status = reopen.status
+    task.completed_by_encounter_id = None
+    task.superseded_by_encounter_id = None
+    _history(session, task, actor, REOPENED, previous, reopen.status, {"reason": reopen.reason, "event_id": event_id})
+    return True
+
+
+def closed_task_facts(tasks: list[Task], previous: dict[uuid.UUID, str]) -> tuple[ClosedTask, ...]:
+    """Closed tasks as the reversal rules see them; `previous`: each one's status before it closed."""
+    return tuple(
+        ClosedTask(
+            str(t.id),
+            t.rule_id,
+            t.status,
+            previous.get(t.id, INITIAL_STATUS),
+            anchor_of(t.due_basis),
+            str(t.completed_by_encounter_id) if t.completed_by_encounter_id else None,
+            str(t.superseded_by_encounter_id) if t.superseded_by_encounter_id else None,
+        )
+        for t in tasks
+    )
+
+
+def _advance(session: AsyncSession, task: Task, advance: AdvanceTask, actor: str) -> None:
+    move = loop_move(task.status, task.business_status, BusinessStatus(advance.business_status), by_evidence=True)
+    set_business_status(
+        session,
+        task,
+        business_status=move.business_status,
+        status=move.status,
+        actor=actor,
+        detail={"reason": advance.reason, "evidence_event_id": advance.evidence_event_id},
+    )
+
+
 def _cancel_detail(reason: str, event_id: str) -> dict[str, str]:
     return {"reason": reason, "event_id": event_id}
 
@@ -242,8 +336,18 @@ async def apply_effects(
     by_id = {str(t.id): t for t in open_tasks}
     for done in effects.complete:
         complete_task(
-            session, by_id[done.task_id], reason=done.reason, actor=actor, evidence_event_id=done.evidence_event_id
+            session,
+            by_id[done.task_id],
+            reason=done.reason,
+            actor=actor,
+            evidence_event_id=done.evidence_event_id,
+            business_status=done.business_status,
+            evidence_encounter_id=done.evidence_encounter_id,
         )
+    for reopen in effects.reopen:
+        await reopen_task(session, by_id[reopen.task_id], reopen, actor=actor, event_id=event_id)
+    for advance in effects.advance:
+        _advance(session, by_id[advance.task_id], advance, actor)
     for cancel in effects.cancel:
         cancel_task(
             session,

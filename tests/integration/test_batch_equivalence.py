@@ -21,6 +21,7 @@ from app.db.models import Base, Encounter, InboundEvent, Patient, PatientIdentif
 from app.runtime import Runtime
 from app.settings import DEFAULT_RULES_FILE, Settings
 from app.state.inbound import Position
+from tests.fhir_builder import encode, med_rec_observation, med_rec_procedure
 from tests.hl7_builder import adt
 
 _spec = importlib.util.spec_from_file_location("bench_ingest", Path(__file__).resolve().parents[2] / "bench/ingest.py")
@@ -77,6 +78,37 @@ def scenario_messages() -> list[bytes]:
             admit_time="20261118090000-0500",
         ).encode(),
         adt("A03", control_id="S9-A03", mrn="S9", visit_number="VS9", discharge_time="20261116100000-0500").encode(),
+        # Medication reconciliation evidence already on file (evidence_messages): S10's completes the new
+        # task; S11's predates the discharge and does not.
+        adt("A03", control_id="S10", mrn="S10", visit_number="VS10", discharge_time="20261116100000-0500").encode(),
+        adt("A03", control_id="S11", mrn="S11", visit_number="VS11", discharge_time="20261116100000-0500").encode(),
+        # Reversals: S12's follow-up visit is cancelled (the contact reopens); S13's readmission is
+        # cancelled (the superseded work reopens); S14's visit was cancelled before the discharge came.
+        adt("A03", control_id="S12", mrn="S12", visit_number="VS12", discharge_time="20261116100000-0500").encode(),
+        adt("A04", control_id="S12-A04", mrn="S12", visit_number="VS12b", **_OFFICE).encode(),
+        adt("A11", control_id="S12-A11", mrn="S12", visit_number="VS12b", patient_class="O").encode(),
+        adt("A03", control_id="S13", mrn="S13", visit_number="VS13", discharge_time="20261116100000-0500").encode(),
+        adt("A01", control_id="S13-A01", mrn="S13", visit_number="VS13b", **_READMIT).encode(),
+        adt("A11", control_id="S13-A11", mrn="S13", visit_number="VS13b", event_time="20261119100000-0500").encode(),
+        adt("A04", control_id="S14-A04", mrn="S14", visit_number="VS14b", **_OFFICE).encode(),
+        adt("A11", control_id="S14-A11", mrn="S14", visit_number="VS14b", patient_class="O").encode(),
+        adt("A03", control_id="S14", mrn="S14", visit_number="VS14", discharge_time="20261116100000-0500").encode(),
+    ]
+
+
+_OFFICE = dict(patient_class="O", event_time="20261118090000-0500", admit_time="20261118090000-0500")
+_READMIT = dict(event_time="20261119090000-0500", admit_time="20261119090000-0500")
+
+
+def evidence_messages() -> list[bytes]:
+    """FHIR evidence applied before the ADT on both paths (the ADT feed's unmapped MRN system)."""
+    mrn = {"identifier": {"system": "urn:hl7v2:aa:GOODHEALTH", "value": "S10"}}
+    return [
+        encode(med_rec_procedure(ident="S10-P", performed="2026-11-17T09:00:00-05:00") | {"subject": mrn}),
+        encode(
+            med_rec_observation(ident="S11-O", effective="2026-11-01T09:00:00-05:00")
+            | {"subject": mrn | {"identifier": {"system": "urn:hl7v2:aa:GOODHEALTH", "value": "S11"}}}
+        ),
     ]
 
 
@@ -126,6 +158,8 @@ async def snapshot(db: AsyncEngine) -> dict[str, Any]:
                 str(t.route_basis),
                 t.team,
                 encounters[t.superseded_by_encounter_id].visit_number if t.superseded_by_encounter_id else None,
+                encounters[t.completed_by_encounter_id].visit_number if t.completed_by_encounter_id else None,
+                t.business_status,
                 t.version,
                 t.dedupe_key.split("|cancelled|")[0].split("|")[0],
             )
@@ -164,6 +198,11 @@ async def _compare(runtime: Runtime, db: AsyncEngine, monkeypatch: pytest.Monkey
     payloads = [m.payload for m in bench_ingest.corpus(240)] + scenario_messages()
     records = [(p, Position("adt", 0, i)) for i, p in enumerate(payloads)]
 
+    fhir = runtime.fhir_handler
+    assert fhir is not None
+    evidence = [(p, Position("fhir", 0, i)) for i, p in enumerate(evidence_messages())]
+    for payload, position in evidence:
+        await fhir.handle(payload, position)
     for payload, position in records:
         await handler.handle(payload, position)
     reference = await snapshot(db)
@@ -179,6 +218,8 @@ async def _compare(runtime: Runtime, db: AsyncEngine, monkeypatch: pytest.Monkey
         return result
 
     monkeypatch.setattr(BatchApplier, "apply", counting_apply)
+    for payload, position in evidence:
+        await fhir.handle(payload, position)
     for start in range(0, len(records), batch_size):
         assert await handler.handle_batch(records[start : start + batch_size]) is not None
     batched = await snapshot(db)
@@ -186,6 +227,12 @@ async def _compare(runtime: Runtime, db: AsyncEngine, monkeypatch: pytest.Monkey
     assert set_based >= len(records) // batch_size - 1, "the set-based path must actually have run"
     for part in reference:
         assert batched[part] == reference[part], part
+    med_rec = {t[0]: t[2] for t in reference["tasks"] if t[1] == "medication-reconciliation"}
+    assert (med_rec["VS10"], med_rec["VS11"]) == ("completed", "ready")
+    contact = {t[0]: t[2] for t in reference["tasks"] if t[1] == "post-discharge-contact"}
+    assert (contact["VS12"], contact["VS13"], contact["VS14"]) == ("ready", "ready", "ready")
+    assert ("reopened", "completed", "ready") in {h[:3] for h in reference["history"]}
+    assert ("reopened", "cancelled", "ready") in {h[:3] for h in reference["history"]}
     statuses = {t[2] for t in reference["tasks"]}
     assert len(reference["tasks"]) > 40 and {"cancelled", "completed", "ready"} <= statuses
     assert {t[1] for t in reference["tasks"]} >= {

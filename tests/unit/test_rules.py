@@ -166,7 +166,9 @@ def test_office_or_telehealth_visit_after_discharge_completes_contact(engine: Ru
     for class_code in ("AMB", "VR", "HH"):
         later = visit(EncounterEventKind.REGISTER, class_code, DISCHARGED_AT + timedelta(days=2))
         effects = engine.on_encounter_event(later, patient)
-        assert effects.complete == [CompleteTask("t1", f"{class_code} encounter after the anchor", "e2")]
+        assert effects.complete == [
+            CompleteTask("t1", f"{class_code} encounter after the anchor", "e2", evidence_encounter_id=OTHER_ENC)
+        ]
     before = visit(EncounterEventKind.REGISTER, "AMB", DISCHARGED_AT - timedelta(days=2))
     assert engine.on_encounter_event(before, patient).complete == [], "a visit before the discharge is no evidence"
     ed = visit(EncounterEventKind.REGISTER, "EMER", DISCHARGED_AT + timedelta(days=2))
@@ -374,10 +376,15 @@ def test_a_screen_entered_in_error_cancels_what_it_raised(engine: RuleEngine) ->
     assert effects.cancel == [CancelTask("t1", "screening result entered in error")] and effects.create == []
 
 
-def test_bh_referral_loop_closes_on_a_bh_visit(engine: RuleEngine) -> None:
-    patient = replace(ADULT, open_tasks=(OpenTask("t1", "bh-referral", None, SCREENED_AT, ("s1",)),))
+def test_bh_referral_loop_reaches_its_first_visit_on_a_bh_visit(engine: RuleEngine) -> None:
+    """The first BH visit is a milestone of the loop, not its closure (the summary closes it)."""
+    task = OpenTask("t1", "bh-referral", None, SCREENED_AT, ("s1",), business_status="sent")
+    patient = replace(ADULT, open_tasks=(task,))
     bh_visit = visit(EncounterEventKind.REGISTER, "AMB", SCREENED_AT + timedelta(days=10), behavioral_health=True)
-    assert [c.task_id for c in engine.on_encounter_event(bh_visit, patient).complete] == ["t1"]
+    effects = engine.on_encounter_event(bh_visit, patient)
+    assert effects.complete == [] and [(a.task_id, a.business_status) for a in effects.advance] == [
+        ("t1", "first-visit")
+    ]
 
 
 def test_screening_keys_on_an_encounter_rule_are_refused(tmp_path: Path) -> None:
