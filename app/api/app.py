@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app import __version__
-from app.api import dead_letters, health, ingest, rosters, screenings, tasks
+from app.api import dead_letters, health, ingest, rosters, screenings, task_actions, tasks, worklists
 from app.api.auth import jwt_secret
 from app.api.problems import install_problem_handlers
 from app.fhir import clinical as fhir_clinical
@@ -44,6 +44,8 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     install_problem_handlers(app)
     app.include_router(health.router)
     app.include_router(tasks.router)
+    app.include_router(task_actions.router)
+    app.include_router(worklists.router)
     app.include_router(ingest.router)
     app.include_router(dead_letters.router)
     app.include_router(rosters.router)

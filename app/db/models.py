@@ -20,6 +20,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     Uuid,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -160,12 +161,25 @@ class RejectedEvent(Base):
     resolution: Mapped[str | None] = mapped_column(Text)
 
 
+# The open statuses (app/tasks/lifecycle.ACTIVE) as a partial-index predicate; worklist queries spell the
+# same list as literals so PostgreSQL can prove the index applies.
+OPEN_TASK_STATUSES_SQL = "status IN ('accepted', 'in-progress', 'on-hold', 'ready', 'received', 'requested')"
+OPEN_TASK_INDEX_WHERE: dict[str, Any] = {
+    "postgresql_where": text(OPEN_TASK_STATUSES_SQL),
+    "sqlite_where": text(OPEN_TASK_STATUSES_SQL),
+}
+
+
 class Task(Base):
     __tablename__ = "tasks"
     __table_args__ = (
         Index("ix_tasks_role_status_due", "role", "status", "due_at"),
         Index("ix_tasks_patient_status", "patient_id", "status"),
         Index("ix_tasks_encounter_status", "encounter_id", "status"),
+        # Worklists (docs/worklists.md): open tasks in due order, per role queue, per owner, all roles.
+        Index("ix_tasks_open_role_due", "role", "due_at", "id", **OPEN_TASK_INDEX_WHERE),
+        Index("ix_tasks_open_owner_due", "owner", "due_at", "id", **OPEN_TASK_INDEX_WHERE),
+        Index("ix_tasks_open_due", "due_at", "id", **OPEN_TASK_INDEX_WHERE),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
@@ -185,6 +199,8 @@ class Task(Base):
     route_basis: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     failed_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     escalated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # overdue: priority raised once
+    # Why it ended, in the facilitator's words: the outcome of a completion, a cancel reason (FHIR businessStatus).
+    business_status: Mapped[str | None] = mapped_column(String(255))
     # Cancelled by a readmission: the new stay, whose tasks list this one as superseded (explain).
     superseded_by_encounter_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("encounters.id"), index=True)
     rule_id: Mapped[str] = mapped_column(String(64))
