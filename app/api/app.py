@@ -14,6 +14,7 @@ from app.api.problems import install_problem_handlers
 from app.fhir import clinical as fhir_clinical
 from app.fhir import process_message
 from app.fhir import routes as fhir_routes
+from app.fhir import task_routes as fhir_task_routes
 from app.runtime import Runtime
 from app.settings import Settings, get_settings
 
@@ -50,6 +51,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.include_router(dead_letters.router)
     app.include_router(rosters.router)
     app.include_router(fhir_routes.router)
+    app.include_router(fhir_task_routes.router)
     app.include_router(process_message.router)
     app.include_router(fhir_clinical.router)  # after $process-message: its POST paths are literal
     app.include_router(screenings.router)

@@ -52,18 +52,39 @@ async def apply_action(
     *,
     note: str | None = None,
 ) -> ActionResult:
+    return await apply_actions(session, task_id, [request], scope, note=note)
+
+
+async def apply_actions(
+    session: AsyncSession,
+    task_id: uuid.UUID,
+    requests: Sequence[Request],
+    scope: Sequence[ColumnElement[bool]],
+    *,
+    note: str | None = None,
+) -> ActionResult:
+    """Apply the requests in order, all or none (a FHIR update may change owner and status at once):
+    each is decided on the state the previous one leaves, and nothing is written if any is refused.
+    One row update, so one new version, however many steps."""
     await lock_task(session, task_id)
     task, visible = await load_visible(session, task_id, scope)
     if task is None or not visible:
         return ActionResult(None)
+    state = TaskState(task.status, task.owner, task.version)
+    changes: list[tuple[Change, Request]] = []
     try:
-        change = decide(TaskState(task.status, task.owner, task.version), request)
+        for request in requests:
+            change = decide(state, request)
+            changes.append((change, request))
+            state = TaskState(change.status, change.owner, state.version)
     except ActionRefused as refused:
         return ActionResult(task, refused)
-    if change.changed:
+    applied = [(c, r) for c, r in changes if c.changed]
+    for change, request in applied:
         write_change(session, task, change, request, note=note)
+    if applied:
         await session.flush()
-    return ActionResult(task, None, change.changed)
+    return ActionResult(task, None, bool(applied))
 
 
 def write_change(session: AsyncSession, task: Task, change: Change, request: Request, *, note: str | None) -> None:
