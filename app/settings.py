@@ -150,7 +150,7 @@ class Settings(BaseSettings):
     worklist_page_size: int = Field(default=50, ge=1, description="worklist page size when the caller gives none")
     worklist_max_page_size: int = Field(default=500, ge=1, description="largest worklist page a caller may ask for")
     worklist_count_cap: int = Field(
-        default=1000, ge=0, description="worklist totals are exact up to this many tasks, else reported as capped"
+        default=500, ge=0, description="worklist totals are exact up to this many tasks, else reported as capped"
     )
     fhir_task_type_system: str = Field(
         default="urn:carecoord:codesystem:task-type", description="CodeSystem of FHIR Task.code (the task type)"

@@ -177,9 +177,23 @@ class Task(Base):
         Index("ix_tasks_patient_status", "patient_id", "status"),
         Index("ix_tasks_encounter_status", "encounter_id", "status"),
         # Worklists (docs/worklists.md): open tasks in due order, per role queue, per owner, all roles.
-        Index("ix_tasks_open_role_due", "role", "due_at", "id", **OPEN_TASK_INDEX_WHERE),
+        # PostgreSQL also keeps team and encounter_id in the index, so the capped total is an index-only scan.
+        Index(
+            "ix_tasks_open_role_due",
+            "role",
+            "due_at",
+            "id",
+            postgresql_include=["team", "encounter_id"],
+            **OPEN_TASK_INDEX_WHERE,
+        ),
         Index("ix_tasks_open_owner_due", "owner", "due_at", "id", **OPEN_TASK_INDEX_WHERE),
-        Index("ix_tasks_open_due", "due_at", "id", **OPEN_TASK_INDEX_WHERE),
+        Index(
+            "ix_tasks_open_due",
+            "due_at",
+            "id",
+            postgresql_include=["team", "encounter_id", "role"],
+            **OPEN_TASK_INDEX_WHERE,
+        ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
