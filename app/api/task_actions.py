@@ -108,7 +108,7 @@ _RESPONSES = {
 }
 
 
-@router.post("/tasks/{task_id}/claim", response_model=TaskOut, responses=_RESPONSES)  # type: ignore[arg-type]
+@router.post("/tasks/{task_id}/claim", response_model=TaskOut, responses=_RESPONSES)
 async def claim(
     request: Request, principal: CurrentPrincipal, task_id: uuid.UUID, if_match: IfMatch = None
 ) -> JSONResponse:
@@ -116,7 +116,7 @@ async def claim(
     return await respond(request, principal, task_id, _request(request, principal, Action.CLAIM, if_match))
 
 
-@router.post("/tasks/{task_id}/release", response_model=TaskOut, responses=_RESPONSES)  # type: ignore[arg-type]
+@router.post("/tasks/{task_id}/release", response_model=TaskOut, responses=_RESPONSES)
 async def release(
     request: Request, principal: CurrentPrincipal, task_id: uuid.UUID, if_match: IfMatch = None
 ) -> JSONResponse:
@@ -124,7 +124,7 @@ async def release(
     return await respond(request, principal, task_id, _request(request, principal, Action.RELEASE, if_match))
 
 
-@router.post("/tasks/{task_id}/assign", response_model=TaskOut, responses=_RESPONSES)  # type: ignore[arg-type]
+@router.post("/tasks/{task_id}/assign", response_model=TaskOut, responses=_RESPONSES)
 async def assign(
     request: Request, principal: CurrentPrincipal, task_id: uuid.UUID, body: AssignIn, if_match: IfMatch = None
 ) -> JSONResponse:
@@ -134,7 +134,7 @@ async def assign(
     )
 
 
-@router.post("/tasks/{task_id}/start", response_model=TaskOut, responses=_RESPONSES)  # type: ignore[arg-type]
+@router.post("/tasks/{task_id}/start", response_model=TaskOut, responses=_RESPONSES)
 async def start(
     request: Request, principal: CurrentPrincipal, task_id: uuid.UUID, if_match: IfMatch = None
 ) -> JSONResponse:
@@ -142,7 +142,7 @@ async def start(
     return await respond(request, principal, task_id, _request(request, principal, Action.START, if_match))
 
 
-@router.post("/tasks/{task_id}/complete", response_model=TaskOut, responses=_RESPONSES)  # type: ignore[arg-type]
+@router.post("/tasks/{task_id}/complete", response_model=TaskOut, responses=_RESPONSES)
 async def complete(
     request: Request, principal: CurrentPrincipal, task_id: uuid.UUID, body: CompleteIn, if_match: IfMatch = None
 ) -> JSONResponse:
@@ -151,7 +151,7 @@ async def complete(
     return await respond(request, principal, task_id, action, note=body.note)
 
 
-@router.post("/tasks/{task_id}/cancel", response_model=TaskOut, responses=_RESPONSES)  # type: ignore[arg-type]
+@router.post("/tasks/{task_id}/cancel", response_model=TaskOut, responses=_RESPONSES)
 async def cancel(
     request: Request, principal: CurrentPrincipal, task_id: uuid.UUID, body: CancelIn, if_match: IfMatch = None
 ) -> JSONResponse:

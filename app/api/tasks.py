@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -31,9 +31,10 @@ from app.db.models import InboundEvent, Patient, Task, TaskHistory, utcnow
 from app.rules.config import RuleSpec
 from app.rules.engine import RuleEngine
 from app.state.audit import AuditAction, AuditOutcome, record_audit
+from app.state.task_actions import lock_task
 from app.state.tasks import ACTIVE_STATUSES, record_attempt
 from app.state.worklists import OPEN_STATUSES, TaskFilters, filter_conditions, task_page
-from app.tasks.actions import etag
+from app.tasks.actions import etag, parse_etag
 from app.tasks.lifecycle import ACTIVE, STATUSES, TransitionError, timeliness
 from app.tasks.worklist import Cursor, CursorError, Order, SortKey
 
@@ -374,15 +375,27 @@ async def _visible_task(
 
 @router.post("/tasks/{task_id}/attempts", response_model=TaskOut)
 async def log_attempt(
-    request: Request, response: Response, principal: CurrentPrincipal, task_id: uuid.UUID, body: AttemptIn
+    request: Request,
+    response: Response,
+    principal: CurrentPrincipal,
+    task_id: uuid.UUID,
+    body: AttemptIn,
+    if_match: Annotated[str | None, Header(alias="If-Match", description='W/"<version>"')] = None,
 ) -> TaskOut:
     """Record an outreach attempt (reached, left-message, no-answer, wrong-number, declined). The
     configured number of unsuccessful attempts fails the task as "unable to reach"."""
+    try:
+        expected = parse_etag(if_match)
+    except ValueError as exc:
+        raise Problem(412, "Precondition Failed", str(exc), field="If-Match") from None
     refused: Problem | None = None
     out: TaskOut | None = None
     async with request.app.state.runtime.sessions() as session, session.begin():
+        await lock_task(session, task_id)  # waits for a concurrent action instead of failing (SQLite, PostgreSQL)
         task = await _visible_task(session, request, principal, task_id, f"POST /tasks/{task_id}/attempts", write=True)
-        if task is not None:
+        if task is not None and expected is not None and expected != task.version:
+            refused = Problem(412, "Precondition Failed", f"the task is at version {task.version}", field="If-Match")
+        elif task is not None:
             try:
                 record_attempt(
                     session,

@@ -202,7 +202,11 @@ async def test_actions_version_ownership_history_and_audit(
     started = await client.post(f"{url}/start", headers=bo)
     assert started.json()["status"] == "in-progress"
     assert (await client.post(f"{url}/start", headers=bo)).status_code == 409
-    attempt = await client.post(f"{url}/attempts", json={"outcome": "reached"}, headers=bo)
+    stale_attempt = await client.post(
+        f"{url}/attempts", json={"outcome": "reached"}, headers={**bo, "If-Match": 'W/"4"'}
+    )
+    assert stale_attempt.status_code == 412
+    attempt = await client.post(f"{url}/attempts", json={"outcome": "reached"}, headers={**bo, "If-Match": 'W/"5"'})
     assert attempt.status_code == 200 and attempt.headers["etag"] == 'W/"6"'
     done = await client.post(
         f"{url}/complete",
