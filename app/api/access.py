@@ -38,7 +38,10 @@ def _part2_task_condition(principal: Principal, settings: Settings) -> ColumnEle
     if may_see_part2(principal, settings):
         return true()
     part2_encounter = exists(select(Encounter.id).where(Encounter.id == Task.encounter_id, Encounter.part2))
-    return not_(part2_encounter)
+    # Same meaning as not_(part2_encounter); spelled with the OR, PostgreSQL filters per row instead of
+    # planning an anti-join whose misestimate (rows=1) turns a worklist page into a sort of the whole
+    # queue (docs/worklists.md: 183 ms -> 1.6 ms on 1,000,000 tasks).
+    return or_(Task.encounter_id.is_(None), not_(part2_encounter))
 
 
 def task_conditions(principal: Principal, settings: Settings) -> list[ColumnElement[bool]]:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import uuid
 from datetime import date, datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
 
 from app.tasks.lifecycle import AttemptOutcome, Timeliness
 
@@ -123,14 +123,28 @@ class QueueSummary(BaseModel):
     queues: list[QueueSummaryRow]
 
 
+def _no_nul(value: str) -> str:
+    """Text the database can store: no NUL, valid UTF-8 (no lone surrogates)."""
+    if "\x00" in value:
+        raise ValueError("may not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode text") from None
+    return value
+
+
+Text = Annotated[str, AfterValidator(_no_nul)]
+
+
 class AssignIn(BaseModel):
-    owner: str = Field(min_length=1, max_length=255, description="the user (token `sub`) to own the task")
+    owner: Text = Field(min_length=1, max_length=255, description="the user (token `sub`) to own the task")
 
 
 class CompleteIn(BaseModel):
-    outcome: str = Field(min_length=1, max_length=255, description="what the work achieved (FHIR businessStatus)")
+    outcome: Text = Field(min_length=1, max_length=255, description="what the work achieved (FHIR businessStatus)")
     note: str | None = Field(default=None, max_length=2000)
 
 
 class CancelIn(BaseModel):
-    reason: str = Field(min_length=1, max_length=255)
+    reason: Text = Field(min_length=1, max_length=255)

@@ -41,8 +41,11 @@ from app.tasks.worklist import Cursor, CursorError, Order, SortKey
 router = APIRouter(tags=["tasks"])
 
 
-def _split(values: list[str] | None) -> list[str]:
-    return [v.strip() for raw in values or [] for v in raw.split(",") if v.strip()]
+def _split(values: list[str] | None, field: str = "query") -> list[str]:
+    found = [v.strip() for raw in values or [] for v in raw.split(",") if v.strip()]
+    if any("\x00" in v for v in found):  # PostgreSQL text cannot hold NUL: a 422, not a driver error
+        raise Problem(422, "Request is not valid", "values may not contain NUL characters", field=field)
+    return found
 
 
 def _display_name(patient: Patient) -> str | None:
@@ -129,17 +132,17 @@ def worklist_filters(
     overdue: bool | None,
     due_soon: bool | None,
 ) -> TaskFilters:
-    statuses = _split(status) or list(OPEN_STATUSES)
+    statuses = _split(status, "status") or list(OPEN_STATUSES)
     unknown = sorted(set(statuses) - STATUSES)
     if unknown:
         raise Problem(422, "Request is not valid", f"unknown task status: {', '.join(unknown)}", field="status")
-    teams, owners = _split(team), _split(owner)
+    teams, owners = _split(team, "team"), _split(owner, "owner")
     for name, value in (("due_before", due_before), ("due_after", due_after)):
         if value is not None and value.tzinfo is None:
             raise Problem(422, "Request is not valid", "a date-time with a zone offset is required", field=name)
     return TaskFilters(
         statuses=statuses,
-        types=_split(type_),
+        types=_split(type_, "type"),
         teams=[t for t in teams if t != UNASSIGNED],
         unassigned_team=UNASSIGNED in teams,
         owners=[principal.subject if o == ME else o for o in owners if o != UNASSIGNED],
@@ -232,7 +235,7 @@ async def list_tasks(
 ) -> WorklistPage:
     settings = request.app.state.settings
     is_supervisor = principal.has_any_role(settings.supervisor_roles)
-    roles = _split(role) or ([] if is_supervisor else sorted(principal.roles))
+    roles = _split(role, "role") or ([] if is_supervisor else sorted(principal.roles))
     if not is_supervisor and not set(roles) <= principal.roles:
         raise Problem(403, "Forbidden", "you may only read the queues of your own roles", field="role")
     filters = worklist_filters(

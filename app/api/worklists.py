@@ -80,6 +80,8 @@ async def role_queue(
     limit: Annotated[int | None, Query(ge=0)] = None,
 ) -> WorklistPage:
     """The role's open tasks, soonest due first, with the same filters and paging as `GET /tasks`."""
+    if "\x00" in role:
+        raise Problem(422, "Request is not valid", "values may not contain NUL characters", field="role")
     if role not in principal.roles and not is_supervisor(principal, request.app.state.settings):
         raise Problem(403, "Forbidden", "you may only read the queues of your own roles", field="role")
     filters = worklist_filters(

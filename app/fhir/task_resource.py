@@ -15,6 +15,7 @@ difference from the stored resource is refused (UpdateError -> 422 OperationOutc
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -108,6 +109,13 @@ def wanted_changes(current: dict[str, Any], proposed: Any, *, resource_id: str, 
     """What an update asks for, or UpdateError if it changes anything but status and owner."""
     if not isinstance(proposed, dict) or proposed.get("resourceType") != "Task":
         raise UpdateError("the body must be a Task resource", ["Task"])
+    text = json.dumps(proposed, ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UpdateError("the resource is not valid Unicode text", ["Task"]) from None
+    if "\\u0000" in text:
+        raise UpdateError("NUL characters are not allowed", ["Task"])
     if proposed.get("id") != resource_id:
         raise UpdateError("the resource id must match the URL", ["Task.id"])
     ignored = (*EDITABLE, *SERVER_MANAGED)

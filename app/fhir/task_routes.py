@@ -165,6 +165,8 @@ def parse_task_query(items: list[tuple[str, str]], settings: Settings, *, strict
     zone = ZoneInfo(settings.facility_timezone)
     statuses = set(STATUSES)
     for raw_name, value in items:
+        if "\x00" in raw_name or "\x00" in value:
+            raise SearchParamError(raw_name[:64].replace("\x00", ""), "NUL characters are not allowed")
         name, _, modifier = raw_name.partition(":")
         if name in SEARCH_PARAMS or name in RESULT_PARAMS:
             if modifier:
