@@ -24,6 +24,7 @@ from zoneinfo import ZoneInfo
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import ColumnElement, and_, false, or_
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.api.access import is_supervisor, task_conditions
 from app.api.auth import CurrentPrincipal, Principal
@@ -360,7 +361,7 @@ _TITLES = {403: "Forbidden", 409: "Conflict", 412: "Precondition Failed", 422: "
 
 async def _apply(
     request: Request,
-    session: Any,
+    session: AsyncSession,
     principal: Principal,
     task: Task,
     body: Any,
