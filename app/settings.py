@@ -150,6 +150,17 @@ class Settings(BaseSettings):
         default=2.0, ge=0, description="a file must be unchanged this long before it is taken (still uploading)"
     )
     inbox_alert_role: str = Field(default="DATA", max_length=32, description="role of missing-file alert tasks")
+    worklist_page_size: int = Field(default=50, ge=1, description="worklist page size when the caller gives none")
+    worklist_max_page_size: int = Field(default=500, ge=1, description="largest worklist page a caller may ask for")
+    worklist_count_cap: int = Field(
+        default=500, ge=0, description="worklist totals are exact up to this many tasks, else reported as capped"
+    )
+    fhir_task_type_system: str = Field(
+        default="urn:carecoord:codesystem:task-type", description="CodeSystem of FHIR Task.code (the task type)"
+    )
+    fhir_user_system: str = Field(
+        default="urn:carecoord:user", description="Identifier.system of FHIR Task.owner (the token's `sub`)"
+    )
     host: str = "127.0.0.1"
     port: int = 8000
     mllp_host: str = Field(default="127.0.0.1", description="bind address of `carecoord mllp`")

@@ -8,13 +8,14 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app import __version__
-from app.api import dead_letters, health, ingest, referrals, rosters, screenings, tasks
+from app.api import dead_letters, health, ingest, referrals, rosters, screenings, task_actions, tasks, worklists
 from app.api.auth import jwt_secret
 from app.api.openapi import install_openapi
 from app.api.problems import install_problem_handlers
 from app.fhir import clinical as fhir_clinical
 from app.fhir import process_message
 from app.fhir import routes as fhir_routes
+from app.fhir import task_routes as fhir_task_routes
 from app.logging_config import configure_logging
 from app.runtime import Runtime
 from app.settings import Settings, get_settings
@@ -48,10 +49,13 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.include_router(health.router)
     app.include_router(tasks.router)
     app.include_router(referrals.router)
+    app.include_router(task_actions.router)
+    app.include_router(worklists.router)
     app.include_router(ingest.router)
     app.include_router(dead_letters.router)
     app.include_router(rosters.router)
     app.include_router(fhir_routes.router)
+    app.include_router(fhir_task_routes.router)
     app.include_router(process_message.router)
     app.include_router(fhir_clinical.router)  # after $process-message: its POST paths are literal
     app.include_router(screenings.router)

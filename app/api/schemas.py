@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import uuid
 from datetime import date, datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
 
 from app.tasks.lifecycle import AttemptOutcome, Timeliness
 
@@ -37,14 +37,15 @@ class TaskOut(BaseModel):
     timeliness: Timeliness | None = Field(description="open tasks: on-time, due-soon or overdue")
     escalated_at: datetime | None = Field(description="when the escalation job found it overdue")
     failed_attempts: int
+    business_status: str | None = Field(
+        default=None,
+        description="FHIR Task.businessStatus: a referral milestone; for a closed task its outcome or cancel reason",
+    )
     rule: RuleRef
     triggering_event_ids: list[str]
     created_at: datetime
     updated_at: datetime
-    version: int
-    business_status: str | None = Field(
-        default=None, description="FHIR Task.businessStatus of a referral loop (requested ... summary-received)"
-    )
+    version: int = Field(description='bumped by every change; the ETag is W/"<version>"')
 
 
 class TaskList(BaseModel):
@@ -99,3 +100,54 @@ class TaskExplanation(BaseModel):
 class AttemptIn(BaseModel):
     outcome: AttemptOutcome
     note: str | None = Field(default=None, max_length=2000, description="kept in the task history; no PHI in logs")
+
+
+class WorklistPage(TaskList):
+    """A worklist page: `count` is this page's size, `total` all matches (capped, see `total_exact`)."""
+
+    total: int = Field(description="tasks matching the filters in the caller's scope, up to the configured cap")
+    total_exact: bool = Field(description="false when the queue is larger than the cap and `total` is the cap")
+    next_cursor: str | None = Field(description="pass as `cursor` for the next page; null on the last page")
+    sort: str
+    order: str
+
+
+class QueueSummaryRow(BaseModel):
+    role: str
+    team: str | None = Field(description="null: the unassigned pool (patients not yet attributed)")
+    open: int
+    due_today: int = Field(description="due on today's date on the facility clock")
+    overdue: int
+
+
+class QueueSummary(BaseModel):
+    as_of: datetime
+    timezone: str
+    queues: list[QueueSummaryRow]
+
+
+def _no_nul(value: str) -> str:
+    """Text the database can store: no NUL, valid UTF-8 (no lone surrogates)."""
+    if "\x00" in value:
+        raise ValueError("may not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode text") from None
+    return value
+
+
+Text = Annotated[str, AfterValidator(_no_nul)]
+
+
+class AssignIn(BaseModel):
+    owner: Text = Field(min_length=1, max_length=255, description="the user (token `sub`) to own the task")
+
+
+class CompleteIn(BaseModel):
+    outcome: Text = Field(min_length=1, max_length=255, description="what the work achieved (FHIR businessStatus)")
+    note: str | None = Field(default=None, max_length=2000)
+
+
+class CancelIn(BaseModel):
+    reason: Text = Field(min_length=1, max_length=255)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi.responses import JSONResponse
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -23,19 +25,27 @@ from app.api.schemas import (
     TaskList,
     TaskOut,
     TriggeringEvent,
+    WorklistPage,
 )
 from app.db.models import InboundEvent, Patient, Task, TaskHistory, utcnow
 from app.rules.config import RuleSpec
 from app.rules.engine import RuleEngine
 from app.state.audit import AuditAction, AuditOutcome, record_audit
+from app.state.task_actions import lock_task
 from app.state.tasks import ACTIVE_STATUSES, record_attempt
+from app.state.worklists import OPEN_STATUSES, TaskFilters, filter_conditions, task_page
+from app.tasks.actions import etag, parse_etag
 from app.tasks.lifecycle import ACTIVE, STATUSES, TransitionError, timeliness
+from app.tasks.worklist import Cursor, CursorError, Order, SortKey
 
 router = APIRouter(tags=["tasks"])
 
 
-def _split(values: list[str] | None) -> list[str]:
-    return [v.strip() for raw in values or [] for v in raw.split(",") if v.strip()]
+def _split(values: list[str] | None, field: str = "query") -> list[str]:
+    found = [v.strip() for raw in values or [] for v in raw.split(",") if v.strip()]
+    if any("\x00" in v for v in found):  # PostgreSQL text cannot hold NUL: a 422, not a driver error
+        raise Problem(422, "Request is not valid", "values may not contain NUL characters", field=field)
+    return found
 
 
 def _display_name(patient: Patient) -> str | None:
@@ -61,12 +71,12 @@ def _task_out(task: Task, patient: Patient | None, now: datetime, due_soon: time
         timeliness=timeliness(task.due_at, now, due_soon) if task.status in ACTIVE else None,
         escalated_at=task.escalated_at,
         failed_attempts=task.failed_attempts,
+        business_status=task.business_status,
         rule=RuleRef(id=task.rule_id, version=task.rule_version),
         triggering_event_ids=task.triggering_event_ids,
         created_at=task.created_at,
         updated_at=task.updated_at,
         version=task.version,
-        business_status=task.business_status,
     )
 
 
@@ -97,33 +107,152 @@ async def _task_list(
     return TaskList(items=items, count=len(items))
 
 
-@router.get("/tasks", response_model=TaskList)
-async def list_tasks(
-    request: Request,
-    principal: CurrentPrincipal,
-    role: Annotated[list[str] | None, Query(description="role queue(s); default: the caller's roles")] = None,
-    status: Annotated[
-        list[str] | None, Query(description="FHIR Task status(es), repeat or comma-separate; default: active")
-    ] = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 100,
-) -> TaskList:
-    settings = request.app.state.settings
-    roles = _split(role) or sorted(principal.roles)
-    is_supervisor = principal.has_any_role(settings.supervisor_roles)
-    if not is_supervisor and not set(roles) <= principal.roles:
-        raise Problem(403, "Forbidden", "you may only read the queues of your own roles", field="role")
-    statuses = _split(status) or list(ACTIVE_STATUSES)
+UNASSIGNED = "none"  # team=none: the unattributed pool; owner=none: unclaimed
+ME = "me"  # owner=me: the caller
+
+
+@dataclass(frozen=True, slots=True)
+class PageRequest:
+    sort: SortKey
+    order: Order
+    limit: int
+    cursor: Cursor | None
+
+
+def worklist_filters(
+    principal: Principal,
+    *,
+    status: list[str] | None,
+    type_: list[str] | None,
+    team: list[str] | None,
+    owner: list[str] | None,
+    patient: list[uuid.UUID] | None,
+    due_before: datetime | None,
+    due_after: datetime | None,
+    overdue: bool | None,
+    due_soon: bool | None,
+) -> TaskFilters:
+    statuses = _split(status, "status") or list(OPEN_STATUSES)
     unknown = sorted(set(statuses) - STATUSES)
     if unknown:
         raise Problem(422, "Request is not valid", f"unknown task status: {', '.join(unknown)}", field="status")
-
-    return await _task_list(
-        request,
-        principal,
-        (Task.role.in_(roles), Task.status.in_(statuses)),
-        limit,
-        f"GET /tasks role={','.join(roles)}",
+    teams, owners = _split(team, "team"), _split(owner, "owner")
+    for name, value in (("due_before", due_before), ("due_after", due_after)):
+        if value is not None and value.tzinfo is None:
+            raise Problem(422, "Request is not valid", "a date-time with a zone offset is required", field=name)
+    return TaskFilters(
+        statuses=statuses,
+        types=_split(type_, "type"),
+        teams=[t for t in teams if t != UNASSIGNED],
+        unassigned_team=UNASSIGNED in teams,
+        owners=[principal.subject if o == ME else o for o in owners if o != UNASSIGNED],
+        unowned=UNASSIGNED in owners,
+        patients=list(patient or []),
+        due_before=due_before,
+        due_after=due_after,
+        overdue=overdue,
+        due_soon=due_soon,
     )
+
+
+def page_request(request: Request, sort: SortKey, order: Order, limit: int | None, cursor: str | None) -> PageRequest:
+    settings = request.app.state.settings
+    size = settings.worklist_page_size if limit is None else limit
+    if size > settings.worklist_max_page_size:
+        raise Problem(422, "Request is not valid", f"limit is at most {settings.worklist_max_page_size}", field="limit")
+    decoded = None
+    if cursor:
+        try:
+            decoded = Cursor.decode(cursor)
+        except CursorError as exc:
+            raise Problem(422, "Request is not valid", str(exc), field="cursor") from None
+        if (decoded.sort, decoded.order) != (sort, order):
+            raise Problem(422, "Request is not valid", "the cursor belongs to another sort order", field="cursor")
+    return PageRequest(sort, order, size, decoded)
+
+
+async def worklist_page(
+    request: Request, principal: Principal, filters: TaskFilters, page: PageRequest, what: str
+) -> WorklistPage:
+    """A page of the tasks matching `filters` in the caller's scope (app/api/access.py); audited with
+    the patients it shows."""
+    settings = request.app.state.settings
+    now, due_soon = utcnow(), _due_soon(request)
+    conditions = [*filter_conditions(filters, now, due_soon), *task_conditions(principal, settings)]
+    async with request.app.state.runtime.sessions() as session, session.begin():
+        found = await task_page(
+            session,
+            conditions,
+            sort=page.sort,
+            order=page.order,
+            limit=page.limit,
+            cursor=page.cursor,
+            count_cap=settings.worklist_count_cap,
+        )
+        items = [_task_out(task, patient, now, due_soon) for task, patient in found.rows]
+        record_audit(
+            session,
+            principal.subject,
+            principal.roles,
+            action=AuditAction.READ,
+            resource_type="Task",
+            request=what,
+            patient_ids=[str(item.patient.id) for item in items if item.patient],
+        )
+    return WorklistPage(
+        items=items,
+        count=len(items),
+        total=found.total or 0,
+        total_exact=found.total_exact,
+        next_cursor=found.next_cursor.encode() if found.next_cursor else None,
+        sort=page.sort.value,
+        order=page.order.value,
+    )
+
+
+@router.get("/tasks", response_model=WorklistPage)
+async def list_tasks(
+    request: Request,
+    principal: CurrentPrincipal,
+    role: Annotated[
+        list[str] | None, Query(description="role queue(s); default: the caller's roles (supervisors: all)")
+    ] = None,
+    status: Annotated[
+        list[str] | None, Query(description="FHIR Task status(es), repeat or comma-separate; default: open")
+    ] = None,
+    type_: Annotated[list[str] | None, Query(alias="type", description="task type(s)")] = None,
+    team: Annotated[list[str] | None, Query(description="team(s); `none` = the unattributed pool")] = None,
+    owner: Annotated[list[str] | None, Query(description="owner(s) (token sub); `me`; `none` = unclaimed")] = None,
+    patient: Annotated[list[uuid.UUID] | None, Query(description="patient id(s)")] = None,
+    due_before: Annotated[datetime | None, Query(description="due strictly before (date-time with offset)")] = None,
+    due_after: Annotated[datetime | None, Query(description="due at or after (date-time with offset)")] = None,
+    overdue: Annotated[bool | None, Query(description="true: past due; false: not yet due")] = None,
+    due_soon: Annotated[bool | None, Query(description="true: due within the rules' due-soon window")] = None,
+    sort: Annotated[SortKey, Query(description="due (default), priority, created or updated")] = SortKey.DUE,
+    order: Annotated[Order, Query(description="asc (default) or desc")] = Order.ASC,
+    cursor: Annotated[str | None, Query(max_length=512, description="`next_cursor` of the previous page")] = None,
+    limit: Annotated[int | None, Query(ge=0, description="page size; 0 = total only")] = None,
+) -> WorklistPage:
+    settings = request.app.state.settings
+    is_supervisor = principal.has_any_role(settings.supervisor_roles)
+    roles = _split(role, "role") or ([] if is_supervisor else sorted(principal.roles))
+    if not is_supervisor and not set(roles) <= principal.roles:
+        raise Problem(403, "Forbidden", "you may only read the queues of your own roles", field="role")
+    filters = worklist_filters(
+        principal,
+        status=status,
+        type_=type_,
+        team=team,
+        owner=owner,
+        patient=patient,
+        due_before=due_before,
+        due_after=due_after,
+        overdue=overdue,
+        due_soon=due_soon,
+    )
+    filters.roles = roles
+    page = page_request(request, sort, order, limit, cursor)
+    return await worklist_page(request, principal, filters, page, f"GET /tasks?{request.url.query}")
 
 
 @router.get("/tasks/{task_id}/explain", response_model=TaskExplanation)
@@ -248,14 +377,28 @@ async def _visible_task(
 
 
 @router.post("/tasks/{task_id}/attempts", response_model=TaskOut)
-async def log_attempt(request: Request, principal: CurrentPrincipal, task_id: uuid.UUID, body: AttemptIn) -> TaskOut:
+async def log_attempt(
+    request: Request,
+    response: Response,
+    principal: CurrentPrincipal,
+    task_id: uuid.UUID,
+    body: AttemptIn,
+    if_match: Annotated[str | None, Header(alias="If-Match", description='W/"<version>"')] = None,
+) -> TaskOut:
     """Record an outreach attempt (reached, left-message, no-answer, wrong-number, declined). The
     configured number of unsuccessful attempts fails the task as "unable to reach"."""
+    try:
+        expected = parse_etag(if_match)
+    except ValueError as exc:
+        raise Problem(412, "Precondition Failed", str(exc), field="If-Match") from None
     refused: Problem | None = None
     out: TaskOut | None = None
     async with request.app.state.runtime.sessions() as session, session.begin():
+        await lock_task(session, task_id)  # waits for a concurrent action instead of failing (SQLite, PostgreSQL)
         task = await _visible_task(session, request, principal, task_id, f"POST /tasks/{task_id}/attempts", write=True)
-        if task is not None:
+        if task is not None and expected is not None and expected != task.version:
+            refused = Problem(412, "Precondition Failed", f"the task is at version {task.version}", field="If-Match")
+        elif task is not None:
             try:
                 record_attempt(
                     session,
@@ -268,6 +411,7 @@ async def log_attempt(request: Request, principal: CurrentPrincipal, task_id: uu
             except TransitionError as exc:
                 refused = Problem(409, "Conflict", str(exc), field="status")
             else:
+                task.updated_at = utcnow()  # an attempt is a change: new version, new ETag, lastModified
                 await session.flush()
                 patient = await session.get(Patient, task.patient_id) if task.patient_id else None
                 out = _task_out(task, patient, utcnow(), _due_soon(request))
@@ -275,6 +419,7 @@ async def log_attempt(request: Request, principal: CurrentPrincipal, task_id: uu
         raise refused
     if out is None:
         raise Problem(404, "Not Found", "no such task", field="task_id")
+    response.headers["ETag"] = etag(out.version)
     return out
 
 
@@ -294,3 +439,17 @@ async def escalated_queue(
         limit,
         "GET /tasks/escalated",
     )
+
+
+@router.get("/tasks/{task_id}", response_model=TaskOut)
+async def read_task(request: Request, principal: CurrentPrincipal, task_id: uuid.UUID) -> JSONResponse:
+    """One task, with `ETag: W/"<version>"` for If-Match on the actions."""
+    out: TaskOut | None = None
+    async with request.app.state.runtime.sessions() as session, session.begin():
+        task = await _visible_task(session, request, principal, task_id, f"GET /tasks/{task_id}")
+        if task is not None:
+            patient = await session.get(Patient, task.patient_id) if task.patient_id else None
+            out = _task_out(task, patient, utcnow(), _due_soon(request))
+    if out is None:
+        raise Problem(404, "Not Found", "no such task", field="task_id")
+    return JSONResponse(out.model_dump(mode="json"), headers={"ETag": etag(out.version)})

@@ -20,6 +20,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     Uuid,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -160,12 +161,39 @@ class RejectedEvent(Base):
     resolution: Mapped[str | None] = mapped_column(Text)
 
 
+# The open statuses (app/tasks/lifecycle.ACTIVE) as a partial-index predicate; worklist queries spell the
+# same list as literals so PostgreSQL can prove the index applies.
+OPEN_TASK_STATUSES_SQL = "status IN ('accepted', 'in-progress', 'on-hold', 'ready', 'received', 'requested')"
+OPEN_TASK_INDEX_WHERE: dict[str, Any] = {
+    "postgresql_where": text(OPEN_TASK_STATUSES_SQL),
+    "sqlite_where": text(OPEN_TASK_STATUSES_SQL),
+}
+
+
 class Task(Base):
     __tablename__ = "tasks"
     __table_args__ = (
         Index("ix_tasks_role_status_due", "role", "status", "due_at"),
         Index("ix_tasks_patient_status", "patient_id", "status"),
         Index("ix_tasks_encounter_status", "encounter_id", "status"),
+        # Worklists (docs/worklists.md): open tasks in due order, per role queue, per owner, all roles.
+        # PostgreSQL also keeps team and encounter_id in the index, so the capped total is an index-only scan.
+        Index(
+            "ix_tasks_open_role_due",
+            "role",
+            "due_at",
+            "id",
+            postgresql_include=["team", "encounter_id"],
+            **OPEN_TASK_INDEX_WHERE,
+        ),
+        Index("ix_tasks_open_owner_due", "owner", "due_at", "id", **OPEN_TASK_INDEX_WHERE),
+        Index(
+            "ix_tasks_open_due",
+            "due_at",
+            "id",
+            postgresql_include=["team", "encounter_id", "role"],
+            **OPEN_TASK_INDEX_WHERE,
+        ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
@@ -190,8 +218,9 @@ class Task(Base):
     rule_id: Mapped[str] = mapped_column(String(64))
     rule_version: Mapped[str] = mapped_column(String(32))
     triggering_event_ids: Mapped[list[str]] = mapped_column(JSON)
-    # FHIR Task.businessStatus of a referral loop (app/tasks/referral.py); None for other tasks.
-    business_status: Mapped[str | None] = mapped_column(String(32))
+    # FHIR Task.businessStatus: a referral loop's milestone (app/tasks/referral.py) while open; for a
+    # task a person closed, the completion outcome or cancel reason.
+    business_status: Mapped[str | None] = mapped_column(String(255))
     # Completed by a visit as evidence: cancelling that visit (A11) reopens the task.
     completed_by_encounter_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("encounters.id"), index=True)
     version: Mapped[int] = mapped_column(Integer, default=1)

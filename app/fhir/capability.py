@@ -57,6 +57,62 @@ CREATE_DOC = (
     "on identifier: resending applies once. See docs/fhir-clinical.md."
 )
 
+TASK_SEARCH_PARAMS: tuple[dict[str, str], ...] = (
+    {
+        "name": "owner",
+        "definition": "http://hl7.org/fhir/SearchParameter/Task-owner",
+        "type": "reference",
+        "documentation": "The owner's user id (the token `sub`) or `Practitioner/{id}`.",
+    },
+    {
+        "name": "status",
+        "definition": "http://hl7.org/fhir/SearchParameter/Task-status",
+        "type": "token",
+        "documentation": "Task.status (http://hl7.org/fhir/task-status); comma-separate to OR.",
+    },
+    {
+        "name": "patient",
+        "definition": "http://hl7.org/fhir/SearchParameter/Task-patient",
+        "type": "reference",
+        "documentation": "Task.for: `id`, `Patient/id` or an absolute URL ending in `Patient/id`.",
+    },
+    {
+        "name": "code",
+        "definition": "http://hl7.org/fhir/SearchParameter/Task-code",
+        "type": "token",
+        "documentation": "The task type: `code` or `system|code` in the server's task-type CodeSystem.",
+    },
+    {
+        "name": "period",
+        "type": "date",
+        "documentation": "carecoord matches the due time (Task.restriction.period.end), not executionPeriod "
+        "(not tracked); prefixes eq ne gt lt ge le sa eb ap.",
+    },
+    {
+        "name": "_lastUpdated",
+        "definition": "http://hl7.org/fhir/SearchParameter/Resource-lastUpdated",
+        "type": "date",
+        "documentation": "meta.lastUpdated, with prefixes.",
+    },
+)
+TASK_DOC = (
+    "Care-coordination tasks. update (PUT) and patch (JSON Patch) change status and owner only; If-Match "
+    'W/"versionId" is honoured (412 when stale); a task someone else owns cannot be claimed (409). '
+    "_sort: period (due, default), _lastUpdated, authored-on, priority, each with - for descending."
+)
+
+
+def _task() -> dict[str, Any]:
+    return {
+        "type": "Task",
+        "documentation": TASK_DOC,
+        "interaction": [{"code": "read"}, {"code": "search-type"}, {"code": "update"}, {"code": "patch"}],
+        "versioning": "versioned-update",
+        "readHistory": False,
+        "updateCreate": False,
+        "searchParam": [dict(p) for p in TASK_SEARCH_PARAMS],
+    }
+
 
 def _clinical(resource_type: str, search: tuple[dict[str, str], ...] = ()) -> dict[str, Any]:
     resource: dict[str, Any] = {
@@ -109,6 +165,7 @@ def capability_statement(base_url: str, *, now: datetime | None = None) -> dict[
                     _clinical("Procedure"),
                     _clinical("Questionnaire"),
                     _clinical("QuestionnaireResponse", (PATIENT_PARAM,)),
+                    _task(),
                 ],
                 "interaction": [{"code": "transaction"}, {"code": "batch"}],
                 "operation": [{"name": "process-message", "definition": PROCESS_MESSAGE}],

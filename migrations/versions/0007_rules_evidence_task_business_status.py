@@ -18,7 +18,7 @@ depends_on = None
 
 def upgrade() -> None:
     with op.batch_alter_table("tasks") as batch:
-        batch.add_column(sa.Column("business_status", sa.String(length=32), nullable=True))
+        batch.add_column(sa.Column("business_status", sa.String(length=255), nullable=True))
         batch.add_column(sa.Column("completed_by_encounter_id", sa.Uuid(), nullable=True))
         batch.create_index(batch.f("ix_tasks_completed_by_encounter_id"), ["completed_by_encounter_id"])
         batch.create_foreign_key(

@@ -204,6 +204,7 @@ async def test_metadata_is_public_and_a_valid_capability_statement(client: httpx
         "Observation",
         "Questionnaire",
         "QuestionnaireResponse",
+        "Task",
     ]
     assert [o["name"] for o in body["rest"][0]["operation"]] == ["process-message"]
 

@@ -1,0 +1,192 @@
+"""Worklist queries over tasks: filters, keyset pages, capped totals and the queue summary.
+
+Shared by `GET /tasks`, `GET /worklists/...` and FHIR Task search, so one set of indexes serves all
+three (migration 0008_worklists; docs/worklists.md). Callers add the access conditions
+(app/api/access.task_conditions); nothing here knows who is asking.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, and_, bindparam, case, false, func, or_, select, tuple_
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.db.models import Patient, Task
+from app.tasks.lifecycle import ACTIVE, PRIORITIES
+from app.tasks.worklist import Cursor, Order, SortKey, sort_key_of
+
+OPEN_STATUSES = tuple(sorted(ACTIVE))
+
+
+def status_in(statuses: Sequence[str]) -> ColumnElement[bool]:
+    """`status IN (...)` with the values inlined: PostgreSQL can then prove the partial open-task
+    indexes apply even under a generic prepared-statement plan."""
+    return Task.status.in_(bindparam("statuses", sorted(set(statuses)), expanding=True, literal_execute=True))
+
+
+PRIORITY_RANK = case({p: i for i, p in enumerate(PRIORITIES)}, value=Task.priority, else_=0)
+
+
+@dataclass
+class TaskFilters:
+    """Each list is OR-ed within, the filters AND-ed; an empty list does not filter."""
+
+    statuses: list[str] = field(default_factory=lambda: list(OPEN_STATUSES))
+    roles: list[str] = field(default_factory=list)
+    types: list[str] = field(default_factory=list)
+    teams: list[str] = field(default_factory=list)
+    unassigned_team: bool = False  # also match tasks with no team (the unattributed pool)
+    owners: list[str] = field(default_factory=list)
+    unowned: bool = False  # also match tasks nobody has claimed
+    patients: list[uuid.UUID] = field(default_factory=list)
+    due_before: datetime | None = None  # due_at < this
+    due_after: datetime | None = None  # due_at >= this
+    overdue: bool | None = None  # due_at <= now (open tasks are what timeliness applies to)
+    due_soon: bool | None = None  # now < due_at <= now + due_soon window
+    extra: list[ColumnElement[bool]] = field(default_factory=list)  # e.g. FHIR date criteria
+
+
+def filter_conditions(filters: TaskFilters, now: datetime, due_soon: timedelta) -> list[ColumnElement[bool]]:
+    conditions: list[ColumnElement[bool]] = [status_in(filters.statuses) if filters.statuses else false()]
+    if filters.roles:
+        conditions.append(Task.role.in_(sorted(set(filters.roles))))
+    if filters.types:
+        conditions.append(Task.type.in_(sorted(set(filters.types))))
+    if filters.teams or filters.unassigned_team:
+        options = [Task.team.in_(sorted(set(filters.teams)))] if filters.teams else []
+        conditions.append(or_(*options, Task.team.is_(None)) if filters.unassigned_team else options[0])
+    if filters.owners or filters.unowned:
+        options = [Task.owner.in_(sorted(set(filters.owners)))] if filters.owners else []
+        conditions.append(or_(*options, Task.owner.is_(None)) if filters.unowned else options[0])
+    if filters.patients:
+        conditions.append(Task.patient_id.in_(filters.patients))
+    if filters.due_before is not None:
+        conditions.append(Task.due_at < filters.due_before)
+    if filters.due_after is not None:
+        conditions.append(Task.due_at >= filters.due_after)
+    if filters.overdue is not None:
+        conditions.append(Task.due_at <= now if filters.overdue else Task.due_at > now)
+    if filters.due_soon is not None:
+        window = and_(Task.due_at > now, Task.due_at <= now + due_soon)
+        conditions.append(window if filters.due_soon else ~window)
+    conditions.extend(filters.extra)
+    return conditions
+
+
+def _sort_columns(sort: SortKey) -> list[Any]:
+    match sort:
+        case SortKey.DUE:
+            return [Task.due_at, Task.id]
+        case SortKey.PRIORITY:
+            return [PRIORITY_RANK, Task.due_at, Task.id]
+        case SortKey.CREATED:
+            return [Task.created_at, Task.id]
+        case SortKey.UPDATED:
+            return [Task.updated_at, Task.id]
+    raise AssertionError(sort)  # pragma: no cover
+
+
+@dataclass(frozen=True, slots=True)
+class TaskPage:
+    rows: list[tuple[Task, Patient | None]]
+    next_cursor: Cursor | None
+    total: int | None  # None when not asked for
+    total_exact: bool
+
+
+async def task_page(
+    session: AsyncSession,
+    conditions: Sequence[ColumnElement[bool]],
+    *,
+    sort: SortKey,
+    order: Order,
+    limit: int,
+    cursor: Cursor | None,
+    count_cap: int | None,
+    with_patient: bool = True,
+) -> TaskPage:
+    """One page in (sort, order) after `cursor`, and the total matching `conditions` counted up to
+    `count_cap` rows (None: exact). Limit 0 returns the total only."""
+    columns = _sort_columns(sort)
+    page_conditions = list(conditions)
+    if cursor is not None:
+        key = tuple_(*columns)
+        page_conditions.append(key > tuple(cursor.key) if order is Order.ASC else key < tuple(cursor.key))
+    ordering = [c.asc() if order is Order.ASC else c.desc() for c in columns]
+    rows: list[tuple[Task, Patient | None]] = []
+    if limit > 0:
+        query: Select[Any] = (
+            select(Task, Patient).outerjoin(Patient, Patient.id == Task.patient_id) if with_patient else select(Task)
+        )
+        result = await session.execute(query.where(*page_conditions).order_by(*ordering).limit(limit + 1))
+        rows = [(r[0], r[1] if with_patient else None) for r in result.all()]
+    has_next = len(rows) > limit
+    rows = rows[:limit]
+    next_cursor = None
+    if has_next and rows:
+        last = rows[-1][0]
+        next_cursor = Cursor(
+            sort,
+            order,
+            sort_key_of(
+                sort,
+                task_id=last.id,
+                priority=last.priority,
+                due_at=last.due_at,
+                created_at=last.created_at,
+                updated_at=last.updated_at,
+            ),
+        )
+    total, exact = await count_tasks(session, conditions, cap=count_cap)
+    return TaskPage(rows, next_cursor, total, exact)
+
+
+async def count_tasks(
+    session: AsyncSession, conditions: Sequence[ColumnElement[bool]], *, cap: int | None
+) -> tuple[int, bool]:
+    """(count, exact). With a cap, counting stops after cap+1 rows: a busy queue's "1,000+" costs
+    what a 1,000-row index scan costs, not a scan of the whole queue."""
+    inner = select(Task.id).where(*conditions)
+    if cap is not None:
+        inner = inner.limit(cap + 1)
+    counted = int(await session.scalar(select(func.count()).select_from(inner.subquery())) or 0)
+    if cap is not None and counted > cap:
+        return cap, False
+    return counted, True
+
+
+@dataclass(frozen=True, slots=True)
+class QueueCounts:
+    role: str
+    team: str | None
+    open: int
+    due_today: int
+    overdue: int
+
+
+async def queue_summary(
+    session: AsyncSession,
+    conditions: Sequence[ColumnElement[bool]],
+    *,
+    now: datetime,
+    day_start: datetime,
+    day_end: datetime,
+) -> list[QueueCounts]:
+    """Open tasks per (role, team): all, due today on the facility clock [day_start, day_end), overdue."""
+    due_today = func.sum(case((and_(Task.due_at >= day_start, Task.due_at < day_end), 1), else_=0))
+    overdue = func.sum(case((Task.due_at <= now, 1), else_=0))
+    query = (
+        select(Task.role, Task.team, func.count(), due_today, overdue)
+        .where(status_in(OPEN_STATUSES), *conditions)
+        .group_by(Task.role, Task.team)
+        .order_by(Task.role, Task.team)
+    )
+    return [
+        QueueCounts(role, team, int(n), int(today or 0), int(late or 0))
+        for role, team, n, today, late in (await session.execute(query)).all()
+    ]
