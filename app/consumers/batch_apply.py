@@ -19,6 +19,7 @@ from typing import Any
 
 from sqlalchemy import bindparam, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.exc import StaleDataError
 
 from app.db.bulk import insert_rows
 from app.db.keyed import restrict_to_keys
@@ -83,6 +84,7 @@ class _TaskRow:
     version: int = 1  # optimistic-lock version, as the ORM would count: one per change
     business_status: str | None = None  # a referral loop's milestone
     completed_by: uuid.UUID | None = None  # the visit that completed it as evidence
+    loaded_version: int | None = None  # an existing task's version as read: its UPDATE is guarded by it
 
 
 @dataclass(slots=True)
@@ -222,6 +224,7 @@ class BatchApplier:
                     t.encounter_id,
                     anchor_of(t.due_basis),
                     business_status=t.business_status,
+                    loaded_version=t.version,
                 )
                 for t in tasks
             ]
@@ -499,9 +502,9 @@ class BatchApplier:
         )
         if b.closed_existing:
             table = Task.__table__
-            await session.execute(
+            result = await session.execute(
                 table.update()
-                .where(table.c.id == bindparam("b_id"))
+                .where(table.c.id == bindparam("b_id"), table.c.version == bindparam("b_version"))
                 .values(
                     status=bindparam("b_status"),
                     dedupe_key=bindparam("b_key"),
@@ -517,9 +520,28 @@ class BatchApplier:
                         "b_key": t.dedupe_key,
                         "b_superseded": t.superseded_by,
                         "b_completed_by": t.completed_by,
+                        "b_version": t.loaded_version,
                     }
                     for t in b.closed_existing
                 ],
             )
+            await _check_versions(session, b.closed_existing, result.rowcount)  # type: ignore[attr-defined]
         await insert_rows(session, TaskHistory.__table__, b.task_history)
         await insert_rows(session, InboundEvent.__table__, b.ledger)
+
+
+async def _check_versions(session: AsyncSession, closed: list[_TaskRow], rowcount: int) -> None:
+    """Optimistic locking as the ORM does it on the per-message path: every closed task's UPDATE must
+    have found the version it read, else a writer got in between and the batch is retried (transient).
+    asyncpg cannot count an executemany's rows, so there the rows are read back instead."""
+    if session.bind.dialect.supports_sane_multi_rowcount:
+        stale = rowcount != len(closed)
+    else:
+        expected = {t.id: (t.loaded_version, t.status) for t in closed}
+        rows = await session.execute(select(Task.id, Task.version, Task.status).where(Task.id.in_(expected)))
+        stale = any(
+            version != (expected[task_id][0] or 0) + 1 or status != expected[task_id][1]
+            for task_id, version, status in rows.all()
+        )
+    if stale:
+        raise StaleDataError("a task the batch closed changed under it")

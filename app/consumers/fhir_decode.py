@@ -1,6 +1,7 @@
 """FHIR R4 clinical payload -> `FhirMessage` (pure: no I/O).
 
-A payload is one resource (Encounter, Observation, Questionnaire, QuestionnaireResponse) or a Bundle
+A payload is one resource (Encounter, Observation, Procedure, DocumentReference, Questionnaire,
+QuestionnaireResponse) or a Bundle
 (`transaction`, `batch` or `collection`) of them, with the Patient / Organization / Location /
 Condition / Practitioner resources they reference. Validation is fhir.resources' R4B models (R4 JSON);
 every error names the element path (`Observation.valueQuantity.code`, `Bundle.entry[2].resource.code`).
@@ -13,6 +14,10 @@ Rules (docs/fhir-clinical.md has the full table):
 - QuestionnaireResponse: `questionnaire` (canonical) and `subject` required; completed / amended
   ones need `authored`. Scored against the Questionnaire registry (in the same Bundle, earlier, or
   when the Questionnaire arrives later).
+- Procedure / DocumentReference, and an Observation coded with a rules-file evidence code instead of a
+  screening code: evidence (`EvidenceItem`); its `code` (DocumentReference: `type`) must carry one of
+  the rules' evidence codes, and a completed / final / current one needs its time (performed[x],
+  effective[x], date).
 - Questionnaire: `url` required, and it must be a supported instrument (app/screening/scoring.py).
 - Encounter: mapped like a Da Vinci notification's Encounter (app/consumers/davinci_decode.py),
   its event kind taken from `status`, its event time from `meta.lastUpdated` (else the period).

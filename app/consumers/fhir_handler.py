@@ -29,7 +29,7 @@ from fhir.resources.R4B.questionnaireresponse import QuestionnaireResponse
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.consumers.encounter_apply import EncounterApplier
-from app.consumers.evidence_rules import apply_evidence_rules
+from app.consumers.evidence_rules import apply_evidence_rules, retract_evidence
 from app.consumers.feed_handler import FeedHandler
 from app.consumers.fhir_decode import (
     RESPONSE_STATUSES,
@@ -148,8 +148,11 @@ class FhirHandler(FeedHandler[FhirMessage]):
         elif isinstance(item, EvidenceItem):
             effective_at = item.performed_at
             row = await store_resource(session, status=item.status, code=item.code, effective_at=effective_at, **common)
-            if item.counts and patient is not None:
-                await apply_evidence_rules(session, self._encounters.engine, row, patient)
+            if patient is not None:
+                if item.counts:
+                    await apply_evidence_rules(session, self._encounters.engine, row, patient)
+                else:
+                    await retract_evidence(session, self._encounters.engine, row, patient)
         else:
             assert isinstance(item, ResponseItem)
             effective_at = item.authored_at

@@ -163,6 +163,7 @@ def capability_statement(base_url: str, *, now: datetime | None = None) -> dict[
                     },
                     _clinical("Observation", (PATIENT_PARAM, CODE_PARAM)),
                     _clinical("Procedure"),
+                    _clinical("DocumentReference"),
                     _clinical("Questionnaire"),
                     _clinical("QuestionnaireResponse", (PATIENT_PARAM,)),
                     _task(),

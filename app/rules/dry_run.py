@@ -75,7 +75,7 @@ def dry_run(
         if bh:
             bh_patients.add(patient)
         visits[patient][encounter] = EncounterSummary.of(
-            encounter, state.class_code, state.admit_at, state.last_event_at, bh, state.discharge_at
+            encounter, state.class_code, state.admit_at, state.last_event_at, bh, state.discharge_at, state.status
         )
         event = EncounterEvent(
             event_id=f"{notice.source}|{notice.message_id}",

@@ -245,6 +245,24 @@ class RuleEngine:
             found.append(ReopenTask(task.task_id, task.previous_status, why))
         return found
 
+    def on_evidence_retracted(self, record_id: str, patient: PatientFacts) -> Effects:
+        """A record that completed tasks is entered in error (or no longer done): they are open again,
+        unless other evidence (another record, a visit) still completes them. `closed_by_encounter`
+        holds the tasks this record completed."""
+        effects = Effects()
+        if patient.deceased:
+            return effects
+        for task in patient.closed_by_encounter:
+            rule = self.rules_by_id.get(task.rule_id)
+            if rule is None or task.status != "completed" or self._other_evidence(rule, task, patient, ""):
+                continue
+            effects.reopen.append(
+                ReopenTask(
+                    task.task_id, task.previous_status, f"the record that completed it is withdrawn ({record_id})"
+                )
+            )
+        return effects
+
     def _other_evidence(self, rule: RuleSpec, task: ClosedTask, patient: PatientFacts, voided: str) -> bool:
         anchor = task.anchor_at
         visits = (
@@ -256,7 +274,7 @@ class RuleEngine:
             and e.started_at is not None
             and (anchor is None or e.started_at >= anchor)
         )
-        records = (r for r in patient.evidence if anchor is not None and self._evidence_counts(rule, r, anchor))
+        records = (r for r in patient.evidence if self._evidence_counts(rule, r, anchor))
         return next(visits, None) is not None or next(records, None) is not None
 
     def cancels_on_death(self, rule_id: str) -> bool:

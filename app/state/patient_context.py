@@ -155,6 +155,35 @@ async def closed_by_facts(
     return tasks, closed_task_facts(tasks, await previous_statuses(session, tasks))
 
 
+async def completed_by_record(
+    session: AsyncSession, patient_id: uuid.UUID, record_id: uuid.UUID
+) -> tuple[list[Task], tuple[ClosedTask, ...]]:
+    """The patient's tasks a stored evidence record (a Procedure, a consult note) completed, read from
+    their completion history; rare (a retraction), so filtered here rather than by a JSON query."""
+    completed = (
+        (
+            await session.execute(
+                select(Task)
+                .where(Task.patient_id == patient_id, Task.status == "completed")
+                .order_by(Task.id)
+                .with_for_update()
+            )
+        )
+        .scalars()
+        .all()
+    )
+    if not completed:
+        return [], ()
+    closes = await session.execute(
+        select(TaskHistory.task_id, TaskHistory.detail)
+        .where(TaskHistory.task_id.in_([t.id for t in completed]), TaskHistory.action == "completed")
+        .order_by(TaskHistory.id)
+    )
+    latest = {task_id: detail for task_id, detail in closes.all()}
+    tasks = [t for t in completed if (latest.get(t.id) or {}).get("evidence_event_id") == str(record_id)]
+    return tasks, closed_task_facts(tasks, await previous_statuses(session, tasks))
+
+
 def patient_facts(patient: Patient, contexts: PatientContexts) -> PatientFacts:
     """The rules' view of one patient, from its loaded context."""
     return PatientFacts(

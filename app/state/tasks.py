@@ -289,10 +289,22 @@ async def reopen_task(session: AsyncSession, task: Task, reopen: ReopenTask, *, 
         if holder is not None:
             return False
         task.dedupe_key = key
+    detail = {"reason": reopen.reason, "event_id": event_id}
+    if task.business_status is not None and previous == "completed":  # a loop closed by its summary
+        closing = await session.scalar(
+            select(TaskHistory.detail)
+            .where(TaskHistory.task_id == task.id, TaskHistory.action == "completed")
+            .order_by(TaskHistory.id.desc())
+            .limit(1)
+        )
+        moved = (closing or {}).get("business_status")
+        if isinstance(moved, list) and moved:
+            detail["business_status"] = [task.business_status, moved[0]]
+            task.business_status = moved[0]
     task.status = reopen.status
     task.completed_by_encounter_id = None
     task.superseded_by_encounter_id = None
-    _history(session, task, actor, REOPENED, previous, reopen.status, {"reason": reopen.reason, "event_id": event_id})
+    _history(session, task, actor, REOPENED, previous, reopen.status, detail)
     return True
 
 

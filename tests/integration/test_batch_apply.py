@@ -4,9 +4,11 @@ the per-record path isolates the bad record, so the good ones around it are stil
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.orm.exc import StaleDataError
 
+from app.consumers.batch_apply import BatchApplier
 from app.db.models import InboundEvent, RejectedEvent, Task
 from app.encounters.state import EncounterFacts
 from app.runtime import Runtime
@@ -80,3 +82,36 @@ async def test_batch_reports_failure_without_committing_anything(
     )
     assert results is None
     assert await rows(db, InboundEvent) == [] and await rows(db, Task) == []
+
+
+async def test_batch_close_is_guarded_by_the_version_it_read(
+    runtime: Runtime, db: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A task changed between the batch's read and its write (here: by the same transaction, as a
+    writer without the lock would) makes the batch stale: nothing is written, the consumer retries."""
+    handler = runtime.adt_handler
+    assert handler is not None
+    await handler.handle(adt("A03", control_id="A03", visit_number="V1").encode(), Position("t", 0, 0))
+    real_load = BatchApplier._load
+
+    async def load_then_bump(self, session, notices, b):  # type: ignore[no-untyped-def]
+        applied = await real_load(self, session, notices, b)
+        await session.execute(update(Task).values(version=Task.version + 1))
+        return applied
+
+    monkeypatch.setattr(BatchApplier, "_load", load_then_bump)
+    office = adt(
+        "A04",
+        control_id="A04",
+        visit_number="V2",
+        patient_class="O",
+        event_time="20261122090000-0500",
+        admit_time="20261122090000-0500",
+    ).encode()
+    applier = BatchApplier(source="hl7v2", engine=runtime.rule_engine, sensitivity=runtime.sensitivity_policy())
+    with pytest.raises(StaleDataError):
+        async with runtime.sessions() as session, session.begin():
+            await applier.apply(session, [(handler.decode(office), Position("t", 0, 1))])
+    assert {t.status for t in await rows(db, Task)} == {"ready"}  # nothing committed
+    # Through the handler the stale batch is not committed either; the per-record path then applies it.
+    assert await handler.handle_batch([(office, Position("t", 0, 1))]) is None

@@ -202,6 +202,8 @@ async def test_metadata_is_public_and_a_valid_capability_statement(client: httpx
     assert [r["type"] for r in body["rest"][0]["resource"]] == [
         "Encounter",
         "Observation",
+        "Procedure",
+        "DocumentReference",
         "Questionnaire",
         "QuestionnaireResponse",
         "Task",

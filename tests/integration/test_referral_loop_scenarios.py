@@ -105,6 +105,11 @@ async def test_referral_loop_from_screen_to_summary(
     assert explained["history"][1]["actor"] == "user:bea" and explained["history"][1]["detail"]["note"] == "faxed"
     assert (await milestone(client, bhcf, task["id"], "summary-received")).status_code == 409  # closed
 
+    # The note entered in error: the loop is open again at its first visit.
+    await post_fhir(client, feed, consult_note(mrn="MRN12345", status="entered-in-error"))
+    reopened = await eventually(lambda: referral(client, staff, "first-visit"))
+    assert reopened is not None and reopened["status"] == "in-progress"
+
 
 async def test_urgent_referral_after_a_suicide_risk_screen(
     service: tuple[Runtime, httpx.AsyncClient], db: AsyncEngine, token_for: Callable[..., str]

@@ -121,3 +121,18 @@ async def test_evidence_that_does_not_count_is_stored_or_refused(
     body = resp.json()
     assert body["resourceType"] == "OperationOutcome"
     assert body["issue"][0]["expression"] == ["Procedure.code"]
+
+
+async def test_a_procedure_entered_in_error_reopens_med_rec(
+    service: tuple[Runtime, httpx.AsyncClient], db: AsyncEngine, token_for: Callable[..., str]
+) -> None:
+    runtime, client = service
+    staff, feed = token_for(*FACILITATORS), token_for("INTEGRATION", sub="ehr")
+    await send(runtime, db, adt("A03", control_id="A03", **STAY, **DISCHARGE))
+    assert (await post(client, feed, med_rec_procedure())).status_code == 202
+    assert await eventually(lambda: med_rec_of(client, staff, 1, "completed"))
+    assert (await post(client, feed, med_rec_procedure(status="entered-in-error"))).status_code == 202
+    [reopened] = await eventually(lambda: med_rec_of(client, staff, 1, "ready")) or [None]
+    assert reopened is not None, "the withdrawn Procedure left med rec completed"
+    history = (await client.get(f"/tasks/{reopened['id']}/explain", headers=bearer(token_for("RN")))).json()
+    assert [h["action"] for h in history["history"]] == ["created", "completed", "reopened"]

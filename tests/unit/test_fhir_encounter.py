@@ -189,18 +189,21 @@ def test_capability_statement_is_valid_r4() -> None:
     assert "json" in statement["format"]
     rest = statement["rest"][0]
     assert rest["mode"] == "server"
-    encounter, observation, procedure, questionnaire, response = rest["resource"][:5]
+    encounter, observation, procedure, document, questionnaire, response = rest["resource"][:6]
+    assert [r["type"] for r in rest["resource"][6:]] == ["Task"]  # docs/worklists.md
     assert encounter["type"] == "Encounter"
     assert {i["code"] for i in encounter["interaction"]} == {"read", "search-type", "create"}
-    assert [observation["type"], procedure["type"], questionnaire["type"], response["type"]] == [
+    assert [observation["type"], procedure["type"], document["type"], questionnaire["type"], response["type"]] == [
         "Observation",
         "Procedure",
+        "DocumentReference",
         "Questionnaire",
         "QuestionnaireResponse",
     ]
     assert {p["name"] for p in observation["searchParam"]} == {"patient", "code"}
     assert [i["code"] for i in questionnaire["interaction"]] == ["create"]
     assert [i["code"] for i in procedure["interaction"]] == ["create"]  # medication reconciliation evidence
+    assert [i["code"] for i in document["interaction"]] == ["create"]  # the BH referral's consult note
     assert {i["code"] for i in rest["interaction"]} == {"transaction", "batch"}
     assert {p["name"]: p["type"] for p in encounter["searchParam"]} == {
         "patient": "reference",

@@ -13,7 +13,7 @@ import pytest
 from app.consumers.fhir_decode import EvidenceItem, FhirDecodeError, ObservationItem, decode_fhir
 from app.rules.config import RulesFileError, load_rules
 from app.rules.engine import RuleEngine
-from app.rules.facts import EvidenceRecord, OpenTask
+from app.rules.facts import ClosedTask, EvidenceRecord, OpenTask
 from app.settings import DEFAULT_RULES_FILE
 from tests.fhir_builder import (
     CPT,
@@ -178,3 +178,13 @@ def test_bad_evidence_is_refused_naming_the_element(
     error = refused(resource, codes if codes is not None else frozenset({SNOMED_MED_REC, CPT_MED_REC}))
     assert (error.http_status, error.field) == (status, field)
     assert message in error.reason
+
+
+def test_a_withdrawn_record_reopens_what_it_completed_unless_other_evidence_does(engine: RuleEngine) -> None:
+    done = ClosedTask("mr", "medication-reconciliation", "completed", "in-progress", DISCHARGED_AT)
+    patient = replace(ADULT, closed_by_encounter=(done,))
+    [reopen] = engine.on_evidence_retracted("ev1", patient).reopen
+    assert (reopen.task_id, reopen.status) == ("mr", "in-progress") and "ev1" in reopen.reason
+    other = record(DISCHARGED_AT + timedelta(days=3), CPT_MED_REC)
+    assert engine.on_evidence_retracted("ev1", replace(patient, evidence=(other,))).reopen == []
+    assert engine.on_evidence_retracted("ev1", replace(patient, deceased=True)).reopen == []
