@@ -167,7 +167,7 @@ async def list_dead_letters_endpoint(
     source: Annotated[str | None, Query(max_length=32, description="e.g. hl7v2")] = None,
     topic: Annotated[str | None, Query(max_length=255, description="broker topic the message came from")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    offset: Annotated[int, Query(ge=0, description="rows to skip (or use cursor)")] = 0,
+    offset: Annotated[int, Query(ge=0, le=2**31 - 1, description="rows to skip (or use cursor)")] = 0,
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
 ) -> DeadLetterList:
     if cursor is not None and offset:
