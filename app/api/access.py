@@ -15,6 +15,7 @@ from a missing one (404, left out of totals).
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 
 from sqlalchemy import ColumnElement, and_, exists, false, func, not_, or_, select, true
 
@@ -72,3 +73,30 @@ def patient_condition(principal: Principal, settings: Settings) -> ColumnElement
 
 def patient_id_condition(principal: Principal, settings: Settings, patient_id: uuid.UUID) -> ColumnElement[bool]:
     return and_(Patient.id == patient_id, patient_condition(principal, settings))
+
+
+MAX_SCOPE_BRANCHES = 64  # beyond this many (role, team) ranges one filtered scan is cheaper
+
+
+def scope_branches(
+    principal: Principal, settings: Settings, *, roles: Sequence[str], teams: Sequence[str], unassigned_team: bool
+) -> list[ColumnElement[bool]]:
+    """The caller's task scope, narrowed by a request's role and team filters, as non-overlapping
+    (role, team) ranges: what app/state/worklists.task_page reads one index range each. Empty when the
+    scope is not a small set of ranges (a supervisor without a role filter): query it as one."""
+    supervisor = is_supervisor(principal, settings)
+    if supervisor and not roles:
+        return []
+    role_set = set(roles) if roles else set(principal.roles)
+    if not supervisor:
+        role_set &= principal.roles
+    team_set: set[str | None] = set(principal.teams) | {None}
+    if teams or unassigned_team:
+        team_set &= {*teams, *([None] if unassigned_team else [])}
+    if len(role_set) * len(team_set) > MAX_SCOPE_BRANCHES:
+        return []
+    return [
+        and_(Task.role == role, Task.team.is_(None) if team is None else Task.team == team)
+        for role in sorted(role_set)
+        for team in sorted(team_set, key=lambda t: (t is not None, t or ""))
+    ]

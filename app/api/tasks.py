@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.api.access import task_conditions
+from app.api.access import scope_branches, task_conditions
 from app.api.auth import CurrentPrincipal, Principal
 from app.api.problems import Problem
 from app.api.schemas import (
@@ -188,6 +188,9 @@ async def worklist_page(
             limit=page.limit,
             cursor=page.cursor,
             count_cap=settings.worklist_count_cap,
+            branches=scope_branches(
+                principal, settings, roles=filters.roles, teams=filters.teams, unassigned_team=filters.unassigned_team
+            ),
         )
         items = [_task_out(task, patient, now, due_soon) for task, patient in found.rows]
         record_audit(

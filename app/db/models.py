@@ -177,13 +177,15 @@ class Task(Base):
         Index("ix_tasks_patient_status", "patient_id", "status"),
         Index("ix_tasks_encounter_status", "encounter_id", "status"),
         # Worklists (docs/worklists.md): open tasks in due order, per role queue, per owner, all roles.
-        # PostgreSQL also keeps team and encounter_id in the index, so the capped total is an index-only scan.
+        # One ordered range per (role, team) of a facilitator's scope (app/api/access.scope_branches); PostgreSQL
+        # also keeps encounter_id in the index, so the capped total is an index-only scan.
         Index(
             "ix_tasks_open_role_due",
             "role",
+            "team",
             "due_at",
             "id",
-            postgresql_include=["team", "encounter_id"],
+            postgresql_include=["encounter_id"],
             **OPEN_TASK_INDEX_WHERE,
         ),
         Index("ix_tasks_open_owner_due", "owner", "due_at", "id", **OPEN_TASK_INDEX_WHERE),

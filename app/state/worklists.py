@@ -17,6 +17,7 @@ from sqlalchemy import ColumnElement, Select, and_, bindparam, case, false, func
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.models import Patient, Task
+from app.db.ordered_union import ordered_union, union_count
 from app.tasks.lifecycle import ACTIVE, PRIORITIES
 from app.tasks.worklist import Cursor, Order, SortKey, sort_key_of
 
@@ -109,9 +110,14 @@ async def task_page(
     cursor: Cursor | None,
     count_cap: int | None,
     with_patient: bool = True,
+    branches: Sequence[ColumnElement[bool]] = (),
 ) -> TaskPage:
     """One page in (sort, order) after `cursor`, and the total matching `conditions` counted up to
-    `count_cap` rows (None: exact). Limit 0 returns the total only."""
+    `count_cap` rows (None: exact). Limit 0 returns the total only.
+
+    `branches` (optional, non-overlapping) split the rows into index ranges, e.g. one per (role, team)
+    of the caller's scope: each is read in order up to the page size and the pages merged
+    (app/db/ordered_union.py), which keeps a page a few index reads however long the queue."""
     columns = _sort_columns(sort)
     page_conditions = list(conditions)
     if cursor is not None:
@@ -123,7 +129,13 @@ async def task_page(
         query: Select[Any] = (
             select(Task, Patient).outerjoin(Patient, Patient.id == Task.patient_id) if with_patient else select(Task)
         )
-        result = await session.execute(query.where(*page_conditions).order_by(*ordering).limit(limit + 1))
+        if branches:
+            first = ordered_union(Task.id, columns, order is Order.DESC, page_conditions, branches, limit + 1)
+            merged_order = [c.asc() if order is Order.ASC else c.desc() for c in first.c if c.name != "key"]
+            query = query.join(first, first.c.key == Task.id).order_by(*merged_order)
+        else:
+            query = query.where(*page_conditions).order_by(*ordering).limit(limit + 1)
+        result = await session.execute(query)
         rows = [(r[0], r[1] if with_patient else None) for r in result.all()]
     has_next = len(rows) > limit
     rows = rows[:limit]
@@ -142,19 +154,27 @@ async def task_page(
                 updated_at=last.updated_at,
             ),
         )
-    total, exact = await count_tasks(session, conditions, cap=count_cap)
+    total, exact = await count_tasks(session, conditions, cap=count_cap, branches=branches)
     return TaskPage(rows, next_cursor, total, exact)
 
 
 async def count_tasks(
-    session: AsyncSession, conditions: Sequence[ColumnElement[bool]], *, cap: int | None
+    session: AsyncSession,
+    conditions: Sequence[ColumnElement[bool]],
+    *,
+    cap: int | None,
+    branches: Sequence[ColumnElement[bool]] = (),
 ) -> tuple[int, bool]:
     """(count, exact). With a cap, counting stops after cap+1 rows: a busy queue's "1,000+" costs
     what a 1,000-row index scan costs, not a scan of the whole queue."""
-    inner = select(Task.id).where(*conditions)
-    if cap is not None:
-        inner = inner.limit(cap + 1)
-    counted = int(await session.scalar(select(func.count()).select_from(inner.subquery())) or 0)
+    limit = None if cap is None else cap + 1
+    if branches:
+        counted = int(await session.scalar(union_count(Task.id, conditions, branches, limit)) or 0)
+    else:
+        inner = select(Task.id).where(*conditions)
+        if limit is not None:
+            inner = inner.limit(limit)
+        counted = int(await session.scalar(select(func.count()).select_from(inner.subquery())) or 0)
     if cap is not None and counted > cap:
         return cap, False
     return counted, True

@@ -20,7 +20,7 @@ depends_on = None
 OPEN = "status IN ('accepted', 'in-progress', 'on-hold', 'ready', 'received', 'requested')"
 # name -> (key columns, PostgreSQL INCLUDE columns: what the capped total needs, for index-only scans)
 INDEXES: dict[str, tuple[list[str], list[str]]] = {
-    "ix_tasks_open_role_due": (["role", "due_at", "id"], ["team", "encounter_id"]),
+    "ix_tasks_open_role_due": (["role", "team", "due_at", "id"], ["encounter_id"]),
     "ix_tasks_open_owner_due": (["owner", "due_at", "id"], []),
     "ix_tasks_open_due": (["due_at", "id"], ["team", "encounter_id", "role"]),
 }
