@@ -1,0 +1,222 @@
+"""Care plans in the database: scoped lookups, versioned writes (a whole snapshot per version), sign-off.
+
+Callers hold the transaction. Every write bumps `version` (SQLAlchemy's version counter, so a racing
+writer that read the same version fails with StaleDataError rather than overwriting) and appends the
+new version's snapshot to care_plan_versions.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import ColumnElement, and_, or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.careplans.model import CarePlanIn, CarePlanOut, PlanError, SignOff
+from app.careplans.signoff import SignOffPolicy
+from app.db.models import CarePlan, CarePlanVersion, Patient, Task, utcnow
+
+ACTIVE = "active"
+
+
+class ActivePlanExists(Exception):
+    """The patient already has an active care plan (one at a time)."""
+
+
+def _active_key(patient_id: uuid.UUID, status: str) -> uuid.UUID | None:
+    return patient_id if status == ACTIVE else None
+
+
+def plan_out(row: CarePlan) -> CarePlanOut:
+    content = row.content or {}
+    sign_off = None
+    if row.signed_off_at is not None and row.signed_off_by is not None and row.signed_off_version is not None:
+        sign_off = SignOff(
+            by=row.signed_off_by,
+            at=row.signed_off_at,
+            version=row.signed_off_version,
+            # a sign-off bumps the version itself: it covers the plan while nothing changed after it
+            covers_current=row.signed_off_version == row.version,
+        )
+    return CarePlanOut(
+        id=row.id,
+        patient_id=row.patient_id,
+        status=row.status,  # type: ignore[arg-type]
+        title=row.title,
+        description=row.description,
+        period_start=row.period_start,
+        period_end=row.period_end,
+        goals=content.get("goals", []),
+        activities=content.get("activities", []),
+        care_team=content.get("care_team", []),
+        patient_actions=content.get("patient_actions", []),
+        version=row.version,
+        sign_off=sign_off,
+        activated_at=row.activated_at,
+        created_at=row.created_at,
+        created_by=row.created_by,
+        updated_at=row.updated_at,
+        updated_by=row.updated_by,
+    )
+
+
+def _content(plan: CarePlanIn) -> dict[str, object]:
+    data = plan.model_dump(mode="json", include={"goals", "activities", "care_team", "patient_actions"})
+    return dict(data)
+
+
+def _apply(row: CarePlan, plan: CarePlanIn, now: datetime) -> None:
+    if plan.status == ACTIVE and row.status != ACTIVE:
+        row.activated_at = now
+    row.status = plan.status
+    row.active_patient_id = _active_key(row.patient_id, plan.status)
+    row.title = plan.title
+    row.description = plan.description
+    row.period_start = plan.period_start
+    row.period_end = plan.period_end
+    row.content = _content(plan)
+
+
+def scoped(patient_scope: ColumnElement[bool]) -> ColumnElement[bool]:
+    """A care plan is visible when its patient is (app/api/access.py patient_condition)."""
+    return select(Patient.id).where(Patient.id == CarePlan.patient_id, patient_scope).exists()
+
+
+async def visible_plan(
+    session: AsyncSession, plan_id: uuid.UUID, patient_scope: ColumnElement[bool], *, for_update: bool = False
+) -> CarePlan | None:
+    query = select(CarePlan).where(CarePlan.id == plan_id, scoped(patient_scope))
+    if for_update:
+        query = query.with_for_update(of=CarePlan)
+    return (await session.execute(query)).scalar_one_or_none()
+
+
+async def active_plan_of(session: AsyncSession, patient_id: uuid.UUID) -> CarePlan | None:
+    return (
+        await session.execute(select(CarePlan).where(CarePlan.patient_id == patient_id, CarePlan.status == ACTIVE))
+    ).scalar_one_or_none()
+
+
+async def plans_of(session: AsyncSession, patient_id: uuid.UUID) -> Sequence[CarePlan]:
+    query = select(CarePlan).where(CarePlan.patient_id == patient_id).order_by(CarePlan.created_at.desc())
+    return (await session.execute(query)).scalars().all()
+
+
+async def task_link_errors(session: AsyncSession, patient_id: uuid.UUID, plan: CarePlanIn) -> list[PlanError]:
+    """Each linked task must exist and be about this patient."""
+    wanted = {a.task_id: i for i, a in enumerate(plan.activities) if a.task_id is not None}
+    if not wanted:
+        return []
+    rows = (await session.execute(select(Task.id, Task.patient_id).where(Task.id.in_(list(wanted))))).all()
+    owners = {task_id: owner for task_id, owner in rows}
+    errors = []
+    for task_id, i in wanted.items():
+        if owners.get(task_id) != patient_id:
+            errors.append(PlanError(f"activities.{i}.task_id", "no task with this id for this patient"))
+    return errors
+
+
+async def _flush_or_conflict(session: AsyncSession) -> None:
+    """A racing writer that activated another plan first trips the unique key: the same 409."""
+    try:
+        await session.flush()
+    except IntegrityError as exc:
+        if "active_patient_id" in str(exc.orig):
+            raise ActivePlanExists from None
+        raise
+
+
+def _record_version(session: AsyncSession, row: CarePlan, actor: str, action: str) -> CarePlanOut:
+    out = plan_out(row)
+    session.add(
+        CarePlanVersion(
+            care_plan_id=row.id,
+            version=row.version,
+            recorded_at=row.updated_at,
+            actor=actor,
+            action=action,
+            snapshot=out.model_dump(mode="json"),
+        )
+    )
+    return out
+
+
+async def create_plan(
+    session: AsyncSession, patient_id: uuid.UUID, plan: CarePlanIn, actor: str, now: datetime | None = None
+) -> CarePlanOut:
+    now = now or utcnow()
+    if plan.status == ACTIVE and await active_plan_of(session, patient_id) is not None:
+        raise ActivePlanExists
+    row = CarePlan(
+        id=uuid.uuid4(),
+        patient_id=patient_id,
+        created_by=actor,
+        updated_by=actor,
+        created_at=now,
+        updated_at=now,
+        status="draft",
+        content={},
+    )
+    _apply(row, plan, now)
+    session.add(row)
+    await _flush_or_conflict(session)
+    return _record_version(session, row, actor, "create")
+
+
+async def update_plan(
+    session: AsyncSession, row: CarePlan, plan: CarePlanIn, actor: str, now: datetime | None = None
+) -> CarePlanOut:
+    now = now or utcnow()
+    if plan.status == ACTIVE and row.status != ACTIVE:
+        other = await active_plan_of(session, row.patient_id)
+        if other is not None and other.id != row.id:
+            raise ActivePlanExists
+    _apply(row, plan, now)
+    row.updated_by = actor
+    row.updated_at = now
+    await _flush_or_conflict(session)
+    return _record_version(session, row, actor, "update")
+
+
+async def sign_off_plan(session: AsyncSession, row: CarePlan, actor: str, now: datetime | None = None) -> CarePlanOut:
+    """Record the PCP's sign-off of the version they read; the sign-off is itself a new version."""
+    now = now or utcnow()
+    row.signed_off_by = actor
+    row.signed_off_at = now
+    row.updated_by = actor
+    row.updated_at = now
+    row.signed_off_version = row.version + 1  # the version this write creates: the signed one
+    await session.flush()
+    return _record_version(session, row, actor, "sign-off")
+
+
+async def versions_of(session: AsyncSession, plan_id: uuid.UUID) -> Sequence[CarePlanVersion]:
+    query = (
+        select(CarePlanVersion).where(CarePlanVersion.care_plan_id == plan_id).order_by(CarePlanVersion.version.desc())
+    )
+    return (await session.execute(query)).scalars().all()
+
+
+async def version_of(session: AsyncSession, plan_id: uuid.UUID, version: int) -> CarePlanVersion | None:
+    query = select(CarePlanVersion).where(CarePlanVersion.care_plan_id == plan_id, CarePlanVersion.version == version)
+    return (await session.execute(query)).scalar_one_or_none()
+
+
+async def sign_off_due(
+    session: AsyncSession, patient_scope: ColumnElement[bool], policy: SignOffPolicy, now: datetime, limit: int
+) -> Sequence[CarePlan]:
+    """Active plans in scope whose sign-off is overdue or falls due soon, most overdue first."""
+    activated_before, signed_before = policy.cutoffs(now)
+    never_signed = and_(CarePlan.signed_off_at.is_(None), CarePlan.activated_at <= activated_before)
+    lapsed = and_(CarePlan.signed_off_at.is_not(None), CarePlan.signed_off_at <= signed_before)
+    query = (
+        select(CarePlan)
+        .where(CarePlan.status == ACTIVE, or_(never_signed, lapsed), scoped(patient_scope))
+        .order_by(CarePlan.activated_at, CarePlan.id)
+        .limit(limit)
+    )
+    rows = (await session.execute(query)).scalars().all()
+    return sorted(rows, key=lambda r: (policy.due_at(r.activated_at or r.created_at, r.signed_off_at), str(r.id)))
