@@ -229,6 +229,7 @@ def careplan_from_fhir(resource: dict[str, Any]) -> CarePlanIn:
             care_team.append(entry)
     activities: list[dict[str, Any]] = []
     actions: list[dict[str, Any]] = []
+    where_is: dict[str, list[int]] = {"activities": [], "patient_actions": []}  # REST list index -> FHIR activity index
     for i, act in enumerate(resource.get("activity") or []):
         where = f"CarePlan.activity[{i}]"
         if act.get("reference"):
@@ -246,6 +247,7 @@ def careplan_from_fhir(resource: dict[str, Any]) -> CarePlanIn:
                 for e in extensions
                 if e.get("url") == ACTIVITY_GOAL_EXT
             ]
+            where_is["activities"].append(i)
             activities.append(
                 {
                     "id": act.get("id"),
@@ -267,8 +269,10 @@ def careplan_from_fhir(resource: dict[str, Any]) -> CarePlanIn:
         by_patient = any((p.get("reference") or "").startswith("Patient/") for p in detail.get("performer") or [])
         if by_patient:
             item["frequency"] = detail.get("scheduledString")
+            where_is["patient_actions"].append(i)
             actions.append(item)
         else:
+            where_is["activities"].append(i)
             activities.append(item)
     period = resource.get("period") or {}
     try:
@@ -287,4 +291,25 @@ def careplan_from_fhir(resource: dict[str, Any]) -> CarePlanIn:
         )
     except ValidationError as exc:
         first = exc.errors()[0]
-        raise CarePlanMappingError(".".join(str(p) for p in first["loc"]), first["msg"]) from None
+        raise CarePlanMappingError(_fhir_path(first["loc"], where_is), first["msg"]) from None
+
+
+_TOP_LEVEL = {
+    "status": "CarePlan.status",
+    "title": "CarePlan.title",
+    "description": "CarePlan.description",
+    "period_start": "CarePlan.period.start",
+    "period_end": "CarePlan.period.end",
+    "care_team": "CarePlan.careTeam",
+}
+
+
+def _fhir_path(loc: tuple[Any, ...], where_is: dict[str, list[int]]) -> str:
+    """A REST field path (pydantic's loc) as the FHIR element it came from."""
+    head = str(loc[0]) if loc else ""
+    index = loc[1] if len(loc) > 1 and isinstance(loc[1], int) else None
+    if head == "goals" and index is not None:
+        return f"CarePlan.goal[{index}]"
+    if head in where_is and index is not None and index < len(where_is[head]):
+        return f"CarePlan.activity[{where_is[head][index]}]"
+    return _TOP_LEVEL.get(head, "CarePlan")
