@@ -115,8 +115,8 @@ async def create_careplan(request: Request, principal: CurrentPrincipal) -> JSON
     require_writer(principal, settings)
     body = await _body(request)
     try:
-        patient_id = subject_patient_id(body)
         plan = careplan_from_fhir(body)
+        patient_id = subject_patient_id(body)
     except CarePlanMappingError as exc:
         raise _mapping_problem(exc) from None
     async with request.app.state.runtime.sessions() as session, session.begin():
@@ -162,8 +162,8 @@ async def update_careplan(
     if body.get("id") != resource_id:
         raise Problem(400, "Invalid CarePlan", "the resource id must match the URL", field="CarePlan.id")
     try:
-        subject = subject_patient_id(body)
         plan = careplan_from_fhir(body)
+        subject = subject_patient_id(body)
     except CarePlanMappingError as exc:
         raise _mapping_problem(exc) from None
     key = _key(resource_id)
