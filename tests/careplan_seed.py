@@ -28,6 +28,12 @@ async def seed_patient(db: AsyncEngine, *, role: str = "BHCF", team: str = "T1")
         session.add(patient)
         await session.flush()
         session.add(PatientIdentifier(patient_id=patient.id, system=MRN_SYSTEM, value=mrn, type_code="MR"))
+        patient_id = patient.id
+    return Seeded(patient_id, await add_task(db, patient_id, role, team), mrn)
+
+
+async def add_task(db: AsyncEngine, patient_id: uuid.UUID, role: str, team: str) -> uuid.UUID:
+    async with AsyncSession(db) as session, session.begin():
         task = Task(
             dedupe_key=f"seed:{uuid.uuid4()}",
             type="post-discharge-contact",
@@ -35,7 +41,7 @@ async def seed_patient(db: AsyncEngine, *, role: str = "BHCF", team: str = "T1")
             priority="routine",
             role=role,
             team=team,
-            patient_id=patient.id,
+            patient_id=patient_id,
             due_at=datetime.now(UTC) + timedelta(days=7),
             due_basis={},
             rule_id="seed",
@@ -44,7 +50,7 @@ async def seed_patient(db: AsyncEngine, *, role: str = "BHCF", team: str = "T1")
         )
         session.add(task)
         await session.flush()
-        return Seeded(patient.id, task.id, mrn)
+        return task.id
 
 
 async def attribute(db: AsyncEngine, patient_id: uuid.UUID, practice: str) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from typing import Annotated
+from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from pydantic import BaseModel, Field
@@ -18,7 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.exc import StaleDataError
 
-from app.api.access import is_supervisor, patient_condition, patient_id_condition
+from app.api.access import is_supervisor, patient_condition, patient_id_condition, task_conditions
 from app.api.auth import CurrentPrincipal, Principal
 from app.api.problems import Problem
 from app.careplans.model import CarePlanIn, CarePlanOut, PlanError, assign_ids, check_plan
@@ -59,6 +60,11 @@ def policy_from(settings: Settings) -> SignOffPolicy:
         settings.care_plan_sign_off_renewal_days,
         settings.care_plan_sign_off_due_soon_days,
     )
+
+
+def facility_zone(settings: Settings) -> ZoneInfo:
+    """Engagement dates (status file) are calendar days where the care team works."""
+    return ZoneInfo(settings.facility_timezone)
 
 
 def may_write(principal: Principal, settings: Settings) -> bool:
@@ -132,9 +138,12 @@ def _audit(
     )
 
 
-async def validated_plan(session: AsyncSession, patient_id: uuid.UUID, body: CarePlanIn) -> CarePlanIn:
+async def validated_plan(
+    session: AsyncSession, principal: Principal, settings: Settings, patient_id: uuid.UUID, body: CarePlanIn
+) -> CarePlanIn:
     plan = assign_ids(body)
-    errors = check_plan(plan) + await store.task_link_errors(session, patient_id, plan)
+    task_scope = task_conditions(principal, settings)
+    errors = check_plan(plan) + await store.task_link_errors(session, patient_id, plan, task_scope)
     if errors:
         raise _invalid(errors)
     return plan
@@ -167,9 +176,9 @@ async def create_care_plan(
             raise _patient_missing(patient_id)
         if patient.merged_into_id is not None:
             raise Problem(409, "Conflict", f"patient was merged into {patient.merged_into_id}", field="patient_id")
-        plan = await validated_plan(session, patient_id, body)
+        plan = await validated_plan(session, principal, settings, patient_id, body)
         try:
-            out = await store.create_plan(session, patient_id, plan, principal.subject)
+            out = await store.create_plan(session, patient_id, plan, principal.subject, zone=facility_zone(settings))
         except store.ActivePlanExists:
             raise _conflict() from None
         _audit(session, principal, request, AuditAction.CREATE, [str(patient_id)])
@@ -272,9 +281,9 @@ async def update_care_plan(
             if row is None:
                 raise _plan_missing(care_plan_id)
             _precondition(if_match, row.version)
-            plan = await validated_plan(session, row.patient_id, body)
+            plan = await validated_plan(session, principal, settings, row.patient_id, body)
             try:
-                out = await store.update_plan(session, row, plan, principal.subject)
+                out = await store.update_plan(session, row, plan, principal.subject, zone=facility_zone(settings))
             except store.ActivePlanExists:
                 raise _conflict() from None
             _audit(session, principal, request, AuditAction.UPDATE, [str(row.patient_id)])
@@ -306,7 +315,7 @@ async def sign_off_care_plan(
                 raise Problem(
                     409, "Conflict", f"only an active plan can be signed off (this one is {row.status})", field="status"
                 )
-            out = await store.sign_off_plan(session, row, principal.subject)
+            out = await store.sign_off_plan(session, row, principal.subject, zone=facility_zone(settings))
             _audit(session, principal, request, AuditAction.UPDATE, [str(row.patient_id)])
     except StaleDataError:
         raise Problem(412, "Precondition failed", "the care plan changed meanwhile", field="If-Match") from None

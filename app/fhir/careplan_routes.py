@@ -22,7 +22,7 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from app.api.access import patient_condition
 from app.api.auth import CurrentPrincipal, Principal
-from app.api.care_plans import require_reader, require_writer, validated_plan, visible_patient
+from app.api.care_plans import facility_zone, require_reader, require_writer, validated_plan, visible_patient
 from app.api.problems import Problem
 from app.careplans.model import CarePlanOut
 from app.careplans.versioning import PreconditionError, check_if_match, etag
@@ -123,9 +123,9 @@ async def create_careplan(request: Request, principal: CurrentPrincipal) -> JSON
         patient = await visible_patient(session, principal, settings, patient_id)
         if patient is None or patient.merged_into_id is not None:
             raise Problem(422, "Invalid CarePlan", "no patient with this id", field="CarePlan.subject")
-        plan = await validated_plan(session, patient_id, plan)
+        plan = await validated_plan(session, principal, settings, patient_id, plan)
         try:
-            out = await store.create_plan(session, patient_id, plan, principal.subject)
+            out = await store.create_plan(session, patient_id, plan, principal.subject, zone=facility_zone(settings))
         except store.ActivePlanExists:
             raise Problem(
                 409, "Conflict", "the patient already has an active CarePlan", field="CarePlan.status"
@@ -181,9 +181,9 @@ async def update_careplan(
                 raise Problem(
                     422, "Invalid CarePlan", "a plan cannot move to another patient", field="CarePlan.subject"
                 )
-            plan = await validated_plan(session, row.patient_id, plan)
+            plan = await validated_plan(session, principal, settings, row.patient_id, plan)
             try:
-                out = await store.update_plan(session, row, plan, principal.subject)
+                out = await store.update_plan(session, row, plan, principal.subject, zone=facility_zone(settings))
             except store.ActivePlanExists:
                 raise Problem(
                     409, "Conflict", "the patient already has an active CarePlan", field="CarePlan.status"

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, date, datetime, tzinfo
 
-from sqlalchemy import ColumnElement, and_, or_, select
+from sqlalchemy import ColumnElement, and_, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.careplans.model import CarePlanIn, CarePlanOut, PlanError, SignOff
 from app.careplans.signoff import SignOffPolicy
-from app.db.models import CarePlan, CarePlanVersion, Patient, Task, utcnow
+from app.db.models import CarePlan, CarePlanVersion, Patient, RosterMember, Task, utcnow
 
 ACTIVE = "active"
 
@@ -68,8 +68,10 @@ def _content(plan: CarePlanIn) -> dict[str, object]:
     return dict(data)
 
 
-def _apply(row: CarePlan, plan: CarePlanIn, now: datetime) -> None:
-    if plan.status == ACTIVE and row.status != ACTIVE:
+def _apply(row: CarePlan, plan: CarePlanIn, now: datetime) -> bool:
+    """Copy the plan onto the row; True when this write activates it."""
+    activated = plan.status == ACTIVE and row.status != ACTIVE
+    if activated:
         row.activated_at = now
     row.status = plan.status
     row.active_patient_id = _active_key(row.patient_id, plan.status)
@@ -78,6 +80,7 @@ def _apply(row: CarePlan, plan: CarePlanIn, now: datetime) -> None:
     row.period_start = plan.period_start
     row.period_end = plan.period_end
     row.content = _content(plan)
+    return activated
 
 
 def scoped(patient_scope: ColumnElement[bool]) -> ColumnElement[bool]:
@@ -105,12 +108,19 @@ async def plans_of(session: AsyncSession, patient_id: uuid.UUID) -> Sequence[Car
     return (await session.execute(query)).scalars().all()
 
 
-async def task_link_errors(session: AsyncSession, patient_id: uuid.UUID, plan: CarePlanIn) -> list[PlanError]:
-    """Each linked task must exist and be about this patient."""
+async def task_link_errors(
+    session: AsyncSession,
+    patient_id: uuid.UUID,
+    plan: CarePlanIn,
+    task_scope: Sequence[ColumnElement[bool]] = (),
+) -> list[PlanError]:
+    """Each linked task must exist, be about this patient and be one the writer may see (`task_scope`,
+    app/api/access.py task_conditions): a hidden task, a Part 2 one included, reads as unknown."""
     wanted = {a.task_id: i for i, a in enumerate(plan.activities) if a.task_id is not None}
     if not wanted:
         return []
-    rows = (await session.execute(select(Task.id, Task.patient_id).where(Task.id.in_(list(wanted))))).all()
+    query = select(Task.id, Task.patient_id).where(Task.id.in_(list(wanted)), *task_scope)
+    rows = (await session.execute(query)).all()
     owners = {task_id: owner for task_id, owner in rows}
     errors = []
     for task_id, i in wanted.items():
@@ -129,6 +139,24 @@ async def _flush_or_conflict(session: AsyncSession) -> None:
         raise
 
 
+async def record_engagement(
+    session: AsyncSession, patient_id: uuid.UUID, *, care_plan: date | None = None, pcp_sign_off: date | None = None
+) -> None:
+    """The engagement status file (docs/rosters.md) reports care plan and PCP sign-off dates per member."""
+    values: dict[str, date] = {}
+    if care_plan is not None:
+        values["care_plan_date"] = care_plan
+    if pcp_sign_off is not None:
+        values["pcp_signoff_date"] = pcp_sign_off
+    if values:
+        await session.execute(
+            update(RosterMember)
+            .where(RosterMember.patient_id == patient_id, RosterMember.status == "active")
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        )
+
+
 def _record_version(session: AsyncSession, row: CarePlan, actor: str, action: str) -> CarePlanOut:
     out = plan_out(row)
     session.add(
@@ -145,7 +173,12 @@ def _record_version(session: AsyncSession, row: CarePlan, actor: str, action: st
 
 
 async def create_plan(
-    session: AsyncSession, patient_id: uuid.UUID, plan: CarePlanIn, actor: str, now: datetime | None = None
+    session: AsyncSession,
+    patient_id: uuid.UUID,
+    plan: CarePlanIn,
+    actor: str,
+    now: datetime | None = None,
+    zone: tzinfo = UTC,
 ) -> CarePlanOut:
     now = now or utcnow()
     if plan.status == ACTIVE and await active_plan_of(session, patient_id) is not None:
@@ -160,28 +193,34 @@ async def create_plan(
         status="draft",
         content={},
     )
-    _apply(row, plan, now)
+    activated = _apply(row, plan, now)
     session.add(row)
     await _flush_or_conflict(session)
+    if activated:
+        await record_engagement(session, patient_id, care_plan=now.astimezone(zone).date())
     return _record_version(session, row, actor, "create")
 
 
 async def update_plan(
-    session: AsyncSession, row: CarePlan, plan: CarePlanIn, actor: str, now: datetime | None = None
+    session: AsyncSession, row: CarePlan, plan: CarePlanIn, actor: str, now: datetime | None = None, zone: tzinfo = UTC
 ) -> CarePlanOut:
     now = now or utcnow()
     if plan.status == ACTIVE and row.status != ACTIVE:
         other = await active_plan_of(session, row.patient_id)
         if other is not None and other.id != row.id:
             raise ActivePlanExists
-    _apply(row, plan, now)
+    activated = _apply(row, plan, now)
     row.updated_by = actor
     row.updated_at = now
     await _flush_or_conflict(session)
+    if activated:
+        await record_engagement(session, row.patient_id, care_plan=now.astimezone(zone).date())
     return _record_version(session, row, actor, "update")
 
 
-async def sign_off_plan(session: AsyncSession, row: CarePlan, actor: str, now: datetime | None = None) -> CarePlanOut:
+async def sign_off_plan(
+    session: AsyncSession, row: CarePlan, actor: str, now: datetime | None = None, zone: tzinfo = UTC
+) -> CarePlanOut:
     """Record the PCP's sign-off of the version they read; the sign-off is itself a new version."""
     now = now or utcnow()
     row.signed_off_by = actor
@@ -190,6 +229,7 @@ async def sign_off_plan(session: AsyncSession, row: CarePlan, actor: str, now: d
     row.updated_at = now
     row.signed_off_version = row.version + 1  # the version this write creates: the signed one
     await session.flush()
+    await record_engagement(session, row.patient_id, pcp_sign_off=now.astimezone(zone).date())
     return _record_version(session, row, actor, "sign-off")
 
 

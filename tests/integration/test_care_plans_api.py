@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -19,9 +20,9 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from app.db.models import AuditEvent, CarePlan, CarePlanVersion
+from app.db.models import AuditEvent, CarePlan, CarePlanVersion, RosterMember
 from app.fhir.careplan import SIGN_OFF_EXT
-from tests.careplan_seed import MRN_SYSTEM, attribute, seed_patient
+from tests.careplan_seed import MRN_SYSTEM, add_task, attribute, seed_patient
 from tests.conftest import bearer
 
 TokenFor = Callable[..., str]
@@ -132,8 +133,10 @@ async def test_one_active_plan_per_patient(client: httpx.AsyncClient, db: AsyncE
 async def test_validation_names_the_field(client: httpx.AsyncClient, db: AsyncEngine, token_for: TokenFor) -> None:
     seeded = await seed_patient(db)
     other = await seed_patient(db)
+    nurse_task = await add_task(db, seeded.patient_id, "RN", "T1")  # not in a BHCF's queue: reads as unknown
     headers = bhcf(token_for)
     cases = [
+        ({"activities": [{"description": "x", "task_id": str(nurse_task)}]}, "activities.0.task_id"),
         ({"goals": [{"description": "x", "target_date": "soon"}]}, "goals.0.target_date"),
         ({"activities": [{"description": "x", "goal_ids": ["nope"]}]}, "activities.0.goal_ids"),
         ({"activities": [{"description": "x", "task_id": str(other.task_id)}]}, "activities.0.task_id"),
@@ -237,6 +240,14 @@ async def test_pcp_sign_off_and_due_list(client: httpx.AsyncClient, db: AsyncEng
             .all()
         )
     assert actions == ["create", "sign-off", "update"]
+
+    # the engagement status file's dates (docs/rosters.md) follow the plan and its sign-off
+    today = datetime.now(ZoneInfo("America/New_York")).date()
+    async with AsyncSession(db) as session:
+        member = (
+            await session.execute(select(RosterMember).where(RosterMember.patient_id == old.patient_id))
+        ).scalar_one()
+    assert (member.care_plan_date, member.pcp_signoff_date) == (today, today)
 
 
 # --- FHIR -----------------------------------------------------------------------------------------
