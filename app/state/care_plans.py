@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, tzinfo
 
-from sqlalchemy import ColumnElement, and_, or_, select, update
+from sqlalchemy import ColumnElement, and_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -247,16 +247,59 @@ async def version_of(session: AsyncSession, plan_id: uuid.UUID, version: int) ->
 
 async def sign_off_due(
     session: AsyncSession, patient_scope: ColumnElement[bool], policy: SignOffPolicy, now: datetime, limit: int
-) -> Sequence[CarePlan]:
-    """Active plans in scope whose sign-off is overdue or falls due soon, most overdue first."""
+) -> list[CarePlan]:
+    """Active plans in scope whose sign-off is overdue or falls due soon, soonest due first.
+
+    Never-signed plans fall due by activation time, signed ones by sign-off time: each query is ordered
+    by its own clock, so the first `limit` of the merge of the two is the first `limit` overall."""
     activated_before, signed_before = policy.cutoffs(now)
-    never_signed = and_(CarePlan.signed_off_at.is_(None), CarePlan.activated_at <= activated_before)
-    lapsed = and_(CarePlan.signed_off_at.is_not(None), CarePlan.signed_off_at <= signed_before)
-    query = (
-        select(CarePlan)
-        .where(CarePlan.status == ACTIVE, or_(never_signed, lapsed), scoped(patient_scope))
-        .order_by(CarePlan.activated_at, CarePlan.id)
-        .limit(limit)
+    never_signed = (
+        and_(CarePlan.signed_off_at.is_(None), CarePlan.activated_at <= activated_before),
+        CarePlan.activated_at,
     )
-    rows = (await session.execute(query)).scalars().all()
-    return sorted(rows, key=lambda r: (policy.due_at(r.activated_at or r.created_at, r.signed_off_at), str(r.id)))
+    lapsed = (
+        and_(CarePlan.signed_off_at.is_not(None), CarePlan.signed_off_at <= signed_before),
+        CarePlan.signed_off_at,
+    )
+    rows: list[CarePlan] = []
+    for condition, clock in (never_signed, lapsed):
+        query = (
+            select(CarePlan)
+            .where(CarePlan.status == ACTIVE, condition, scoped(patient_scope))
+            .order_by(clock, CarePlan.id)
+            .limit(limit)
+        )
+        rows += (await session.execute(query)).scalars().all()
+    rows.sort(key=lambda r: (policy.due_at(r.activated_at or r.created_at, r.signed_off_at), str(r.id)))
+    return rows[:limit]
+
+
+MERGE_ACTOR = "system:merge"
+ON_HOLD = "on-hold"
+
+
+async def move_on_merge(
+    session: AsyncSession, prior_id: uuid.UUID, survivor_id: uuid.UUID, now: datetime | None = None
+) -> None:
+    """A40: the merged record's plans move to the survivor, each as a new version. When both records
+    have an active plan, the survivor's stays active and the moved one goes on hold for the team to
+    reconcile (one active plan per patient holds throughout)."""
+    plans = (await session.execute(select(CarePlan).where(CarePlan.patient_id == prior_id))).scalars().all()
+    if not plans:
+        return
+    now = now or utcnow()
+    survivor_active = await active_plan_of(session, survivor_id)
+    for row in plans:
+        row.patient_id = survivor_id
+        if row.status == ACTIVE:  # its key (the prior id) is unique to it, so one flush never collides
+            if survivor_active is None:
+                row.active_patient_id = survivor_id
+                survivor_active = row
+            else:
+                row.status = ON_HOLD
+                row.active_patient_id = None
+        row.updated_by = MERGE_ACTOR
+        row.updated_at = now
+    await session.flush()
+    for row in plans:
+        _record_version(session, row, MERGE_ACTOR, "merge")

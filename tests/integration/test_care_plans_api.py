@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app.db.models import AuditEvent, CarePlan, CarePlanVersion, RosterMember
 from app.fhir.careplan import SIGN_OFF_EXT
+from app.state.care_plans import move_on_merge
 from tests.careplan_seed import MRN_SYSTEM, add_task, attribute, seed_patient
 from tests.conftest import bearer
 
@@ -205,6 +206,8 @@ async def test_pcp_sign_off_and_due_list(client: httpx.AsyncClient, db: AsyncEng
     assert due.status_code == 200, due.text
     items = {i["plan"]["id"]: i["state"] for i in due.json()["items"]}
     assert items == {plans["old"]["id"]: "overdue", plans["signed"]["id"]: "due"}
+    first = (await client.get("/care-plans/sign-off-due?limit=1", headers=doctor)).json()["items"]
+    assert [i["plan"]["id"] for i in first] == [plans["old"]["id"]]  # soonest due first, across both clocks
 
     unsigned = await client.post(f"/care-plans/{plans['old']['id']}/sign-off", headers=doctor)
     assert unsigned.status_code == 428
@@ -440,3 +443,22 @@ async def test_fhir_patient_read_and_search(client: httpx.AsyncClient, db: Async
         )
     assert any(str(seeded.patient_id) in a.patient_ids and a.outcome == "0" for a in audits)
     assert any(a.outcome == "4" for a in audits)  # the hidden read is audited as a failure
+
+
+async def test_a_merge_moves_plans_and_keeps_one_active(
+    client: httpx.AsyncClient, db: AsyncEngine, token_for: TokenFor
+) -> None:
+    survivor, prior = await seed_patient(db), await seed_patient(db)
+    headers = bhcf(token_for)
+    kept = (await create(client, headers, survivor.patient_id)).json()
+    moved = (await create(client, headers, prior.patient_id)).json()
+    async with AsyncSession(db) as session, session.begin():
+        await move_on_merge(session, prior.patient_id, survivor.patient_id)
+    plans = (await client.get(f"/patients/{survivor.patient_id}/care-plans", headers=headers)).json()
+    assert {p["id"]: p["status"] for p in plans} == {kept["id"]: "active", moved["id"]: "on-hold"}
+    history = (await client.get(f"/care-plans/{moved['id']}/history", headers=headers)).json()
+    assert [(v["version"], v["action"], v["actor"]) for v in history] == [
+        (2, "merge", "system:merge"),
+        (1, "create", "fac-1"),
+    ]
+    assert history[0]["plan"]["patient_id"] == str(survivor.patient_id)
