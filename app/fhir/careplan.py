@@ -167,6 +167,12 @@ def _local_goal_id(reference: str, where: str) -> str:
     return reference[len(GOAL_PREFIX) + 1 :]
 
 
+def _concept_text(concept: dict[str, Any]) -> str:
+    """A CodeableConcept as words: its text, else the first coding's display."""
+    displays = [c.get("display") for c in concept.get("coding") or [] if c.get("display")]
+    return concept.get("text") or (displays[0] if displays else "")
+
+
 def _date(value: Any) -> date | None:
     if value is None:
         return None
@@ -208,7 +214,7 @@ def careplan_from_fhir(resource: dict[str, Any]) -> CarePlanIn:
         goals.append(
             {
                 "id": goal["id"][len(GOAL_PREFIX) :],
-                "description": (goal.get("description") or {}).get("text") or "",
+                "description": _concept_text(goal.get("description") or {}),
                 "patient_stated": bool((goal.get("expressedBy") or {}).get("reference", "").startswith("Patient")),
                 "target_date": _date(target.get("dueDate")),
                 "status": goal.get("lifecycleStatus"),

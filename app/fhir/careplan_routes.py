@@ -49,6 +49,12 @@ IGNORED_QUIETLY = ("_format", "_pretty")
 DEFAULT_COUNT = 20
 MAX_COUNT = 100
 MAX_BODY_BYTES = 1_048_576
+_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {t: {"schema": {"type": "object"}} for t in ("application/fhir+json", "application/json")},
+    }
+}
 
 
 def _audit(
@@ -109,7 +115,7 @@ def _mapping_problem(exc: CarePlanMappingError) -> Problem:
     )
 
 
-@router.post("/CarePlan", status_code=201, summary="Create a CarePlan")
+@router.post("/CarePlan", status_code=201, summary="Create a CarePlan", openapi_extra=_BODY)
 async def create_careplan(request: Request, principal: CurrentPrincipal) -> JSONResponse:
     settings: Settings = request.app.state.settings
     require_writer(principal, settings)
@@ -149,7 +155,7 @@ async def read_careplan(resource_id: str, request: Request, principal: CurrentPr
     return _resource_response(out, request)
 
 
-@router.put("/CarePlan/{resource_id}", summary="Update a CarePlan (If-Match required)")
+@router.put("/CarePlan/{resource_id}", summary="Update a CarePlan (If-Match required)", openapi_extra=_BODY)
 async def update_careplan(
     resource_id: str,
     request: Request,

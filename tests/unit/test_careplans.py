@@ -247,3 +247,9 @@ def test_fhir_patient() -> None:
     assert merged["active"] is False
     assert merged["link"] == [{"other": {"reference": f"Patient/{merged_into}"}, "type": "replaced-by"}]
     assert merged["deceasedDateTime"] == NOW.isoformat()
+
+
+def test_a_coded_goal_without_text_takes_its_display() -> None:
+    resource = careplan_resource(as_out(full_plan()))
+    resource["contained"][0]["description"] = {"coding": [{"system": "http://snomed.info/sct", "display": "Sleep"}]}
+    assert careplan_from_fhir(resource).goals[0].description == "Sleep"
