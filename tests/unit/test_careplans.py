@@ -7,6 +7,7 @@ import uuid
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
+from fhir.resources.R4B.capabilitystatement import CapabilityStatement
 from fhir.resources.R4B.careplan import CarePlan as FhirCarePlan
 from fhir.resources.R4B.patient import Patient as FhirPatient
 from hypothesis import given
@@ -26,6 +27,7 @@ from app.careplans.model import (
 from app.careplans.signoff import SignOffPolicy
 from app.careplans.versioning import PreconditionError, check_if_match, etag
 from app.db.models import Patient, PatientIdentifier
+from app.fhir.capability import capability_statement
 from app.fhir.careplan import (
     ACTIVITY_STATUS_EXT,
     SIGN_OFF_EXT,
@@ -253,3 +255,19 @@ def test_a_coded_goal_without_text_takes_its_display() -> None:
     resource = careplan_resource(as_out(full_plan()))
     resource["contained"][0]["description"] = {"coding": [{"system": "http://snomed.info/sct", "display": "Sleep"}]}
     assert careplan_from_fhir(resource).goals[0].description == "Sleep"
+
+
+def test_capability_statement_lists_careplan_and_patient() -> None:
+    statement = capability_statement("http://carecoord.test/fhir", now=NOW)
+    CapabilityStatement.model_validate(statement)
+    resources = {r["type"]: r for r in statement["rest"][0]["resource"]}
+    careplan, patient = resources["CarePlan"], resources["Patient"]
+    assert {i["code"] for i in careplan["interaction"]} == {
+        "read", "vread", "update", "history-instance", "create", "search-type",
+    }  # fmt: skip
+    assert careplan["versioning"] == "versioned-update" and careplan["readHistory"] is True
+    assert {p["name"]: p["type"] for p in careplan["searchParam"]} == {
+        "subject": "reference", "patient": "reference", "status": "token", "_id": "token",
+    }  # fmt: skip
+    assert {i["code"] for i in patient["interaction"]} == {"read", "search-type"}
+    assert {p["name"] for p in patient["searchParam"]} == {"identifier", "_id"}
