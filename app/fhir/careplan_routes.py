@@ -182,7 +182,8 @@ async def update_careplan(
             try:
                 check_if_match(if_match, row.version)
             except PreconditionError as exc:
-                raise Problem(exc.status, "Precondition failed", exc.message, field="If-Match") from None
+                title = "Precondition failed" if exc.status == 412 else "Precondition required"
+                raise Problem(exc.status, title, exc.message, field="If-Match") from None
             if subject != row.patient_id:
                 raise Problem(
                     422, "Invalid CarePlan", "a plan cannot move to another patient", field="CarePlan.subject"
