@@ -9,6 +9,8 @@ Every read and write is audited.
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Annotated
 from zoneinfo import ZoneInfo
@@ -138,6 +140,20 @@ def _audit(
     )
 
 
+@asynccontextmanager
+async def audited_write(
+    request: Request, principal: Principal, action: AuditAction, patient_ids: list[str]
+) -> AsyncIterator[None]:
+    """A refused write (403, 404, 409, 412, 422, 428) is audited too, in its own transaction: the
+    write's transaction, audit record included, rolled back with the refusal."""
+    try:
+        yield
+    except Problem:
+        async with request.app.state.runtime.sessions() as session, session.begin():
+            _audit(session, principal, request, action, patient_ids, AuditOutcome.MINOR_FAILURE)
+        raise
+
+
 async def validated_plan(
     session: AsyncSession, principal: Principal, settings: Settings, patient_id: uuid.UUID, body: CarePlanIn
 ) -> CarePlanIn:
@@ -168,22 +184,25 @@ def _plan_missing(plan_id: uuid.UUID) -> Problem:
 async def create_care_plan(
     patient_id: uuid.UUID, body: CarePlanIn, request: Request, response: Response, principal: CurrentPrincipal
 ) -> CarePlanOut:
-    settings: Settings = request.app.state.settings
-    require_writer(principal, settings)
-    async with request.app.state.runtime.sessions() as session, session.begin():
-        patient = await visible_patient(session, principal, settings, patient_id)
-        if patient is None:
-            raise _patient_missing(patient_id)
-        if patient.merged_into_id is not None:
-            raise Problem(409, "Conflict", f"patient was merged into {patient.merged_into_id}", field="patient_id")
-        plan = await validated_plan(session, principal, settings, patient_id, body)
-        try:
-            out = await store.create_plan(session, patient_id, plan, principal.subject, zone=facility_zone(settings))
-        except store.ActivePlanExists:
-            raise _conflict() from None
-        _audit(session, principal, request, AuditAction.CREATE, [str(patient_id)])
-    response.headers["Location"] = f"/care-plans/{out.id}"
-    return _respond(out, response)
+    async with audited_write(request, principal, AuditAction.CREATE, [str(patient_id)]):
+        settings: Settings = request.app.state.settings
+        require_writer(principal, settings)
+        async with request.app.state.runtime.sessions() as session, session.begin():
+            patient = await visible_patient(session, principal, settings, patient_id)
+            if patient is None:
+                raise _patient_missing(patient_id)
+            if patient.merged_into_id is not None:
+                raise Problem(409, "Conflict", f"patient was merged into {patient.merged_into_id}", field="patient_id")
+            plan = await validated_plan(session, principal, settings, patient_id, body)
+            try:
+                out = await store.create_plan(
+                    session, patient_id, plan, principal.subject, zone=facility_zone(settings)
+                )
+            except store.ActivePlanExists:
+                raise _conflict() from None
+            _audit(session, principal, request, AuditAction.CREATE, [str(patient_id)])
+        response.headers["Location"] = f"/care-plans/{out.id}"
+        return _respond(out, response)
 
 
 @router.get("/patients/{patient_id}/care-plan", summary="The patient's active care plan")
@@ -271,25 +290,26 @@ async def update_care_plan(
     principal: CurrentPrincipal,
     if_match: Annotated[str | None, Header(alias="If-Match")] = None,
 ) -> CarePlanOut:
-    settings: Settings = request.app.state.settings
-    require_writer(principal, settings)
-    try:
-        async with request.app.state.runtime.sessions() as session, session.begin():
-            row = await store.visible_plan(
-                session, care_plan_id, patient_condition(principal, settings), for_update=True
-            )
-            if row is None:
-                raise _plan_missing(care_plan_id)
-            _precondition(if_match, row.version)
-            plan = await validated_plan(session, principal, settings, row.patient_id, body)
-            try:
-                out = await store.update_plan(session, row, plan, principal.subject, zone=facility_zone(settings))
-            except store.ActivePlanExists:
-                raise _conflict() from None
-            _audit(session, principal, request, AuditAction.UPDATE, [str(row.patient_id)])
-    except StaleDataError:
-        raise Problem(412, "Precondition failed", "the care plan changed meanwhile", field="If-Match") from None
-    return _respond(out, response)
+    async with audited_write(request, principal, AuditAction.UPDATE, []):
+        settings: Settings = request.app.state.settings
+        require_writer(principal, settings)
+        try:
+            async with request.app.state.runtime.sessions() as session, session.begin():
+                row = await store.visible_plan(
+                    session, care_plan_id, patient_condition(principal, settings), for_update=True
+                )
+                if row is None:
+                    raise _plan_missing(care_plan_id)
+                _precondition(if_match, row.version)
+                plan = await validated_plan(session, principal, settings, row.patient_id, body)
+                try:
+                    out = await store.update_plan(session, row, plan, principal.subject, zone=facility_zone(settings))
+                except store.ActivePlanExists:
+                    raise _conflict() from None
+                _audit(session, principal, request, AuditAction.UPDATE, [str(row.patient_id)])
+        except StaleDataError:
+            raise Problem(412, "Precondition failed", "the care plan changed meanwhile", field="If-Match") from None
+        return _respond(out, response)
 
 
 @router.post("/care-plans/{care_plan_id}/sign-off", summary="PCP sign-off of the version read (If-Match required)")
@@ -300,26 +320,30 @@ async def sign_off_care_plan(
     principal: CurrentPrincipal,
     if_match: Annotated[str | None, Header(alias="If-Match")] = None,
 ) -> CarePlanOut:
-    settings: Settings = request.app.state.settings
-    if not may_sign_off(principal, settings):
-        raise Problem(403, "Forbidden", "signing off care plans needs a PCP role")
-    try:
-        async with request.app.state.runtime.sessions() as session, session.begin():
-            row = await store.visible_plan(
-                session, care_plan_id, patient_condition(principal, settings), for_update=True
-            )
-            if row is None:
-                raise _plan_missing(care_plan_id)
-            _precondition(if_match, row.version)
-            if row.status != store.ACTIVE:
-                raise Problem(
-                    409, "Conflict", f"only an active plan can be signed off (this one is {row.status})", field="status"
+    async with audited_write(request, principal, AuditAction.UPDATE, []):
+        settings: Settings = request.app.state.settings
+        if not may_sign_off(principal, settings):
+            raise Problem(403, "Forbidden", "signing off care plans needs a PCP role")
+        try:
+            async with request.app.state.runtime.sessions() as session, session.begin():
+                row = await store.visible_plan(
+                    session, care_plan_id, patient_condition(principal, settings), for_update=True
                 )
-            out = await store.sign_off_plan(session, row, principal.subject, zone=facility_zone(settings))
-            _audit(session, principal, request, AuditAction.UPDATE, [str(row.patient_id)])
-    except StaleDataError:
-        raise Problem(412, "Precondition failed", "the care plan changed meanwhile", field="If-Match") from None
-    return _respond(out, response)
+                if row is None:
+                    raise _plan_missing(care_plan_id)
+                _precondition(if_match, row.version)
+                if row.status != store.ACTIVE:
+                    raise Problem(
+                        409,
+                        "Conflict",
+                        f"only an active plan can be signed off (this one is {row.status})",
+                        field="status",
+                    )
+                out = await store.sign_off_plan(session, row, principal.subject, zone=facility_zone(settings))
+                _audit(session, principal, request, AuditAction.UPDATE, [str(row.patient_id)])
+        except StaleDataError:
+            raise Problem(412, "Precondition failed", "the care plan changed meanwhile", field="If-Match") from None
+        return _respond(out, response)
 
 
 @router.get("/care-plans/{care_plan_id}/history", summary="Every version of a care plan, newest first")

@@ -22,7 +22,14 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from app.api.access import patient_condition
 from app.api.auth import CurrentPrincipal, Principal
-from app.api.care_plans import facility_zone, require_reader, require_writer, validated_plan, visible_patient
+from app.api.care_plans import (
+    audited_write,
+    facility_zone,
+    require_reader,
+    require_writer,
+    validated_plan,
+    visible_patient,
+)
 from app.api.problems import Problem
 from app.careplans.model import CarePlanOut
 from app.careplans.versioning import PreconditionError, check_if_match, etag
@@ -117,27 +124,30 @@ def _mapping_problem(exc: CarePlanMappingError) -> Problem:
 
 @router.post("/CarePlan", status_code=201, summary="Create a CarePlan", openapi_extra=_BODY)
 async def create_careplan(request: Request, principal: CurrentPrincipal) -> JSONResponse:
-    settings: Settings = request.app.state.settings
-    require_writer(principal, settings)
-    body = await _body(request)
-    try:
-        plan = careplan_from_fhir(body)
-        patient_id = subject_patient_id(body)
-    except CarePlanMappingError as exc:
-        raise _mapping_problem(exc) from None
-    async with request.app.state.runtime.sessions() as session, session.begin():
-        patient = await visible_patient(session, principal, settings, patient_id)
-        if patient is None or patient.merged_into_id is not None:
-            raise Problem(422, "Invalid CarePlan", "no patient with this id", field="CarePlan.subject")
-        plan = await validated_plan(session, principal, settings, patient_id, plan)
+    async with audited_write(request, principal, AuditAction.CREATE, []):
+        settings: Settings = request.app.state.settings
+        require_writer(principal, settings)
+        body = await _body(request)
         try:
-            out = await store.create_plan(session, patient_id, plan, principal.subject, zone=facility_zone(settings))
-        except store.ActivePlanExists:
-            raise Problem(
-                409, "Conflict", "the patient already has an active CarePlan", field="CarePlan.status"
-            ) from None
-        _audit(session, principal, request, AuditAction.CREATE, [str(patient_id)])
-    return _resource_response(out, request, 201)
+            plan = careplan_from_fhir(body)
+            patient_id = subject_patient_id(body)
+        except CarePlanMappingError as exc:
+            raise _mapping_problem(exc) from None
+        async with request.app.state.runtime.sessions() as session, session.begin():
+            patient = await visible_patient(session, principal, settings, patient_id)
+            if patient is None or patient.merged_into_id is not None:
+                raise Problem(422, "Invalid CarePlan", "no patient with this id", field="CarePlan.subject")
+            plan = await validated_plan(session, principal, settings, patient_id, plan)
+            try:
+                out = await store.create_plan(
+                    session, patient_id, plan, principal.subject, zone=facility_zone(settings)
+                )
+            except store.ActivePlanExists:
+                raise Problem(
+                    409, "Conflict", "the patient already has an active CarePlan", field="CarePlan.status"
+                ) from None
+            _audit(session, principal, request, AuditAction.CREATE, [str(patient_id)])
+        return _resource_response(out, request, 201)
 
 
 @router.get("/CarePlan/{resource_id}", summary="Read a CarePlan")
@@ -162,43 +172,44 @@ async def update_careplan(
     principal: CurrentPrincipal,
     if_match: Annotated[str | None, Header(alias="If-Match")] = None,
 ) -> JSONResponse:
-    settings: Settings = request.app.state.settings
-    require_writer(principal, settings)
-    body = await _body(request)
-    if body.get("id") != resource_id:
-        raise Problem(400, "Invalid CarePlan", "the resource id must match the URL", field="CarePlan.id")
-    try:
-        plan = careplan_from_fhir(body)
-        subject = subject_patient_id(body)
-    except CarePlanMappingError as exc:
-        raise _mapping_problem(exc) from None
-    key = _key(resource_id)
-    try:
-        async with request.app.state.runtime.sessions() as session, session.begin():
-            scope = patient_condition(principal, settings)
-            row = await store.visible_plan(session, key, scope, for_update=True) if key else None
-            if row is None:
-                raise _not_found(resource_id)  # no update-as-create: ids are the server's
-            try:
-                check_if_match(if_match, row.version)
-            except PreconditionError as exc:
-                title = "Precondition failed" if exc.status == 412 else "Precondition required"
-                raise Problem(exc.status, title, exc.message, field="If-Match") from None
-            if subject != row.patient_id:
-                raise Problem(
-                    422, "Invalid CarePlan", "a plan cannot move to another patient", field="CarePlan.subject"
-                )
-            plan = await validated_plan(session, principal, settings, row.patient_id, plan)
-            try:
-                out = await store.update_plan(session, row, plan, principal.subject, zone=facility_zone(settings))
-            except store.ActivePlanExists:
-                raise Problem(
-                    409, "Conflict", "the patient already has an active CarePlan", field="CarePlan.status"
-                ) from None
-            _audit(session, principal, request, AuditAction.UPDATE, [str(row.patient_id)])
-    except StaleDataError:
-        raise Problem(412, "Precondition failed", "the CarePlan changed meanwhile", field="If-Match") from None
-    return _resource_response(out, request)
+    async with audited_write(request, principal, AuditAction.UPDATE, []):
+        settings: Settings = request.app.state.settings
+        require_writer(principal, settings)
+        body = await _body(request)
+        if body.get("id") != resource_id:
+            raise Problem(400, "Invalid CarePlan", "the resource id must match the URL", field="CarePlan.id")
+        try:
+            plan = careplan_from_fhir(body)
+            subject = subject_patient_id(body)
+        except CarePlanMappingError as exc:
+            raise _mapping_problem(exc) from None
+        key = _key(resource_id)
+        try:
+            async with request.app.state.runtime.sessions() as session, session.begin():
+                scope = patient_condition(principal, settings)
+                row = await store.visible_plan(session, key, scope, for_update=True) if key else None
+                if row is None:
+                    raise _not_found(resource_id)  # no update-as-create: ids are the server's
+                try:
+                    check_if_match(if_match, row.version)
+                except PreconditionError as exc:
+                    title = "Precondition failed" if exc.status == 412 else "Precondition required"
+                    raise Problem(exc.status, title, exc.message, field="If-Match") from None
+                if subject != row.patient_id:
+                    raise Problem(
+                        422, "Invalid CarePlan", "a plan cannot move to another patient", field="CarePlan.subject"
+                    )
+                plan = await validated_plan(session, principal, settings, row.patient_id, plan)
+                try:
+                    out = await store.update_plan(session, row, plan, principal.subject, zone=facility_zone(settings))
+                except store.ActivePlanExists:
+                    raise Problem(
+                        409, "Conflict", "the patient already has an active CarePlan", field="CarePlan.status"
+                    ) from None
+                _audit(session, principal, request, AuditAction.UPDATE, [str(row.patient_id)])
+        except StaleDataError:
+            raise Problem(412, "Precondition failed", "the CarePlan changed meanwhile", field="If-Match") from None
+        return _resource_response(out, request)
 
 
 def _history_entry(base: str, snapshot: dict[str, Any], action: str, recorded_at: datetime) -> dict[str, Any]:

@@ -174,6 +174,18 @@ async def test_access_scoping(client: httpx.AsyncClient, db: AsyncEngine, token_
     assert (await client.get(f"/care-plans/{plan['id']}")).status_code == 401
     sign = await client.post(f"/care-plans/{plan['id']}/sign-off", headers=bhcf(token_for) | {"If-Match": "*"})
     assert sign.status_code == 403
+    async with AsyncSession(db) as session:
+        refused = (
+            (
+                await session.execute(
+                    select(AuditEvent).where(AuditEvent.resource_type == "CarePlan", AuditEvent.outcome == "4")
+                )
+            )
+            .scalars()
+            .all()
+        )
+    # the outsider's create and update, the PCP's create, the facilitator's sign-off: refused and audited
+    assert sorted(a.action for a in refused if a.request.startswith(("PUT", "POST"))) == ["C", "C", "U", "U"]
 
 
 async def test_pcp_sign_off_and_due_list(client: httpx.AsyncClient, db: AsyncEngine, token_for: TokenFor) -> None:
