@@ -4,6 +4,7 @@ Every FHIR body is validated with fhir.resources' R4B models."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -474,3 +475,25 @@ async def test_a_merge_moves_plans_and_keeps_one_active(
         (1, "create", "fac-1"),
     ]
     assert history[0]["plan"]["patient_id"] == str(survivor.patient_id)
+
+
+async def test_racing_writers_one_wins(client: httpx.AsyncClient, db: AsyncEngine, token_for: TokenFor) -> None:
+    """Two facilitators save edits of the same version at once: one wins, the other gets 412, and the
+    history holds exactly the winner's version (nothing overwritten silently)."""
+    seeded = await seed_patient(db)
+    headers = bhcf(token_for)
+    plan = (await create(client, headers, seeded.patient_id)).json()
+    results = await asyncio.gather(
+        *(
+            client.put(
+                f"/care-plans/{plan['id']}",
+                json=PLAN | {"title": f"edit {n}"},
+                headers=bhcf(token_for, sub=f"fac-{n}") | {"If-Match": 'W/"1"'},
+            )
+            for n in range(4)
+        )
+    )
+    assert sorted(r.status_code for r in results) == [200, 412, 412, 412]
+    winner = next(r.json() for r in results if r.status_code == 200)
+    history = (await client.get(f"/care-plans/{plan['id']}/history", headers=headers)).json()
+    assert [(v["version"], v["plan"]["title"]) for v in history] == [(2, winner["title"]), (1, "Recovery plan")]
