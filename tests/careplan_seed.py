@@ -32,7 +32,9 @@ async def seed_patient(db: AsyncEngine, *, role: str = "BHCF", team: str = "T1")
     return Seeded(patient_id, await add_task(db, patient_id, role, team), mrn)
 
 
-async def add_task(db: AsyncEngine, patient_id: uuid.UUID, role: str, team: str) -> uuid.UUID:
+async def add_task(
+    db: AsyncEngine, patient_id: uuid.UUID, role: str, team: str, encounter_id: uuid.UUID | None = None
+) -> uuid.UUID:
     async with AsyncSession(db) as session, session.begin():
         task = Task(
             dedupe_key=f"seed:{uuid.uuid4()}",
@@ -42,6 +44,7 @@ async def add_task(db: AsyncEngine, patient_id: uuid.UUID, role: str, team: str)
             role=role,
             team=team,
             patient_id=patient_id,
+            encounter_id=encounter_id,
             due_at=datetime.now(UTC) + timedelta(days=7),
             due_basis={},
             rule_id="seed",

@@ -17,17 +17,17 @@ from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from pydantic import BaseModel, Field
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.exc import StaleDataError
 
-from app.api.access import is_supervisor, patient_condition, patient_id_condition, task_conditions
-from app.api.auth import CurrentPrincipal, Principal
+from app.api.access import is_supervisor, patient_condition, patient_id_condition
+from app.api.auth import CurrentPrincipal, Principal, may_see_part2
 from app.api.problems import Problem
-from app.careplans.model import CarePlanIn, CarePlanOut, PlanError, assign_ids, check_plan
+from app.careplans.model import CarePlanIn, CarePlanOut, CarePlanReplace, PlanError, assign_ids, check_plan
 from app.careplans.signoff import SignOffPolicy, SignOffState
 from app.careplans.versioning import PreconditionError, check_if_match, etag
-from app.db.models import Patient, utcnow
+from app.db.models import Encounter, Patient, Task, utcnow
 from app.settings import Settings
 from app.state import care_plans as store
 from app.state.audit import AuditAction, AuditOutcome, record_audit
@@ -154,12 +154,42 @@ async def audited_write(
         raise
 
 
+def part2_task_scope(principal: Principal, settings: Settings) -> list[ColumnElement[bool]]:
+    """Which tasks a writer may link: any task of the patient (the plan is the whole team's), except
+    one raised from a Part 2 encounter without the Part 2 permission (it reads as unknown)."""
+    if may_see_part2(principal, settings):
+        return []
+    return [~select(Encounter.id).where(Encounter.id == Task.encounter_id, Encounter.part2.is_(True)).exists()]
+
+
+async def presented(
+    session: AsyncSession, principal: Principal, settings: Settings, plans: list[CarePlanOut]
+) -> list[CarePlanOut]:
+    """Plans as this caller may see them: 42 CFR Part 2 activities left out without the permission."""
+    if may_see_part2(principal, settings):
+        return plans
+    hidden = await store.part2_task_ids(session, plans)
+    return [store.without_tasks(p, hidden) for p in plans]
+
+
 async def validated_plan(
-    session: AsyncSession, principal: Principal, settings: Settings, patient_id: uuid.UUID, body: CarePlanIn
+    session: AsyncSession,
+    principal: Principal,
+    settings: Settings,
+    patient_id: uuid.UUID,
+    body: CarePlanIn,
+    current: CarePlanOut | None = None,
 ) -> CarePlanIn:
+    """Ids given, checks passed; on update by a writer without the Part 2 permission, the Part 2
+    activities they could not see are carried over unchanged."""
+    hidden: set[uuid.UUID] = set()
+    if current is not None and not may_see_part2(principal, settings):
+        hidden = await store.part2_task_ids(session, [current])
+        body = store.kept_hidden_activities(current, hidden, body)
     plan = assign_ids(body)
-    task_scope = task_conditions(principal, settings)
-    errors = check_plan(plan) + await store.task_link_errors(session, patient_id, plan, task_scope)
+    task_scope = part2_task_scope(principal, settings)
+    link_errors = await store.task_link_errors(session, patient_id, plan, task_scope, already_linked=hidden)
+    errors = check_plan(plan) + link_errors
     if errors:
         raise _invalid(errors)
     return plan
@@ -216,7 +246,7 @@ async def active_care_plan(
         row = await store.active_plan_of(session, patient_id) if patient is not None else None
         ok = AuditOutcome.SUCCESS if row is not None else AuditOutcome.MINOR_FAILURE
         _audit(session, principal, request, AuditAction.READ, [str(patient_id)], ok)
-        out = store.plan_out(row) if row is not None else None
+        out = (await presented(session, principal, settings, [store.plan_out(row)]))[0] if row is not None else None
     if patient is None:
         raise _patient_missing(patient_id)
     if out is None:
@@ -233,7 +263,7 @@ async def patient_care_plans(patient_id: uuid.UUID, request: Request, principal:
         rows = await store.plans_of(session, patient_id) if patient is not None else []
         ok = AuditOutcome.SUCCESS if patient is not None else AuditOutcome.MINOR_FAILURE
         _audit(session, principal, request, AuditAction.READ, [str(patient_id)], ok)
-        plans = [store.plan_out(r) for r in rows]
+        plans = await presented(session, principal, settings, [store.plan_out(r) for r in rows])
     if patient is None:
         raise _patient_missing(patient_id)
     return plans
@@ -253,11 +283,12 @@ async def care_plans_sign_off_due(
         rows = await store.sign_off_due(session, patient_condition(principal, settings), policy, now, limit)
         _audit(session, principal, request, AuditAction.READ, [str(r.patient_id) for r in rows])
         items = []
-        for row in rows:
+        shown = await presented(session, principal, settings, [store.plan_out(r) for r in rows])
+        for row, plan in zip(rows, shown, strict=True):
             activated = row.activated_at or row.created_at
             items.append(
                 SignOffDueItem(
-                    plan=store.plan_out(row),
+                    plan=plan,
                     due_at=policy.due_at(activated, row.signed_off_at),
                     state=policy.state(activated, row.signed_off_at, now),
                 )
@@ -275,7 +306,7 @@ async def read_care_plan(
         row = await store.visible_plan(session, care_plan_id, patient_condition(principal, settings))
         ok = AuditOutcome.SUCCESS if row is not None else AuditOutcome.MINOR_FAILURE
         _audit(session, principal, request, AuditAction.READ, [str(row.patient_id)] if row else [], ok)
-        out = store.plan_out(row) if row is not None else None
+        out = (await presented(session, principal, settings, [store.plan_out(row)]))[0] if row is not None else None
     if out is None:
         raise _plan_missing(care_plan_id)
     return _respond(out, response)
@@ -284,7 +315,7 @@ async def read_care_plan(
 @router.put("/care-plans/{care_plan_id}", summary="Replace a care plan (If-Match required)")
 async def update_care_plan(
     care_plan_id: uuid.UUID,
-    body: CarePlanIn,
+    body: CarePlanReplace,
     request: Request,
     response: Response,
     principal: CurrentPrincipal,
@@ -301,11 +332,14 @@ async def update_care_plan(
                 if row is None:
                     raise _plan_missing(care_plan_id)
                 _precondition(if_match, row.version)
-                plan = await validated_plan(session, principal, settings, row.patient_id, body)
+                plan = await validated_plan(
+                    session, principal, settings, row.patient_id, body.plan(), store.plan_out(row)
+                )
                 try:
                     out = await store.update_plan(session, row, plan, principal.subject, zone=facility_zone(settings))
                 except store.ActivePlanExists:
                     raise _conflict() from None
+                out = (await presented(session, principal, settings, [out]))[0]
                 _audit(session, principal, request, AuditAction.UPDATE, [str(row.patient_id)])
         except StaleDataError:
             raise Problem(412, "Precondition failed", "the care plan changed meanwhile", field="If-Match") from None
@@ -340,6 +374,7 @@ async def sign_off_care_plan(
                         field="status",
                     )
                 out = await store.sign_off_plan(session, row, principal.subject, zone=facility_zone(settings))
+                out = (await presented(session, principal, settings, [out]))[0]
                 _audit(session, principal, request, AuditAction.UPDATE, [str(row.patient_id)])
         except StaleDataError:
             raise Problem(412, "Precondition failed", "the care plan changed meanwhile", field="If-Match") from None
@@ -355,6 +390,8 @@ async def care_plan_history(
     async with request.app.state.runtime.sessions() as session, session.begin():
         row = await store.visible_plan(session, care_plan_id, patient_condition(principal, settings))
         versions = await store.versions_of(session, care_plan_id) if row is not None else []
+        snapshots = [CarePlanOut.model_validate(v.snapshot) for v in versions]
+        snapshots = await presented(session, principal, settings, snapshots)
         ok = AuditOutcome.SUCCESS if row is not None else AuditOutcome.MINOR_FAILURE
         _audit(session, principal, request, AuditAction.READ, [str(row.patient_id)] if row else [], ok)
     if row is None:
@@ -365,7 +402,7 @@ async def care_plan_history(
             recorded_at=v.recorded_at,
             actor=v.actor,
             action=v.action,
-            plan=CarePlanOut.model_validate(v.snapshot),
+            plan=plan,
         )
-        for v in versions
+        for v, plan in zip(versions, snapshots, strict=True)
     ]

@@ -119,6 +119,24 @@ class CarePlanOut(CarePlanIn):
     updated_by: str
 
 
+class CarePlanReplace(CarePlanIn):
+    """A PUT body: the plan, optionally with the read-only fields of the plan as read (so a client may
+    GET, edit and PUT back the same document); those are ignored, and `If-Match` names the version."""
+
+    id: uuid.UUID | None = None
+    patient_id: uuid.UUID | None = None
+    version: int | None = None
+    sign_off: SignOff | None = None
+    activated_at: datetime | None = None
+    created_at: datetime | None = None
+    created_by: str | None = None
+    updated_at: datetime | None = None
+    updated_by: str | None = None
+
+    def plan(self) -> CarePlanIn:
+        return CarePlanIn.model_validate(self.model_dump(include=set(CarePlanIn.model_fields)))
+
+
 @dataclass(frozen=True, slots=True)
 class PlanError:
     """A problem with a submitted plan: `field` is the JSON path (e.g. `activities.1.goal_ids`)."""

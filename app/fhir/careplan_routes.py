@@ -25,6 +25,7 @@ from app.api.auth import CurrentPrincipal, Principal
 from app.api.care_plans import (
     audited_write,
     facility_zone,
+    presented,
     require_reader,
     require_writer,
     validated_plan,
@@ -159,7 +160,7 @@ async def read_careplan(resource_id: str, request: Request, principal: CurrentPr
         row = await store.visible_plan(session, key, patient_condition(principal, settings)) if key else None
         ok = AuditOutcome.SUCCESS if row is not None else AuditOutcome.MINOR_FAILURE
         _audit(session, principal, request, AuditAction.READ, [str(row.patient_id)] if row else [], ok)
-        out = store.plan_out(row) if row is not None else None
+        out = (await presented(session, principal, settings, [store.plan_out(row)]))[0] if row is not None else None
     if out is None:
         raise _not_found(resource_id)
     return _resource_response(out, request)
@@ -199,21 +200,21 @@ async def update_careplan(
                     raise Problem(
                         422, "Invalid CarePlan", "a plan cannot move to another patient", field="CarePlan.subject"
                     )
-                plan = await validated_plan(session, principal, settings, row.patient_id, plan)
+                plan = await validated_plan(session, principal, settings, row.patient_id, plan, store.plan_out(row))
                 try:
                     out = await store.update_plan(session, row, plan, principal.subject, zone=facility_zone(settings))
                 except store.ActivePlanExists:
                     raise Problem(
                         409, "Conflict", "the patient already has an active CarePlan", field="CarePlan.status"
                     ) from None
+                out = (await presented(session, principal, settings, [out]))[0]
                 _audit(session, principal, request, AuditAction.UPDATE, [str(row.patient_id)])
         except StaleDataError:
             raise Problem(412, "Precondition failed", "the CarePlan changed meanwhile", field="If-Match") from None
         return _resource_response(out, request)
 
 
-def _history_entry(base: str, snapshot: dict[str, Any], action: str, recorded_at: datetime) -> dict[str, Any]:
-    plan = CarePlanOut.model_validate(snapshot)
+def _history_entry(base: str, plan: CarePlanOut, action: str, recorded_at: datetime) -> dict[str, Any]:
     resource = validated(careplan_resource(plan))
     created = action == "create"
     return {
@@ -236,6 +237,8 @@ async def careplan_history(resource_id: str, request: Request, principal: Curren
     async with request.app.state.runtime.sessions() as session, session.begin():
         row = await store.visible_plan(session, key, patient_condition(principal, settings)) if key else None
         versions = await store.versions_of(session, row.id) if row is not None else []
+        snapshots = [CarePlanOut.model_validate(v.snapshot) for v in versions]
+        snapshots = await presented(session, principal, settings, snapshots)
         ok = AuditOutcome.SUCCESS if row is not None else AuditOutcome.MINOR_FAILURE
         _audit(session, principal, request, AuditAction.READ, [str(row.patient_id)] if row else [], ok)
     if row is None:
@@ -247,7 +250,9 @@ async def careplan_history(resource_id: str, request: Request, principal: Curren
         "type": "history",
         "total": len(versions),
         "link": [{"relation": "self", "url": f"{base}/CarePlan/{row.id}/_history"}],
-        "entry": [_history_entry(base, v.snapshot, v.action, v.recorded_at) for v in versions],
+        "entry": [
+            _history_entry(base, plan, v.action, v.recorded_at) for v, plan in zip(versions, snapshots, strict=True)
+        ],
     }
     return fhir_response(bundle)
 
@@ -261,16 +266,18 @@ async def careplan_vread(
     key = _key(resource_id)
     async with request.app.state.runtime.sessions() as session, session.begin():
         row = await store.visible_plan(session, key, patient_condition(principal, settings)) if key else None
-        found = None
+        found, shown = None, None
         if row is not None and version_id.isdigit() and len(version_id) < 10:
             found = await store.version_of(session, row.id, int(version_id))
+        if found is not None:
+            shown = (await presented(session, principal, settings, [CarePlanOut.model_validate(found.snapshot)]))[0]
         ok = AuditOutcome.SUCCESS if found is not None else AuditOutcome.MINOR_FAILURE
         _audit(session, principal, request, AuditAction.READ, [str(row.patient_id)] if row else [], ok)
     if row is None:
         raise _not_found(resource_id)
-    if found is None:
+    if shown is None:
         raise Problem(404, "Not Found", f"CarePlan/{row.id} has no version {version_id[:20]}")
-    return _resource_response(CarePlanOut.model_validate(found.snapshot), request)
+    return _resource_response(shown, request)
 
 
 # --- search ---------------------------------------------------------------------------------------
@@ -375,7 +382,8 @@ async def search_careplans(
             rows = list((await session.execute(statement)).scalars().all())
         has_next = len(rows) > query.count
         rows = rows[: query.count]
-        resources = [validated(careplan_resource(store.plan_out(r))) for r in rows]
+        shown = await presented(session, principal, settings, [store.plan_out(r) for r in rows])
+        resources = [validated(careplan_resource(p)) for p in shown]
         _audit(session, principal, request, AuditAction.READ, [str(r.patient_id) for r in rows])
     base = fhir_base(request)
     page = [*query.applied, ("_count", str(query.count))]

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.careplans.model import CarePlanIn, CarePlanOut, PlanError, SignOff
 from app.careplans.signoff import SignOffPolicy
-from app.db.models import CarePlan, CarePlanVersion, Patient, RosterMember, Task, utcnow
+from app.db.models import CarePlan, CarePlanVersion, Encounter, Patient, RosterMember, Task, utcnow
 
 ACTIVE = "active"
 
@@ -113,10 +113,12 @@ async def task_link_errors(
     patient_id: uuid.UUID,
     plan: CarePlanIn,
     task_scope: Sequence[ColumnElement[bool]] = (),
+    already_linked: set[uuid.UUID] | None = None,
 ) -> list[PlanError]:
     """Each linked task must exist, be about this patient and be one the writer may see (`task_scope`,
     app/api/access.py task_conditions): a hidden task, a Part 2 one included, reads as unknown."""
-    wanted = {a.task_id: i for i, a in enumerate(plan.activities) if a.task_id is not None}
+    skip = already_linked or set()  # links an entitled writer made, carried over unseen
+    wanted = {a.task_id: i for i, a in enumerate(plan.activities) if a.task_id is not None and a.task_id not in skip}
     if not wanted:
         return []
     query = select(Task.id, Task.patient_id).where(Task.id.in_(list(wanted)), *task_scope)
@@ -127,6 +129,37 @@ async def task_link_errors(
         if owners.get(task_id) != patient_id:
             errors.append(PlanError(f"activities.{i}.task_id", "no task with this id for this patient"))
     return errors
+
+
+async def part2_task_ids(session: AsyncSession, plans: Sequence[CarePlanOut]) -> set[uuid.UUID]:
+    """Tasks linked from these plans that were raised from a 42 CFR Part 2 encounter."""
+    ids = {a.task_id for p in plans for a in p.activities if a.task_id is not None}
+    if not ids:
+        return set()
+    query = (
+        select(Task.id)
+        .join(Encounter, Encounter.id == Task.encounter_id)
+        .where(Task.id.in_(list(ids)), Encounter.part2.is_(True))
+    )
+    return set((await session.execute(query)).scalars().all())
+
+
+def without_tasks(plan: CarePlanOut, hidden: set[uuid.UUID]) -> CarePlanOut:
+    """The plan as a reader without the Part 2 permission sees it: no activity that names a Part 2 task."""
+    if not any(a.task_id in hidden for a in plan.activities):
+        return plan
+    return plan.model_copy(update={"activities": [a for a in plan.activities if a.task_id not in hidden]})
+
+
+def kept_hidden_activities(current: CarePlanOut, hidden: set[uuid.UUID], plan: CarePlanIn) -> CarePlanIn:
+    """A writer who could not see the Part 2 activities must not delete them by omission: they are kept
+    (their links to goals the writer removed are dropped)."""
+    kept = [a for a in current.activities if a.task_id in hidden]
+    if not kept:
+        return plan
+    goal_ids = {g.id for g in plan.goals if g.id}
+    kept = [a.model_copy(update={"goal_ids": [g for g in a.goal_ids if g in goal_ids]}) for a in kept]
+    return plan.model_copy(update={"activities": [*plan.activities, *kept]})
 
 
 async def _flush_or_conflict(session: AsyncSession) -> None:

@@ -26,6 +26,7 @@ from app.fhir.careplan import SIGN_OFF_EXT
 from app.state.care_plans import move_on_merge
 from tests.careplan_seed import MRN_SYSTEM, add_task, attribute, seed_patient
 from tests.conftest import bearer
+from tests.integration.test_fhir_encounter_api import seed as seed_encounter
 
 TokenFor = Callable[..., str]
 FHIR_JSON = "application/fhir+json"
@@ -135,10 +136,8 @@ async def test_one_active_plan_per_patient(client: httpx.AsyncClient, db: AsyncE
 async def test_validation_names_the_field(client: httpx.AsyncClient, db: AsyncEngine, token_for: TokenFor) -> None:
     seeded = await seed_patient(db)
     other = await seed_patient(db)
-    nurse_task = await add_task(db, seeded.patient_id, "RN", "T1")  # not in a BHCF's queue: reads as unknown
     headers = bhcf(token_for)
     cases = [
-        ({"activities": [{"description": "x", "task_id": str(nurse_task)}]}, "activities.0.task_id"),
         ({"goals": [{"description": "x", "target_date": "soon"}]}, "goals.0.target_date"),
         ({"activities": [{"description": "x", "goal_ids": ["nope"]}]}, "activities.0.goal_ids"),
         ({"activities": [{"description": "x", "task_id": str(other.task_id)}]}, "activities.0.task_id"),
@@ -497,3 +496,42 @@ async def test_racing_writers_one_wins(client: httpx.AsyncClient, db: AsyncEngin
     winner = next(r.json() for r in results if r.status_code == 200)
     history = (await client.get(f"/care-plans/{plan['id']}/history", headers=headers)).json()
     assert [(v["version"], v["plan"]["title"]) for v in history] == [(2, winner["title"]), (1, "Recovery plan")]
+
+
+async def test_part2_activities_are_hidden_and_kept(
+    client: httpx.AsyncClient, db: AsyncEngine, token_for: TokenFor
+) -> None:
+    """An activity linked to a task from a 42 CFR Part 2 encounter: only a Part 2 role may link it or see
+    it, and an edit by someone who cannot see it does not delete it."""
+    seeded = await seed_patient(db)
+    sud_stay = await seed_encounter(db, seeded.patient_id, part2=True, hospital_service="SUD")
+    sud_task = await add_task(db, seeded.patient_id, "BHCF", "T1", sud_stay.id)
+    nurse_task = await add_task(db, seeded.patient_id, "RN", "T1")  # another role's task: the plan is the team's
+    plain = bhcf(token_for)
+    part2 = bearer(token_for("BHCF", "PART2", sub="fac-p2", teams=("T1",)))
+    sud_activity = {"description": "SUD follow-up", "task_id": str(sud_task)}
+    refused = await create(client, plain, seeded.patient_id, activities=[sud_activity])
+    assert refused.status_code == 422 and refused.json()["field"] == "activities.0.task_id"
+    nurse_activity = {"description": "med rec", "task_id": str(nurse_task)}
+    created = await create(client, part2, seeded.patient_id, activities=[nurse_activity, sud_activity])
+    assert created.status_code == 201, created.text
+    plan = created.json()
+    assert [a["task_id"] for a in plan["activities"]] == [str(nurse_task), str(sud_task)]
+
+    seen = (await client.get(f"/care-plans/{plan['id']}", headers=plain)).json()
+    assert [a["task_id"] for a in seen["activities"]] == [str(nurse_task)]
+    fhir = (await client.get(f"/fhir/CarePlan/{plan['id']}", headers=plain)).json()
+    assert str(sud_task) not in str(fhir)
+    history = (await client.get(f"/care-plans/{plan['id']}/history", headers=plain)).json()
+    assert str(sud_task) not in str(history)
+    searched = (await client.get(f"/fhir/CarePlan?subject={seeded.patient_id}", headers=plain)).json()
+    assert searched["total"] == 1 and str(sud_task) not in str(searched)
+
+    # GET, edit, PUT back the document as read (its read-only fields are accepted and ignored)
+    edited = await client.put(
+        f"/care-plans/{plan['id']}", json=seen | {"title": "edited"}, headers=plain | {"If-Match": 'W/"1"'}
+    )
+    assert edited.status_code == 200, edited.text
+    assert str(sud_task) not in edited.text
+    full = (await client.get(f"/care-plans/{plan['id']}", headers=part2)).json()
+    assert full["title"] == "edited" and [a["task_id"] for a in full["activities"]] == [str(nurse_task), str(sud_task)]
