@@ -173,10 +173,14 @@ def _concept_text(concept: dict[str, Any]) -> str:
     return concept.get("text") or (displays[0] if displays else "")
 
 
-def _date(value: Any) -> date | None:
+def _date(value: Any, where: str) -> date | None:
+    """A FHIR date or dateTime as a calendar day; a partial date (`2027`, `2027-03`) has no single day."""
     if value is None:
         return None
-    return date.fromisoformat(str(value)[:10])
+    try:
+        return date.fromisoformat(str(value)[:10])
+    except ValueError:
+        raise CarePlanMappingError(where, "a full date (YYYY-MM-DD) is required") from None
 
 
 def subject_patient_id(resource: dict[str, Any]) -> uuid.UUID:
@@ -200,6 +204,8 @@ def careplan_from_fhir(resource: dict[str, Any]) -> CarePlanIn:
         first = exc.errors()[0]
         where = "CarePlan." + ".".join(str(p) for p in first["loc"] if p != "__root__")
         raise CarePlanMappingError(where.rstrip("."), first["msg"]) from None
+    except (ValueError, TypeError, LookupError) as exc:  # a validator that failed outside pydantic's wrapping
+        raise CarePlanMappingError("CarePlan", f"not a valid CarePlan: {type(exc).__name__}") from None
     if resource.get("intent") != INTENT:
         raise CarePlanMappingError("CarePlan.intent", f"only intent {INTENT!r} is supported")
     contained = {c.get("id"): c for c in resource.get("contained") or []}
@@ -216,7 +222,7 @@ def careplan_from_fhir(resource: dict[str, Any]) -> CarePlanIn:
                 "id": goal["id"][len(GOAL_PREFIX) :],
                 "description": _concept_text(goal.get("description") or {}),
                 "patient_stated": bool((goal.get("expressedBy") or {}).get("reference", "").startswith("Patient")),
-                "target_date": _date(target.get("dueDate")),
+                "target_date": _date(target.get("dueDate"), f"{where}.target[0].dueDate"),
                 "status": goal.get("lifecycleStatus"),
                 "achievement": achievement[0] if achievement else None,
             }
@@ -287,8 +293,8 @@ def careplan_from_fhir(resource: dict[str, Any]) -> CarePlanIn:
                 "status": resource.get("status"),
                 "title": resource.get("title"),
                 "description": resource.get("description"),
-                "period_start": _date(period.get("start")),
-                "period_end": _date(period.get("end")),
+                "period_start": _date(period.get("start"), "CarePlan.period.start"),
+                "period_end": _date(period.get("end"), "CarePlan.period.end"),
                 "goals": goals,
                 "activities": activities,
                 "care_team": care_team,

@@ -216,6 +216,7 @@ def test_minimal_plan_round_trips() -> None:
         ({"goal": [{"reference": "#goal-zz"}]}, "CarePlan.goal[0]"),
         ({"activity": [{"reference": {"reference": "ServiceRequest/1"}}]}, "CarePlan.activity[0].reference"),
         ({"subject": {"reference": "Group/1"}}, "CarePlan.subject"),
+        ({"period": {"start": "2027"}}, "CarePlan.period.start"),
     ],
 )
 def test_unusable_careplans_name_the_element(change: dict[str, object], expression: str) -> None:
