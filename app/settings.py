@@ -96,6 +96,23 @@ class Settings(BaseSettings):
         default=["PART2"],
         description="roles that may see 42 CFR Part 2 encounters; per-patient consent is not checked yet (issue 6)",
     )
+    # Care plans (docs/care-plans.md): who edits and who signs off, and when a PCP sign-off falls due.
+    care_plan_writer_roles: list[str] = Field(
+        default=["BHCF", "PMC", "PCF", "RN", "PHARMD"],
+        description="facilitator roles that create and update care plans (supervisors may too)",
+    )
+    pcp_roles: list[str] = Field(default=["PCP"], description="roles that sign off care plans (the patient's PCP)")
+    care_plan_sign_off_due_days: int = Field(
+        default=30,
+        ge=1,
+        description="days from activation to the first PCP sign-off (seed 004: PCP engaged within the first month)",
+    )
+    care_plan_sign_off_renewal_days: int = Field(
+        default=365, ge=1, description="days a PCP sign-off stands before the plan is due for review again"
+    )
+    care_plan_sign_off_due_soon_days: int = Field(
+        default=7, ge=0, description="the sign-off-due list also shows plans falling due within this many days"
+    )
 
     rules_file: Path = DEFAULT_RULES_FILE
     escalation_interval_s: float = Field(

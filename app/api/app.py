@@ -8,11 +8,24 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app import __version__
-from app.api import dead_letters, health, ingest, referrals, rosters, screenings, task_actions, tasks, worklists
+from app.api import (
+    care_plans,
+    dead_letters,
+    health,
+    ingest,
+    referrals,
+    rosters,
+    screenings,
+    task_actions,
+    tasks,
+    worklists,
+)
 from app.api.auth import jwt_secret
 from app.api.openapi import install_openapi
 from app.api.problems import install_problem_handlers
+from app.fhir import careplan_routes as fhir_careplans
 from app.fhir import clinical as fhir_clinical
+from app.fhir import patient_routes as fhir_patients
 from app.fhir import process_message
 from app.fhir import routes as fhir_routes
 from app.fhir import task_routes as fhir_task_routes
@@ -59,6 +72,9 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.include_router(process_message.router)
     app.include_router(fhir_clinical.router)  # after $process-message: its POST paths are literal
     app.include_router(screenings.router)
+    app.include_router(care_plans.router)
+    app.include_router(fhir_careplans.router)
+    app.include_router(fhir_patients.router)
     return app
 
 

@@ -437,3 +437,51 @@ class RosterChange(Base):
     previous_pcp_npi: Mapped[str | None] = mapped_column(String(16))
     previous_practice: Mapped[str | None] = mapped_column(String(200))
     effective_date: Mapped[date] = mapped_column(Date)
+
+
+class CarePlan(Base):
+    """A patient's care plan as it stands now; every version is also kept whole in care_plan_versions.
+
+    `active_patient_id` equals `patient_id` while the plan is active and is NULL otherwise: its unique
+    constraint is the database's guarantee of one active plan per patient (NULLs never collide), on
+    SQLite and PostgreSQL alike."""
+
+    __tablename__ = "care_plans"
+    __table_args__ = (Index("ix_care_plans_status_signed", "status", "signed_off_at"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    patient_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("patients.id"), index=True)
+    active_patient_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("patients.id"), unique=True)
+    status: Mapped[str] = mapped_column(String(32))
+    title: Mapped[str | None] = mapped_column(String(200))
+    description: Mapped[str | None] = mapped_column(Text)
+    period_start: Mapped[date | None] = mapped_column(Date)
+    period_end: Mapped[date | None] = mapped_column(Date)
+    # goals, activities, care_team, patient_actions (app/careplans/model.py CarePlanContent)
+    content: Mapped[dict[str, Any]] = mapped_column(JSON)
+    activated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # starts the sign-off clock
+    signed_off_by: Mapped[str | None] = mapped_column(String(255))
+    signed_off_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    signed_off_version: Mapped[int | None] = mapped_column(Integer)
+    created_by: Mapped[str] = mapped_column(String(255))
+    updated_by: Mapped[str] = mapped_column(String(255))
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __mapper_args__ = {"version_id_col": version}  # noqa: RUF012
+
+
+class CarePlanVersion(Base):
+    """One version of a care plan, whole (REST representation), written with every change."""
+
+    __tablename__ = "care_plan_versions"
+    __table_args__ = (UniqueConstraint("care_plan_id", "version"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    care_plan_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("care_plans.id", ondelete="CASCADE"))
+    version: Mapped[int] = mapped_column(Integer)
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    actor: Mapped[str] = mapped_column(String(255))
+    action: Mapped[str] = mapped_column(String(16))  # create | update | sign-off
+    snapshot: Mapped[dict[str, Any]] = mapped_column(JSON)

@@ -127,6 +127,79 @@ def _clinical(resource_type: str, search: tuple[dict[str, str], ...] = ()) -> di
     return resource
 
 
+CAREPLAN_SEARCH_PARAMS: tuple[dict[str, str], ...] = (
+    {
+        "name": "subject",
+        "definition": "http://hl7.org/fhir/SearchParameter/CarePlan-subject",
+        "type": "reference",
+        "documentation": "The patient: `id`, `Patient/id` or an absolute URL ending in `Patient/id`.",
+    },
+    {
+        "name": "patient",
+        "definition": "http://hl7.org/fhir/SearchParameter/clinical-patient",
+        "type": "reference",
+        "documentation": "Same as subject (every CarePlan here is about a patient).",
+    },
+    {
+        "name": "status",
+        "definition": "http://hl7.org/fhir/SearchParameter/CarePlan-status",
+        "type": "token",
+        "documentation": "CarePlan.status (http://hl7.org/fhir/request-status); comma-separate to OR.",
+    },
+    {
+        "name": "_id",
+        "definition": "http://hl7.org/fhir/SearchParameter/Resource-id",
+        "type": "token",
+        "documentation": "CarePlan id.",
+    },
+)
+PATIENT_SEARCH_PARAMS: tuple[dict[str, str], ...] = (
+    {
+        "name": "identifier",
+        "definition": "http://hl7.org/fhir/SearchParameter/Patient-identifier",
+        "type": "token",
+        "documentation": "`system|value`, `value` (any system) or `system|` (any value in the system).",
+    },
+    {
+        "name": "_id",
+        "definition": "http://hl7.org/fhir/SearchParameter/Resource-id",
+        "type": "token",
+        "documentation": "Patient id.",
+    },
+)
+CAREPLAN_RESOURCE: dict[str, Any] = {
+    "type": "CarePlan",
+    "documentation": "One active plan per patient. Goals and the care team are contained resources; "
+    "activities reference Task; PCP sign-off is the urn:carecoord:fhir:extension:pcp-sign-off extension. "
+    "Update needs If-Match (428 without, 412 when stale). Only plans of patients in the caller's scope "
+    "are visible. See docs/care-plans.md.",
+    "interaction": [
+        {"code": "read"},
+        {"code": "vread"},
+        {"code": "update"},
+        {"code": "history-instance"},
+        {"code": "create"},
+        {"code": "search-type"},
+    ],
+    "versioning": "versioned-update",
+    "readHistory": True,
+    "updateCreate": False,
+    "conditionalCreate": False,
+    "conditionalUpdate": False,
+    "searchParam": [dict(p) for p in CAREPLAN_SEARCH_PARAMS],
+}
+PATIENT_RESOURCE: dict[str, Any] = {
+    "type": "Patient",
+    "documentation": "Read and search only; patients come from the feeds and rosters. Only patients in the "
+    "caller's scope (a visible task or attribution to one of the caller's teams) are visible.",
+    "interaction": [{"code": "read"}, {"code": "search-type"}],
+    "versioning": "no-version",
+    "readHistory": False,
+    "updateCreate": False,
+    "searchParam": [dict(p) for p in PATIENT_SEARCH_PARAMS],
+}
+
+
 def capability_statement(base_url: str, *, now: datetime | None = None) -> dict[str, Any]:
     return {
         "resourceType": "CapabilityStatement",
@@ -167,6 +240,8 @@ def capability_statement(base_url: str, *, now: datetime | None = None) -> dict[
                     _clinical("Questionnaire"),
                     _clinical("QuestionnaireResponse", (PATIENT_PARAM,)),
                     _task(),
+                    dict(CAREPLAN_RESOURCE),
+                    dict(PATIENT_RESOURCE),
                 ],
                 "interaction": [{"code": "transaction"}, {"code": "batch"}],
                 "operation": [{"name": "process-message", "definition": PROCESS_MESSAGE}],

@@ -22,6 +22,7 @@ from app.db.models import (
 )
 from app.encounters.notice import EncounterNotice
 from app.encounters.notice import PatientIdentifier as Identifier
+from app.state.care_plans import move_on_merge as move_care_plans_on_merge
 
 
 class PatientClaims(Protocol):
@@ -114,8 +115,8 @@ async def _attach_identifiers(
 async def merge_patients(session: AsyncSession, survivor: Patient, notice: EncounterNotice) -> list[uuid.UUID]:
     """A40: the records MRG-1 names are merged into the survivor; returns the merged patient ids.
 
-    Identifiers, encounters, tasks, the event ledger, FHIR clinical resources and screening events
-    move to the survivor; the merged record keeps a pointer so nothing that referenced it is orphaned.
+    Identifiers, encounters, tasks, the event ledger, FHIR clinical resources, screening events and care
+    plans move to the survivor; the merged record keeps a pointer so nothing that referenced it is orphaned.
     """
     known = await _known_identifiers(session, notice.prior_identifiers)
     merged: list[uuid.UUID] = []
@@ -147,6 +148,7 @@ async def merge_patients(session: AsyncSession, survivor: Patient, notice: Encou
                     detail={"from_patient": str(prior.id), "to_patient": str(survivor.id)},
                 )
             )
+        await move_care_plans_on_merge(session, prior.id, survivor.id)
         prior.merged_into_id = survivor.id
         survivor.deceased = survivor.deceased or prior.deceased
         survivor.deceased_at = survivor.deceased_at or prior.deceased_at

@@ -207,6 +207,8 @@ async def test_metadata_is_public_and_a_valid_capability_statement(client: httpx
         "Questionnaire",
         "QuestionnaireResponse",
         "Task",
+        "CarePlan",
+        "Patient",
     ]
     assert [o["name"] for o in body["rest"][0]["operation"]] == ["process-message"]
 
