@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, bindparam, case, false, func, or_, select, tuple_
+from sqlalchemy import ColumnElement, Row, Select, and_, bindparam, case, false, func, or_, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.models import Patient, Task
@@ -94,7 +94,7 @@ def _sort_columns(sort: SortKey) -> list[Any]:
 
 @dataclass(frozen=True, slots=True)
 class TaskPage:
-    rows: list[tuple[Task, Patient | None]]
+    rows: list[tuple[Row[Any], Row[Any] | None]]  # tasks and patients as table rows (column attributes)
     next_cursor: Cursor | None
     total: int | None  # None when not asked for
     total_exact: bool
@@ -124,19 +124,24 @@ async def task_page(
         key = tuple_(*columns)
         page_conditions.append(key > tuple(cursor.key) if order is Order.ASC else key < tuple(cursor.key))
     ordering = [c.asc() if order is Order.ASC else c.desc() for c in columns]
-    rows: list[tuple[Task, Patient | None]] = []
+    rows: list[tuple[Row[Any], Row[Any] | None]] = []
     if limit > 0:
-        query: Select[Any] = (
-            select(Task, Patient).outerjoin(Patient, Patient.id == Task.patient_id) if with_patient else select(Task)
-        )
+        # Core rows, not ORM objects: a page is read-only, and loading 50 entities into the identity map
+        # cost more than the query itself (bench/api.py).
+        query: Select[Any] = select(Task.__table__)
         if branches:
             first = ordered_union(Task.id, columns, order is Order.DESC, page_conditions, branches, limit + 1)
             merged_order = [c.asc() if order is Order.ASC else c.desc() for c in first.c if c.name != "key"]
             query = query.join(first, first.c.key == Task.id).order_by(*merged_order)
         else:
             query = query.where(*page_conditions).order_by(*ordering).limit(limit + 1)
-        result = await session.execute(query)
-        rows = [(r[0], r[1] if with_patient else None) for r in result.all()]
+        tasks = (await session.execute(query)).all()
+        patients: dict[Any, Row[Any]] = {}
+        wanted = {t.patient_id for t in tasks if t.patient_id is not None}
+        if with_patient and wanted:
+            found = await session.execute(select(Patient.__table__).where(Patient.id.in_(wanted)))
+            patients = {p.id: p for p in found.all()}
+        rows = [(t, patients.get(t.patient_id)) for t in tasks]
     has_next = len(rows) > limit
     rows = rows[:limit]
     next_cursor = None
