@@ -34,6 +34,8 @@ def record_audit(
     request: str,
     patient_ids: Iterable[str] = (),
     outcome: AuditOutcome = AuditOutcome.SUCCESS,
+    client_ip: str | None = None,
+    user_agent: str | None = None,
 ) -> None:
     session.add(
         AuditEvent(
@@ -44,5 +46,7 @@ def record_audit(
             request=request[:255],
             outcome=outcome.value,
             patient_ids=sorted(set(patient_ids)),
+            client_ip=client_ip[:64] if client_ip else None,
+            user_agent=user_agent[:255] if user_agent else None,
         )
     )
