@@ -20,6 +20,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, exists, false, not_, or_, select, true
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.api.auth import Principal, may_see_part2
 from app.db.models import Consent, Encounter, FhirResource, Patient, RosterMember, ScreeningEvent, Task, utcnow
@@ -123,3 +124,10 @@ def patient_condition(principal: Principal, settings: Settings) -> ColumnElement
 
 def patient_id_condition(principal: Principal, settings: Settings, patient_id: uuid.UUID) -> ColumnElement[bool]:
     return and_(Patient.id == patient_id, patient_condition(principal, settings))
+
+
+async def patient_in_scope(
+    session: AsyncSession, principal: Principal, settings: Settings, patient_id: uuid.UUID
+) -> bool:
+    query = select(Patient.id).where(patient_id_condition(principal, settings, patient_id))
+    return (await session.execute(query)).first() is not None

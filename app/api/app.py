@@ -8,10 +8,13 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app import __version__
-from app.api import dead_letters, health, ingest, rosters, screenings, tasks
-from app.api.auth import jwt_secret
+from app.api import consents, dead_letters, health, ingest, rosters, screenings, tasks
+from app.api.auth import hs_secret
+from app.api.jwks import JwksCache
 from app.api.problems import install_problem_handlers
+from app.fhir import audit_events as fhir_audit_events
 from app.fhir import clinical as fhir_clinical
+from app.fhir import consents as fhir_consents
 from app.fhir import process_message
 from app.fhir import routes as fhir_routes
 from app.runtime import Runtime
@@ -38,7 +41,12 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
 
     app = FastAPI(title="carecoord", version=__version__, lifespan=lifespan)
     app.state.settings = settings
-    app.state.jwt_secret = jwt_secret(settings)
+    app.state.jwt_secret = hs_secret(settings)
+    app.state.jwks = (
+        JwksCache(settings.jwt_jwks_url, settings.jwt_jwks_ttl_s, settings.jwt_jwks_refetch_min_s)
+        if settings.jwt_jwks_url
+        else None
+    )
     if runtime is not None:
         app.state.runtime = runtime
     install_problem_handlers(app)
@@ -51,4 +59,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.include_router(process_message.router)
     app.include_router(fhir_clinical.router)  # after $process-message: its POST paths are literal
     app.include_router(screenings.router)
+    app.include_router(consents.router)
+    app.include_router(fhir_consents.router)
+    app.include_router(fhir_audit_events.router)
     return app
