@@ -9,8 +9,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, status
 
 from app.api.auth import CurrentPrincipal
-from app.api.scopes import scoped
 from app.api.schemas import IngestAccepted
+from app.api.scopes import scoped
 from app.ingest.http_front_door import accept
 from app.ingest.publish import publish_hl7v2
 

@@ -24,6 +24,7 @@ from app.api.schemas import (
     TaskOut,
     TriggeringEvent,
 )
+from app.api.scopes import scoped
 from app.db.models import InboundEvent, Patient, Task, TaskHistory, utcnow
 from app.rules.config import RuleSpec
 from app.rules.engine import RuleEngine
@@ -31,7 +32,7 @@ from app.state.audit import AuditAction, AuditOutcome, record_audit
 from app.state.tasks import ACTIVE_STATUSES, record_attempt
 from app.tasks.lifecycle import ACTIVE, STATUSES, TransitionError, timeliness
 
-router = APIRouter(tags=["tasks"])
+router = APIRouter(tags=["tasks"], dependencies=scoped("Task"))  # SMART scope: docs/security.md
 
 
 def _split(values: list[str] | None) -> list[str]:

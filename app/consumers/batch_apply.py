@@ -295,6 +295,7 @@ class BatchApplier:
                 "rule_id": effect.rule_id,
                 "rule_version": effect.rule_version,
                 "triggering_event_ids": list(effect.triggering_event_ids),
+                "part2": bool(encounter.get("part2")),  # 42 CFR Part 2 label of the encounter it came from
             }
             b.dedupe_keys.add(effect.dedupe_key)
             open_tasks.append(task)
