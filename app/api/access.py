@@ -98,17 +98,20 @@ def fhir_resource_part2_condition(principal: Principal, settings: Settings) -> C
     return part2_condition(principal, settings, label, FhirResource.patient_id)
 
 
-def task_conditions(principal: Principal, settings: Settings) -> list[ColumnElement[bool]]:
-    """WHERE conditions limiting a `select(Task)` to the tasks the caller may see."""
+def task_conditions(principal: Principal, settings: Settings, *, part2_gate: bool = True) -> list[ColumnElement[bool]]:
+    """WHERE conditions limiting a `select(Task)` to the tasks the caller may see. `part2_gate=False`
+    only for deciding whose consent a caller may record (the consent is what opens the gate)."""
     roles = true() if is_supervisor(principal, settings) else Task.role.in_(sorted(principal.roles))
     if not principal.roles:
         roles = false()
-    return [roles, _team_condition(principal), _part2_task_condition(principal, settings)]
+    part2 = _part2_task_condition(principal, settings) if part2_gate else true()
+    return [roles, _team_condition(principal), part2]
 
 
-def patient_condition(principal: Principal, settings: Settings) -> ColumnElement[bool]:
+def patient_condition(principal: Principal, settings: Settings, *, part2_gate: bool = True) -> ColumnElement[bool]:
     """WHERE condition limiting a `select(Patient)` to patients in the caller's scope."""
-    has_task = exists(select(Task.id).where(Task.patient_id == Patient.id, *task_conditions(principal, settings)))
+    visible = task_conditions(principal, settings, part2_gate=part2_gate)
+    has_task = exists(select(Task.id).where(Task.patient_id == Patient.id, *visible))
     teams = sorted(principal.teams)
     if not teams:
         return has_task
@@ -122,12 +125,14 @@ def patient_condition(principal: Principal, settings: Settings) -> ColumnElement
     return or_(has_task, attributed)
 
 
-def patient_id_condition(principal: Principal, settings: Settings, patient_id: uuid.UUID) -> ColumnElement[bool]:
-    return and_(Patient.id == patient_id, patient_condition(principal, settings))
+def patient_id_condition(
+    principal: Principal, settings: Settings, patient_id: uuid.UUID, *, part2_gate: bool = True
+) -> ColumnElement[bool]:
+    return and_(Patient.id == patient_id, patient_condition(principal, settings, part2_gate=part2_gate))
 
 
 async def patient_in_scope(
-    session: AsyncSession, principal: Principal, settings: Settings, patient_id: uuid.UUID
+    session: AsyncSession, principal: Principal, settings: Settings, patient_id: uuid.UUID, *, part2_gate: bool = True
 ) -> bool:
-    query = select(Patient.id).where(patient_id_condition(principal, settings, patient_id))
+    query = select(Patient.id).where(patient_id_condition(principal, settings, patient_id, part2_gate=part2_gate))
     return (await session.execute(query)).first() is not None

@@ -1,8 +1,9 @@
 """`POST /patients/{id}/consents`: record a patient's 42 CFR Part 2 consent (or its revocation).
 
 Only `consent_roles` may record, and only for a patient in their scope (else 404, as for an unknown
-patient). A new record supersedes the patient's earlier Part 2 consents (they become `inactive`), so
-posting `status: inactive` revokes. Every attempt is audited; the FHIR view is `GET /fhir/Consent`.
+patient), counting Part 2 tasks too: the consent is what opens them. A new record supersedes the
+patient's earlier Part 2 consents (they become `inactive`), so posting `status: inactive` revokes.
+Every attempt is audited; the FHIR view is `GET /fhir/Consent`.
 """
 
 from __future__ import annotations
@@ -60,7 +61,10 @@ async def record_consent(
     row: Consent | None = None
     async with request.app.state.runtime.sessions() as session, session.begin():
         patient = await patient_by_id(session, patient_id)
-        visible = patient is not None and await patient_in_scope(session, principal, settings, patient.id)
+        # A patient known to the caller only through Part 2 work is still theirs to record consent for.
+        visible = patient is not None and await patient_in_scope(
+            session, principal, settings, patient.id, part2_gate=False
+        )
         if patient is not None and visible:
             await session.execute(
                 update(Consent)

@@ -37,7 +37,8 @@ def _require_part2(principal: Principal, settings: Settings) -> None:
 
 
 def _visible(principal: Principal, settings: Settings) -> Any:
-    return Consent.patient_id.in_(select(Patient.id).where(patient_condition(principal, settings)))
+    # Part 2 tasks count for the scope: a revoked consent stays readable to the Part 2 holders it concerns.
+    return Consent.patient_id.in_(select(Patient.id).where(patient_condition(principal, settings, part2_gate=False)))
 
 
 @router.get("/Consent/{resource_id}", summary="Read one Part 2 Consent")
