@@ -125,11 +125,10 @@ class Settings(BaseSettings):
                 "system/Questionnaire.c",
                 "system/QuestionnaireResponse.c",
                 "system/Bundle.c",
-                "system/MessageHeader.c",
             ],
             "AUDITOR": ["user/AuditEvent.rs"],
             "DATA": ["user/Group.cruds"],
-            "ADMIN": [],
+            "ADMIN": ["user/Group.cruds"],  # dead letters are role-gated; rosters need Group
         },
         description="scopes `carecoord token` grants a role when no --scope is given; unlisted roles get "
         "the care scopes (care_default_scopes)",
