@@ -207,8 +207,12 @@ async def test_metadata_is_public_and_a_valid_capability_statement(client: httpx
         "Observation",
         "Questionnaire",
         "QuestionnaireResponse",
+        "Consent",
+        "AuditEvent",
     ]
     assert [o["name"] for o in body["rest"][0]["operation"]] == ["process-message"]
+    services = [c["coding"][0]["code"] for c in body["rest"][0]["security"]["service"]]
+    assert services == ["OAuth", "SMART-on-FHIR"]
 
 
 # --- search ---------------------------------------------------------------------------------------
