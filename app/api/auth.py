@@ -19,6 +19,7 @@ from fastapi import Depends, Request
 
 from app.api.problems import Problem
 from app.settings import Settings
+from app.state.audit import REQUEST_CLIENT
 
 if TYPE_CHECKING:
     from app.api.jwks import JwksCache
@@ -178,6 +179,7 @@ async def current_principal(request: Request) -> Principal:
     state = request.app.state
     principal = await verify_any(state.settings, state.jwt_secret, getattr(state, "jwks", None), token.strip())
     request.state.principal = principal
+    REQUEST_CLIENT.set((request.client.host if request.client else None, request.headers.get("user-agent")))
     return principal
 
 
