@@ -6,9 +6,10 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from app.db.models import Consent, Task, utcnow
+from app.db.models import Consent, Patient, Task, utcnow
 from app.fhir.consent import consent_resource
 
 
@@ -59,3 +60,12 @@ async def record_consent(db: AsyncEngine, patient_id: uuid.UUID, *, status: str 
                 ),
             )
         )
+
+
+async def everyone_in_scope(db: AsyncEngine, role: str = "PMC") -> None:
+    """A scope task for each patient that has none of `role` yet: for tests that read back what the
+    pipeline stored, whatever the rules raised."""
+    async with AsyncSession(db) as session, session.begin():
+        covered = select(Task.patient_id).where(Task.role == role, Task.rule_id == "test")
+        patients = (await session.execute(select(Patient.id).where(Patient.id.not_in(covered)))).scalars().all()
+        session.add_all(scope_task(p, role) for p in patients)

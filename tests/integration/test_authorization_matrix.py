@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from app.api.app import create_app
 from app.db.models import Consent, Encounter, Patient, RejectedEvent
 from app.runtime import Runtime
+from app.settings import Settings
 from tests.access_builder import record_consent, scope_task
 from tests.conftest import bearer, eventually
 from tests.fhir_builder import encode, fixture, observation, phq9_response, transaction
@@ -205,6 +206,14 @@ async def call(client: httpx.AsyncClient, req: dict[str, Any], token: str | None
     if token is not None:
         headers.update(bearer(token))
     return await client.request(headers=headers, **req)
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """Own ENS topics: the matrix posts a Da Vinci notification, which must not outlive this test."""
+    suffix = uuid.uuid4().hex[:8]
+    topics = settings.topics.model_copy(update={"ens": f"ens-{suffix}", "ens_dead_letter": f"ens-dlq-{suffix}"})
+    return settings.model_copy(update={"topics": topics})
 
 
 @pytest.fixture

@@ -189,7 +189,8 @@ def test_capability_statement_is_valid_r4() -> None:
     assert "json" in statement["format"]
     rest = statement["rest"][0]
     assert rest["mode"] == "server"
-    encounter, observation, questionnaire, response = rest["resource"]
+    encounter, observation, questionnaire, response, consent, audit_event = rest["resource"]
+    assert (consent["type"], audit_event["type"]) == ("Consent", "AuditEvent")
     assert encounter["type"] == "Encounter"
     assert {i["code"] for i in encounter["interaction"]} == {"read", "search-type", "create"}
     assert [observation["type"], questionnaire["type"], response["type"]] == [
