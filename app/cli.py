@@ -34,14 +34,23 @@ cli.add_typer(inbox_cli, name="inbox")
 def serve(
     host: Annotated[str | None, typer.Option(help="bind address (default CARECOORD_HOST)")] = None,
     port: Annotated[int | None, typer.Option(help="port (default CARECOORD_PORT)")] = None,
+    workers: Annotated[
+        int, typer.Option(min=1, help="API processes; more than one needs an external broker (CARECOORD_KAFKA_*)")
+    ] = 1,
 ) -> None:
-    """Run the HTTP API and the Kafka consumers (embedded broker + SQLite when nothing is configured)."""
+    """Run the HTTP API and the Kafka consumers (embedded broker + SQLite when nothing is configured).
+    With CARECOORD_RUN_CONSUMERS=false it serves the API only: replicas scale out behind a load balancer
+    while `carecoord consume` processes apply the events."""
     from app.api.app import create_app
 
     settings = get_settings()
     configure_logging(settings.log_level)
+    if workers > 1 and settings.embedded_broker:
+        raise typer.BadParameter("each worker would start its own embedded broker", param_hint="--workers")
     uvicorn.run(
-        create_app(settings),
+        create_app(settings) if workers == 1 else "app.api.app:worker_app",
+        factory=workers > 1,
+        workers=workers,
         host=host or settings.host,
         port=port or settings.port,
         log_config=None,

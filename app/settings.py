@@ -75,6 +75,9 @@ class Settings(BaseSettings):
     consumer_poll_timeout_ms: int = Field(default=500, ge=10)
     consumer_db_retry_initial_s: float = Field(default=0.5, gt=0)
     consumer_db_retry_max_s: float = Field(default=30.0, gt=0)
+    run_consumers: bool = Field(
+        default=True, description="serve runs the consumers in-process; false for API-only replicas (scale-out)"
+    )
     shutdown_drain_timeout_s: float = Field(
         default=10.0, ge=0, description="embedded mode: wait this long for consumers to catch up on stop"
     )

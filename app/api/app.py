@@ -11,12 +11,14 @@ from app import __version__
 from app.api import consents, dead_letters, health, ingest, rosters, screenings, tasks
 from app.api.auth import hs_secret
 from app.api.jwks import JwksCache
+from app.api.openapi import install_openapi
 from app.api.problems import install_problem_handlers
 from app.fhir import audit_events as fhir_audit_events
 from app.fhir import clinical as fhir_clinical
 from app.fhir import consents as fhir_consents
 from app.fhir import process_message
 from app.fhir import routes as fhir_routes
+from app.logging_config import configure_logging
 from app.runtime import Runtime
 from app.settings import Settings, get_settings
 
@@ -31,7 +33,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
             app.state.runtime = runtime
             yield
             return
-        owned = Runtime(settings)
+        owned = Runtime(settings, run_consumers=settings.run_consumers)
         app.state.runtime = owned
         await owned.start()
         try:
@@ -50,6 +52,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     if runtime is not None:
         app.state.runtime = runtime
     install_problem_handlers(app)
+    install_openapi(app)
     app.include_router(health.router)
     app.include_router(tasks.router)
     app.include_router(ingest.router)
@@ -63,3 +66,10 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.include_router(fhir_consents.router)
     app.include_router(fhir_audit_events.router)
     return app
+
+
+def worker_app() -> FastAPI:
+    """The app of one `serve --workers N` process: a fresh interpreter, so logging is set up here too."""
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    return create_app(settings)
