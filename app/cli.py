@@ -141,12 +141,17 @@ def token(
     team: Annotated[list[str] | None, typer.Option("--team", help="team claim, repeatable")] = None,
     sub: Annotated[str, typer.Option(help="user id (subject)")] = "dev-user",
     ttl: Annotated[int | None, typer.Option(help="lifetime in seconds")] = None,
+    scope: Annotated[
+        list[str] | None,
+        typer.Option("--scope", help="SMART scope, repeatable (user/Task.rus); default: the roles' scopes"),
+    ] = None,
 ) -> None:
     """Mint a development JWT signed with the configured (or generated development) secret."""
-    from app.api.auth import mint_token
+    from app.api.auth import default_scopes, mint_token
 
     settings = get_settings()
-    typer.echo(mint_token(settings, sub, role, team or [], ttl or settings.dev_token_ttl_s))
+    scopes = scope or default_scopes(settings, role)
+    typer.echo(mint_token(settings, sub, role, team or [], ttl or settings.dev_token_ttl_s, scopes=scopes))
 
 
 @asynccontextmanager

@@ -46,7 +46,8 @@ def configure_logging(level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("aiokafka", "sqlalchemy.engine", "alembic"):
+    # Libraries whose DEBUG records quote SQL parameters or payloads (patient data): never below WARNING.
+    for noisy in ("aiokafka", "sqlalchemy.engine", "alembic", "aiosqlite", "asyncpg", "httpcore", "multipart"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
     # uvicorn installs its own handlers; route them through ours instead.
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):

@@ -112,6 +112,7 @@ class Runtime:
             encounters=EncounterApplier(source="fhir", engine=self.rule_engine, sensitivity=self.sensitivity_policy()),
             thresholds=self.rules.screening,
             max_bytes=s.ingest_max_bytes,
+            part2_instruments=frozenset(s.part2_instruments),
         )
         if self.run_consumers:
             # One consumer group per topic (the ADT group + "-ens" / "-fhir"), so no feed's

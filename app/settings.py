@@ -94,7 +94,59 @@ class Settings(BaseSettings):
     admin_roles: list[str] = ["ADMIN"]  # dead-letter administration: list, read payloads, replay, discard
     part2_roles: list[str] = Field(
         default=["PART2"],
-        description="roles that may see 42 CFR Part 2 encounters; per-patient consent is not checked yet (issue 6)",
+        description="roles that may see 42 CFR Part 2 data (with the patient's active consent: docs/security.md)",
+    )
+    jwt_algorithms: list[Literal["HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384"]] = Field(
+        default=["HS256"], description="accepted token algorithms: HS* verify with jwt_secret, RS*/ES* with the JWKS"
+    )
+    jwt_jwks_url: str | None = Field(default=None, description="the identity provider's JWKS (RS*/ES* tokens)")
+    jwt_jwks_ttl_s: float = Field(default=300, gt=0, description="how long fetched signing keys are trusted")
+    jwt_jwks_refetch_min_s: float = Field(
+        default=10, ge=0, description="an unknown `kid` refetches the JWKS at most this often"
+    )
+    jwt_min_secret_bytes: int = Field(default=32, ge=16, description="production refuses a shorter HS* secret")
+    require_scopes: bool | None = Field(
+        default=None,
+        description="tokens must carry a SMART `scope` claim; default true in production (docs/security.md)",
+    )
+    care_roles: list[str] = Field(
+        default=["BHCF", "PMC", "PCF", "RN", "PharmD", "SUPERVISOR"],
+        description="roles that read clinical data (encounters, screenings, Observations) of patients in scope",
+    )
+    consent_roles: list[str] = Field(
+        default=["PART2", "SUPERVISOR"], description="roles that record a patient's Part 2 consent"
+    )
+    auditor_roles: list[str] = Field(default=["AUDITOR"], description="roles that read the audit trail (AuditEvent)")
+    part2_instruments: list[str] = Field(
+        default=["AUDIT-C"], description="screening instruments whose results are substance-use (Part 2) data"
+    )
+    role_default_scopes: dict[str, list[str]] = Field(
+        default_factory=lambda: {
+            "INTEGRATION": [
+                "system/Encounter.c",
+                "system/Observation.c",
+                "system/Questionnaire.c",
+                "system/QuestionnaireResponse.c",
+                "system/Bundle.c",
+            ],
+            "AUDITOR": ["user/AuditEvent.rs"],
+            "DATA": ["user/Group.cruds"],
+            "ADMIN": ["user/Group.cruds"],  # dead letters are role-gated; rosters need Group
+        },
+        description="scopes `carecoord token` grants a role when no --scope is given; unlisted roles get "
+        "the care scopes (care_default_scopes)",
+    )
+    care_default_scopes: list[str] = Field(
+        default=[
+            "user/Task.rus",
+            "user/CarePlan.cruds",
+            "user/Patient.rs",
+            "user/Encounter.rs",
+            "user/Observation.rs",
+            "user/QuestionnaireResponse.rs",
+            "user/Consent.crs",
+        ],
+        description="scopes `carecoord token` grants a care role by default",
     )
     # Care plans (docs/care-plans.md): who edits and who signs off, and when a PCP sign-off falls due.
     care_plan_writer_roles: list[str] = Field(
@@ -196,13 +248,28 @@ class Settings(BaseSettings):
                 for name, value in (
                     ("CARECOORD_DATABASE_URL", self.database_url),
                     ("CARECOORD_KAFKA_BOOTSTRAP_SERVERS", self.kafka_bootstrap_servers),
-                    ("CARECOORD_JWT_SECRET", self.jwt_secret),
+                    *self._missing_key_settings(),
                 )
                 if not value
             ]
             if missing:
                 raise ValueError(f"production requires {', '.join(missing)}")
         return self
+
+    def _missing_key_settings(self) -> list[tuple[str, object]]:
+        """Production verifies tokens with configured keys only: a secret for HS*, a JWKS for RS*/ES*."""
+        needs: list[tuple[str, object]] = []
+        if any(a.startswith("HS") for a in self.jwt_algorithms):
+            secret = self.jwt_secret.get_secret_value() if self.jwt_secret else ""
+            strong = len(secret.encode()) >= self.jwt_min_secret_bytes
+            needs.append((f"CARECOORD_JWT_SECRET (>= {self.jwt_min_secret_bytes} bytes)", secret if strong else None))
+        if any(not a.startswith("HS") for a in self.jwt_algorithms):
+            needs.append(("CARECOORD_JWT_JWKS_URL", self.jwt_jwks_url))
+        return needs
+
+    @property
+    def scopes_required(self) -> bool:
+        return self.environment == "production" if self.require_scopes is None else self.require_scopes
 
     @property
     def embedded_broker(self) -> bool:

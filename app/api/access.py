@@ -6,8 +6,9 @@ Policy (docs/security.md):
 - A supervisor sees every role's tasks in their teams and the unassigned pool.
 - A patient is in scope when the caller may see one of the patient's tasks or the patient is attributed
   (active roster membership) to one of the caller's teams.
-- Part 2-labelled records need the Part 2 permission (`part2_roles`); consent is checked by
-  `part2_visible` once consent records exist.
+- 42 CFR Part 2 records (tasks labelled `part2`, Part 2 encounters, substance-use screenings and the
+  Observations / QuestionnaireResponses they came from) need both the Part 2 permission (`part2_roles`)
+  and an active, in-period Part 2 consent of the record's patient (`consents`).
 Every query that returns tasks or patients adds these conditions, so a hidden row is indistinguishable
 from a missing one (404, left out of totals).
 """
@@ -16,12 +17,18 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
 
-from sqlalchemy import ColumnElement, and_, exists, false, func, not_, or_, select, true
+from sqlalchemy import ColumnElement, and_, exists, false, not_, or_, select, true
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.api.auth import Principal, may_see_part2
-from app.db.models import Encounter, Patient, RosterMember, Task
+from app.db.models import Consent, Encounter, FhirResource, Patient, RosterMember, ScreeningEvent, Task, utcnow
+from app.screening.instruments import BY_ID
 from app.settings import Settings
+
+PART2_CONSENT_SCOPE = "part2"
 
 
 def is_supervisor(principal: Principal, settings: Settings) -> bool:
@@ -33,31 +40,79 @@ def _team_condition(principal: Principal) -> ColumnElement[bool]:
     return or_(Task.team.is_(None), Task.team.in_(teams)) if teams else Task.team.is_(None)
 
 
+def has_active_consent(patient_id: Any, at: datetime | None = None) -> ColumnElement[bool]:
+    """An active Part 2 consent of `patient_id` (a column or value) whose period covers `at` (now)."""
+    at = at or utcnow()
+    return exists(
+        select(Consent.id).where(
+            Consent.patient_id == patient_id,
+            Consent.scope == PART2_CONSENT_SCOPE,
+            Consent.status == "active",
+            Consent.period_start <= at,
+            or_(Consent.period_end.is_(None), Consent.period_end > at),
+        )
+    )
+
+
+def part2_condition(principal: Principal, settings: Settings, label: Any, patient_id: Any) -> ColumnElement[bool]:
+    """True for rows the caller may see under Part 2: unlabelled rows, or labelled ones when the caller
+    holds the permission and the patient consented. `label` is the row's Part 2 flag (column or condition)."""
+    if not may_see_part2(principal, settings):
+        return not_(label)
+    return or_(not_(label), has_active_consent(patient_id))
+
+
 def _part2_task_condition(principal: Principal, settings: Settings) -> ColumnElement[bool]:
-    """True for tasks the caller may see under Part 2: a task raised from a Part 2 encounter is hidden
-    without the permission."""
-    if may_see_part2(principal, settings):
-        return true()
-    # Same meaning as NOT EXISTS (a Part 2 encounter for the task), spelled as a per-row scalar lookup:
-    # PostgreSQL then probes the encounter's primary key for the few rows a worklist page reads. As an
-    # anti-join it misestimates (rows=1) when few tasks have encounters, and as EXISTS inside an OR it
-    # hashes every Part 2 encounter; either makes a page cost 30-180 ms on 1,000,000 tasks instead of
-    # ~2 ms (docs/worklists.md).
-    encounter_part2 = select(Encounter.part2).where(Encounter.id == Task.encounter_id).scalar_subquery()
-    return not_(func.coalesce(encounter_part2, false()))
+    return part2_condition(principal, settings, Task.part2, Task.patient_id)
 
 
-def task_conditions(principal: Principal, settings: Settings) -> list[ColumnElement[bool]]:
-    """WHERE conditions limiting a `select(Task)` to the tasks the caller may see."""
+def encounter_part2_condition(principal: Principal, settings: Settings) -> ColumnElement[bool]:
+    return part2_condition(principal, settings, Encounter.part2, Encounter.patient_id)
+
+
+def part2_instrument_codes(settings: Settings) -> frozenset[str]:
+    """LOINC codes (panel, total, items) of the substance-use instruments: their Observations are Part 2."""
+    codes: set[str] = set()
+    for name in settings.part2_instruments:
+        instrument = BY_ID.get(name)  # type: ignore[call-overload]
+        if instrument is not None:
+            codes.update((instrument.panel_code, instrument.total_code, *instrument.item_codes))
+    return frozenset(codes)
+
+
+def screening_part2_condition(principal: Principal, settings: Settings) -> ColumnElement[bool]:
+    label = ScreeningEvent.instrument.in_(sorted(settings.part2_instruments))
+    return part2_condition(principal, settings, label, ScreeningEvent.patient_id)
+
+
+def fhir_resource_part2_condition(principal: Principal, settings: Settings) -> ColumnElement[bool]:
+    """Stored Observations / QuestionnaireResponses: Part 2 when coded as a substance-use instrument or
+    scored as one (a QuestionnaireResponse's instrument is known from its screening event)."""
+    scored_sud = exists(
+        select(ScreeningEvent.id).where(
+            ScreeningEvent.source_id == FhirResource.id,
+            ScreeningEvent.instrument.in_(sorted(settings.part2_instruments)),
+        )
+    )
+    coded_sud = and_(FhirResource.code.is_not(None), FhirResource.code.in_(sorted(part2_instrument_codes(settings))))
+    label = or_(coded_sud, scored_sud)  # never NULL: NOT NULL would hide an uncoded resource
+    return part2_condition(principal, settings, label, FhirResource.patient_id)
+
+
+def task_conditions(principal: Principal, settings: Settings, *, part2_gate: bool = True) -> list[ColumnElement[bool]]:
+    """WHERE conditions limiting a `select(Task)` to the tasks the caller may see. `part2_gate=False`
+    only for deciding whose consent a caller may record (the consent is what opens the gate)."""
     roles = true() if is_supervisor(principal, settings) else Task.role.in_(sorted(principal.roles))
     if not principal.roles:
         roles = false()
-    return [roles, _team_condition(principal), _part2_task_condition(principal, settings)]
+    part2 = _part2_task_condition(principal, settings) if part2_gate else true()
+    return [roles, _team_condition(principal), part2]
 
 
-def patient_condition(principal: Principal, settings: Settings) -> ColumnElement[bool]:
+def patient_condition(principal: Principal, settings: Settings, *, part2_gate: bool = True) -> ColumnElement[bool]:
     """WHERE condition limiting a `select(Patient)` to patients in the caller's scope."""
-    has_task = exists(select(Task.id).where(Task.patient_id == Patient.id, *task_conditions(principal, settings)))
+    visible = task_conditions(principal, settings, part2_gate=part2_gate)
+    has_task = exists(select(Task.id).where(Task.patient_id == Patient.id, *visible))
     teams = sorted(principal.teams)
     if not teams:
         return has_task
@@ -71,8 +126,17 @@ def patient_condition(principal: Principal, settings: Settings) -> ColumnElement
     return or_(has_task, attributed)
 
 
-def patient_id_condition(principal: Principal, settings: Settings, patient_id: uuid.UUID) -> ColumnElement[bool]:
-    return and_(Patient.id == patient_id, patient_condition(principal, settings))
+def patient_id_condition(
+    principal: Principal, settings: Settings, patient_id: uuid.UUID, *, part2_gate: bool = True
+) -> ColumnElement[bool]:
+    return and_(Patient.id == patient_id, patient_condition(principal, settings, part2_gate=part2_gate))
+
+
+async def patient_in_scope(
+    session: AsyncSession, principal: Principal, settings: Settings, patient_id: uuid.UUID, *, part2_gate: bool = True
+) -> bool:
+    query = select(Patient.id).where(patient_id_condition(principal, settings, patient_id, part2_gate=part2_gate))
+    return (await session.execute(query)).first() is not None
 
 
 MAX_SCOPE_BRANCHES = 64  # beyond this many (role, team) ranges one filtered scan is cheaper

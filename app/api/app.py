@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from app import __version__
 from app.api import (
     care_plans,
+    consents,
     dead_letters,
     health,
     ingest,
@@ -20,11 +21,14 @@ from app.api import (
     tasks,
     worklists,
 )
-from app.api.auth import jwt_secret
+from app.api.auth import hs_secret
+from app.api.jwks import JwksCache
 from app.api.openapi import install_openapi
 from app.api.problems import install_problem_handlers
+from app.fhir import audit_events as fhir_audit_events
 from app.fhir import careplan_routes as fhir_careplans
 from app.fhir import clinical as fhir_clinical
+from app.fhir import consents as fhir_consents
 from app.fhir import patient_routes as fhir_patients
 from app.fhir import process_message
 from app.fhir import routes as fhir_routes
@@ -54,7 +58,12 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
 
     app = FastAPI(title="carecoord", version=__version__, lifespan=lifespan)
     app.state.settings = settings
-    app.state.jwt_secret = jwt_secret(settings)
+    app.state.jwt_secret = hs_secret(settings)
+    app.state.jwks = (
+        JwksCache(settings.jwt_jwks_url, settings.jwt_jwks_ttl_s, settings.jwt_jwks_refetch_min_s)
+        if settings.jwt_jwks_url
+        else None
+    )
     if runtime is not None:
         app.state.runtime = runtime
     install_problem_handlers(app)
@@ -75,6 +84,9 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.include_router(care_plans.router)
     app.include_router(fhir_careplans.router)
     app.include_router(fhir_patients.router)
+    app.include_router(consents.router)
+    app.include_router(fhir_consents.router)
+    app.include_router(fhir_audit_events.router)
     return app
 
 

@@ -1,7 +1,9 @@
 """Bearer JWT authentication and role checks.
 
-Tokens carry `sub`, `roles`, `teams` (and `scope`, for SMART-style checks later). Development
-mints HS256 tokens with a secret generated once under var_dir; production must configure one.
+Tokens carry `sub`, `roles`, `teams` and a SMART-style `scope` (app/api/scopes.py). HS* tokens are
+verified with a shared secret (development generates one under var_dir; production must configure
+one); RS*/ES* tokens with the identity provider's JWKS, fetched with httpx and cached (app/api/jwks.py).
+Issuer, audience and expiry are always checked. docs/security.md has the whole policy.
 """
 
 from __future__ import annotations
@@ -10,15 +12,20 @@ import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import jwt
 from fastapi import Depends, Request
 
 from app.api.problems import Problem
 from app.settings import Settings
+from app.state.audit import REQUEST_CLIENT
 
-ALGORITHM = "HS256"
+if TYPE_CHECKING:
+    from app.api.jwks import JwksCache
+    from app.api.scopes import Grant
+
+ALGORITHM = "HS256"  # what development tokens are minted with
 DEV_SECRET_FILE = "dev-jwt-secret"  # noqa: S105 - a file name, not a secret
 
 
@@ -27,14 +34,15 @@ class Principal:
     subject: str
     roles: frozenset[str]
     teams: frozenset[str]
+    # None: the token had no `scope` claim (allowed only where scopes are not required)
+    scopes: tuple[Grant, ...] | None = None
 
     def has_any_role(self, roles: list[str] | frozenset[str]) -> bool:
         return bool(self.roles & set(roles))
 
 
 def may_see_part2(principal: Principal, settings: Settings) -> bool:
-    """42 CFR Part 2 (substance-use) data is shown only to holders of a Part 2 role.
-    TODO(issue 6): also require the patient's recorded consent once consent records exist."""
+    """The Part 2 *permission*; each record also needs its patient's active consent (app/api/access.py)."""
     return principal.has_any_role(settings.part2_roles)
 
 
@@ -51,9 +59,26 @@ def jwt_secret(settings: Settings) -> str:
     return path.read_text(encoding="utf-8").strip()
 
 
-def mint_token(settings: Settings, subject: str, roles: list[str], teams: list[str], ttl_s: int) -> str:
+def hs_secret(settings: Settings) -> str | None:
+    """The HS* key when HS* tokens are accepted; None for a JWKS-only deployment."""
+    if not any(a.startswith("HS") for a in settings.jwt_algorithms):
+        return None
+    return jwt_secret(settings)
+
+
+def mint_token(
+    settings: Settings,
+    subject: str,
+    roles: list[str],
+    teams: list[str],
+    ttl_s: int,
+    *,
+    scopes: list[str] | None = None,
+) -> str:
+    """A development token (HS256, the configured or generated secret). `scopes=None` leaves the
+    `scope` claim out: such a token works only where scopes are not required."""
     now = int(time.time())
-    claims = {
+    claims: dict[str, Any] = {
         "sub": subject,
         "roles": roles,
         "teams": teams,
@@ -63,19 +88,47 @@ def mint_token(settings: Settings, subject: str, roles: list[str], teams: list[s
         "nbf": now,
         "exp": now + ttl_s,
     }
+    if scopes is not None:
+        claims["scope"] = " ".join(scopes)
     return jwt.encode(claims, jwt_secret(settings), algorithm=ALGORITHM)
+
+
+def default_scopes(settings: Settings, roles: list[str]) -> list[str]:
+    """What `carecoord token` grants when no --scope is given: each role's configured scopes."""
+    found: list[str] = []
+    for role in roles:
+        for scope in settings.role_default_scopes.get(role, settings.care_default_scopes):
+            if scope not in found:
+                found.append(scope)
+    return found
 
 
 def _unauthorized(detail: str) -> Problem:
     return Problem(401, "Unauthorized", detail, headers={"WWW-Authenticate": 'Bearer realm="carecoord"'})
 
 
-def verify_token(settings: Settings, secret: str, token: str) -> Principal:
+def principal_from_claims(claims: dict[str, Any]) -> Principal:
+    from app.api.scopes import parse_scopes
+
+    roles, teams, scope = claims.get("roles", []), claims.get("teams", []), claims.get("scope")
+    if not isinstance(roles, list) or not isinstance(teams, list):
+        raise _unauthorized("invalid token: roles and teams must be lists")
+    if scope is not None and not isinstance(scope, str):
+        raise _unauthorized("invalid token: scope must be a space-separated string")
+    return Principal(
+        str(claims["sub"]),
+        frozenset(map(str, roles)),
+        frozenset(map(str, teams)),
+        parse_scopes(scope) if scope is not None else None,
+    )
+
+
+def decode_claims(settings: Settings, key: Any, token: str, algorithm: str) -> dict[str, Any]:
     try:
-        claims = jwt.decode(
+        return jwt.decode(
             token,
-            secret,
-            algorithms=[ALGORITHM],
+            key,
+            algorithms=[algorithm],
             audience=settings.jwt_audience,
             issuer=settings.jwt_issuer,
             leeway=settings.jwt_leeway_s,
@@ -85,10 +138,37 @@ def verify_token(settings: Settings, secret: str, token: str) -> Principal:
         raise _unauthorized("token expired") from None
     except jwt.InvalidTokenError as exc:
         raise _unauthorized(f"invalid token: {exc}") from None
-    roles, teams = claims.get("roles", []), claims.get("teams", [])
-    if not isinstance(roles, list) or not isinstance(teams, list):
-        raise _unauthorized("invalid token: roles and teams must be lists")
-    return Principal(str(claims["sub"]), frozenset(map(str, roles)), frozenset(map(str, teams)))
+
+
+def verify_token(settings: Settings, secret: str, token: str) -> Principal:
+    """An HS256 token against a shared secret (synchronous; development and tests)."""
+    return principal_from_claims(decode_claims(settings, secret, token, ALGORITHM))
+
+
+async def verify_any(settings: Settings, secret: str | None, jwks: JwksCache | None, token: str) -> Principal:
+    """Any accepted algorithm: the header's `alg` must be configured; HS* use the secret, the others
+    the JWKS key named by `kid`. Keys never come from the token itself."""
+    try:
+        header = jwt.get_unverified_header(token)
+    except jwt.InvalidTokenError as exc:
+        raise _unauthorized(f"invalid token: {exc}") from None
+    algorithm = str(header.get("alg", ""))
+    if algorithm not in settings.jwt_algorithms:
+        raise _unauthorized(f"invalid token: algorithm {algorithm[:16]!r} is not accepted")
+    if algorithm.startswith("HS"):
+        if secret is None:
+            raise _unauthorized("invalid token: no shared secret is configured")
+        key: Any = secret
+    else:
+        if jwks is None:
+            raise _unauthorized("invalid token: no JWKS is configured")
+        kid = header.get("kid")
+        if not isinstance(kid, str) or not kid:
+            raise _unauthorized("invalid token: a kid header is required")
+        key = await jwks.key_for(kid)
+        if key is None:
+            raise _unauthorized("invalid token: unknown signing key")
+    return principal_from_claims(decode_claims(settings, key, token, algorithm))
 
 
 async def current_principal(request: Request) -> Principal:
@@ -97,7 +177,10 @@ async def current_principal(request: Request) -> Principal:
     if scheme.lower() != "bearer" or not token.strip():
         raise _unauthorized("bearer token required")
     state = request.app.state
-    return verify_token(state.settings, state.jwt_secret, token.strip())
+    principal = await verify_any(state.settings, state.jwt_secret, getattr(state, "jwks", None), token.strip())
+    request.state.principal = principal
+    REQUEST_CLIENT.set((request.client.host if request.client else None, request.headers.get("user-agent")))
+    return principal
 
 
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]

@@ -1,7 +1,10 @@
 """Dead-letter administration: list, read, replay and discard rows of `rejected_events`.
 
 Payloads are exact inbound messages, i.e. patient data: only `admin_roles` may use these endpoints,
-and every call is audited (R for reads, E for a replay, U for a discard). A replay runs the stored
+a payload with 42 CFR Part 2 content (or one that cannot be decoded, so cannot be ruled out) is shown
+only to an admin who also holds the Part 2 permission (403 naming `payload` otherwise; listing, replay
+and discard stay open since they show no payload), and every call is audited (R for reads, E for a
+replay, U for a discard). A replay runs the stored
 bytes through the consumer's own handler at the row's original broker position, so it is exactly
 as idempotent as a redelivery: applying an already-applied message is a harmless duplicate.
 """
@@ -20,7 +23,9 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, StringConstraints
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.api.auth import CurrentPrincipal, Principal
+from app.api.access import part2_instrument_codes
+from app.api.auth import CurrentPrincipal, Principal, may_see_part2
+from app.api.part2_payloads import payload_is_part2
 from app.api.problems import Problem
 from app.consumers.notice_handler import Outcome
 from app.consumers.transient import is_transient
@@ -142,6 +147,20 @@ async def _patients_in_payload(request: Request, session: AsyncSession, row: Rej
     return await patient_ids_for_identifiers(session, [(i.system, i.value) for i in named])
 
 
+def _may_read_payload(request: Request, principal: Principal, row: RejectedEvent) -> bool:
+    settings = request.app.state.settings
+    if may_see_part2(principal, settings):
+        return True
+    runtime = request.app.state.runtime
+    handler = runtime.handler_for(row.source)
+    return not payload_is_part2(
+        handler.decode if handler is not None else None,
+        row.payload,
+        runtime.sensitivity_policy(),
+        part2_instrument_codes(settings),
+    )
+
+
 async def _load(request: Request, rejected_id: uuid.UUID) -> RejectedEvent:
     async with request.app.state.runtime.sessions() as session:
         row = await get_dead_letter(session, rejected_id)
@@ -199,6 +218,7 @@ async def get_dead_letter_endpoint(
         row = await get_dead_letter(session, rejected_id)
         if row is None:
             raise Problem(404, "Not found", f"no dead letter {rejected_id}", field="id")
+        withheld = not _may_read_payload(request, principal, row)
         record_audit(
             session,
             principal.subject,
@@ -207,6 +227,16 @@ async def get_dead_letter_endpoint(
             resource_type=AUDIT_RESOURCE,
             request=f"GET {PATH}/{rejected_id}",
             patient_ids=await _patients_in_payload(request, session, row),
+            outcome=AuditOutcome.MINOR_FAILURE if withheld else AuditOutcome.SUCCESS,
+            client_ip=request.client.host if request.client else None,
+            user_agent=request.headers.get("user-agent"),
+        )
+    if withheld:
+        raise Problem(
+            403,
+            "Forbidden",
+            "this payload may hold 42 CFR Part 2 data; reading it needs the Part 2 permission",
+            field="payload",
         )
     payload, encoding = _payload_text(row.payload)
     return DeadLetterDetail(**_out(summary_of(row)).model_dump(), payload=payload, encoding=encoding)

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Request, status
 
 from app.api.auth import CurrentPrincipal
 from app.api.schemas import IngestAccepted
+from app.api.scopes import scoped
 from app.ingest.http_front_door import accept
 from app.ingest.publish import publish_hl7v2
 
@@ -23,6 +24,7 @@ HL7_MEDIA_TYPES = ("text/plain", "application/hl7-v2", "x-application/hl7-v2+er7
     status_code=status.HTTP_202_ACCEPTED,
     response_model=IngestAccepted,
     openapi_extra={"requestBody": {"content": {t: {"schema": {"type": "string"}} for t in HL7_MEDIA_TYPES}}},
+    dependencies=scoped("Encounter", interaction="c"),  # ADT messages create and update encounters
 )
 async def ingest_hl7v2(request: Request, principal: CurrentPrincipal) -> IngestAccepted:
     published = await accept(

@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 
 from app.api.auth import CurrentPrincipal, Principal
 from app.api.problems import Problem
+from app.api.scopes import scoped
 from app.ingest.roster_files import EXPORT_KINDS, change_report_lines, export_lines, import_summary
 from app.ingest.roster_import import ImportRequest, RosterImporter
 from app.metrics import METRICS
@@ -79,7 +80,7 @@ async def _save_upload(upload: UploadFile, folder: Path, limit: int) -> Path:
     return target
 
 
-@router.post("/rosters/imports", status_code=202)
+@router.post("/rosters/imports", status_code=202, dependencies=scoped("Group"))
 async def upload_roster(
     request: Request,
     principal: RosterPrincipal,
@@ -129,7 +130,7 @@ async def _process(importer: RosterImporter, import_id: uuid.UUID, req: ImportRe
         req.path.unlink(missing_ok=True)
 
 
-@router.get("/rosters/imports/{import_id}")
+@router.get("/rosters/imports/{import_id}", dependencies=scoped("Group"))
 async def get_roster_import(request: Request, principal: RosterPrincipal, import_id: uuid.UUID) -> dict[str, Any]:
     async with request.app.state.runtime.sessions() as session, session.begin():
         job = await store.get_import(session, import_id)
@@ -150,7 +151,7 @@ async def get_roster_import(request: Request, principal: RosterPrincipal, import
     return body
 
 
-@router.get("/rosters/imports/{import_id}/changes")
+@router.get("/rosters/imports/{import_id}/changes", dependencies=scoped("Group"))
 async def get_roster_changes(
     request: Request,
     principal: RosterPrincipal,
@@ -166,7 +167,7 @@ async def get_roster_changes(
     return StreamingResponse(change_report_lines(sessions, import_id, format), media_type=media)
 
 
-@router.get("/rosters/exports/{kind}")
+@router.get("/rosters/exports/{kind}", dependencies=scoped("Group"))
 async def get_roster_export(
     request: Request,
     principal: RosterPrincipal,

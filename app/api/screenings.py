@@ -2,7 +2,9 @@
 
 One event per source resource (Observation or QuestionnaireResponse), newest first; retracted ones
 (their source was entered-in-error or withdrawn) are listed with status `retracted` unless
-`status=active` is asked for. Any role may read; every read is audited with the patient id.
+`status=active` is asked for. Care roles may read screenings of patients in their scope (else 404, as
+for an unknown patient); substance-use (Part 2) instruments only with the Part 2 permission and the
+patient's consent, otherwise left out. Every read is audited with the patient id.
 """
 
 from __future__ import annotations
@@ -15,13 +17,16 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel
 from sqlalchemy import select
 
+from app.api.access import patient_in_scope, screening_part2_condition
+from app.api.audit import audit
 from app.api.auth import CurrentPrincipal
 from app.api.problems import Problem
+from app.api.scopes import scoped
 from app.db.models import ScreeningEvent
-from app.state.audit import AuditAction, AuditOutcome, record_audit
+from app.state.audit import AuditAction, AuditOutcome
 from app.state.patients import patient_by_id
 
-router = APIRouter(tags=["screenings"])
+router = APIRouter(tags=["screenings"], dependencies=scoped("Observation"))
 
 
 class ScreeningOut(BaseModel):
@@ -53,11 +58,17 @@ async def list_screenings(
     principal: CurrentPrincipal,
     status: Annotated[Literal["active", "retracted"] | None, Query(description="default: both")] = None,
 ) -> ScreeningList:
-    if not principal.roles:
-        raise Problem(403, "Forbidden", "reading screenings needs a role")
+    settings = request.app.state.settings
+    if not principal.has_any_role(settings.care_roles):
+        raise Problem(403, "Forbidden", f"reading screenings requires one of the roles {settings.care_roles}")
     async with request.app.state.runtime.sessions() as session, session.begin():
         patient = await patient_by_id(session, patient_id)
-        query = select(ScreeningEvent).where(ScreeningEvent.patient_id == (patient.id if patient else patient_id))
+        if patient is not None and not await patient_in_scope(session, principal, settings, patient.id):
+            patient = None  # not the caller's patient: answered like an unknown one
+        query = select(ScreeningEvent).where(
+            ScreeningEvent.patient_id == (patient.id if patient else patient_id),
+            screening_part2_condition(principal, settings),
+        )
         if status is not None:
             query = query.where(ScreeningEvent.status == status)
         rows = (
@@ -69,14 +80,13 @@ async def list_screenings(
             .scalars()
             .all()
         )
-        record_audit(
+        audit(
             session,
-            principal.subject,
-            principal.roles,
+            request,
+            principal,
             action=AuditAction.READ,
             resource_type="ScreeningEvent",
-            request=f"GET {request.url.path}",
-            patient_ids=[str(patient_id)],
+            patient_ids=[patient_id],
             outcome=AuditOutcome.SUCCESS if patient else AuditOutcome.MINOR_FAILURE,
         )
     if patient is None:

@@ -27,6 +27,7 @@ from app.api.schemas import (
     TriggeringEvent,
     WorklistPage,
 )
+from app.api.scopes import scoped
 from app.db.models import InboundEvent, Patient, Task, TaskHistory, utcnow
 from app.rules.config import RuleSpec
 from app.rules.engine import RuleEngine
@@ -38,7 +39,7 @@ from app.tasks.actions import etag, parse_etag
 from app.tasks.lifecycle import ACTIVE, STATUSES, TransitionError, timeliness
 from app.tasks.worklist import Cursor, CursorError, Order, SortKey
 
-router = APIRouter(tags=["tasks"])
+router = APIRouter(tags=["tasks"], dependencies=scoped("Task"))  # SMART scope: docs/security.md
 
 
 def _split(values: list[str] | None, field: str = "query") -> list[str]:

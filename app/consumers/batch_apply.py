@@ -347,6 +347,7 @@ class BatchApplier:
                 "rule_version": effect.rule_version,
                 "triggering_event_ids": list(effect.triggering_event_ids),
                 "business_status": effect.business_status,
+                "part2": bool(encounter.get("part2")),  # 42 CFR Part 2 label of the encounter it came from
             }
             if effect.completed_by_encounter:
                 task.completed_by = uuid.UUID(effect.completed_by_encounter)

@@ -81,10 +81,12 @@ class FhirHandler(FeedHandler[FhirMessage]):
         encounters: EncounterApplier,
         thresholds: ScreeningThresholds,
         max_bytes: int,
+        part2_instruments: frozenset[str] = frozenset(),
     ) -> None:
         super().__init__(source=encounters.source, decode=decode, sessions=sessions, max_bytes=max_bytes)
         self._encounters = encounters
         self._thresholds = thresholds
+        self._part2_instruments = part2_instruments  # substance-use screens: their tasks are Part 2
 
     async def check_against_state(self, message: FhirMessage) -> None:
         """What the front door can also judge from the database, so HTTP senders get a 422 instead of
@@ -189,7 +191,8 @@ class FhirHandler(FeedHandler[FhirMessage]):
         result = result_of(self._thresholds, score, patient.sex if patient else None) if score is not None else None
         event = await record_screening(session, row, result, effective_at)
         if event is not None and patient is not None:
-            await apply_screening_rules(session, self._encounters.engine, event, patient)
+            part2 = event.instrument in self._part2_instruments
+            await apply_screening_rules(session, self._encounters.engine, event, patient, part2=part2)
 
     @staticmethod
     def _scored(definition: QuestionnaireDefinition, item: ResponseItem) -> Score:

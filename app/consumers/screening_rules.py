@@ -16,9 +16,9 @@ from app.state.tasks import apply_effects
 
 
 async def apply_screening_rules(
-    session: AsyncSession, engine: RuleEngine, row: ScreeningRow, patient: Patient
+    session: AsyncSession, engine: RuleEngine, row: ScreeningRow, patient: Patient, *, part2: bool = False
 ) -> tuple[int, int]:
-    """(tasks created, tasks cancelled)."""
+    """(tasks created, tasks cancelled). `part2`: a substance-use screening, so its tasks carry the label."""
     await session.flush()  # the event itself counts towards the patient's BH population
     contexts = await load_contexts(session, [patient.id], engine.evidence_codes)
     facts = patient_facts(patient, contexts)
@@ -35,7 +35,13 @@ async def apply_screening_rules(
         screening_fact(row), facts, tuple(screening_fact(other) for other in others.scalars())
     )
     return await apply_effects(
-        session, effects, contexts.open_tasks[patient.id], patient.id, actor="event:screening", event_id=str(row.id)
+        session,
+        effects,
+        contexts.open_tasks[patient.id],
+        patient.id,
+        actor="event:screening",
+        event_id=str(row.id),
+        part2=part2,
     )
 
 

@@ -20,6 +20,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     Uuid,
+    false,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -225,6 +226,8 @@ class Task(Base):
     business_status: Mapped[str | None] = mapped_column(String(255))
     # Completed by a visit as evidence: cancelling that visit (A11) reopens the task.
     completed_by_encounter_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("encounters.id"), index=True)
+    # 42 CFR Part 2 label: raised from a Part 2 encounter or a substance-use screening (consent-gated).
+    part2: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     version: Mapped[int] = mapped_column(Integer, default=1)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
@@ -259,6 +262,26 @@ class AuditEvent(Base):
     request: Mapped[str] = mapped_column(String(255))
     outcome: Mapped[str] = mapped_column(String(2))  # FHIR AuditEvent.outcome: 0 4 8 12
     patient_ids: Mapped[list[str]] = mapped_column(JSON)
+    client_ip: Mapped[str | None] = mapped_column(String(64))  # AuditEvent.agent.network.address
+    user_agent: Mapped[str | None] = mapped_column(String(255))  # AuditEvent.source.observer (display)
+
+
+class Consent(Base):
+    """A patient's recorded 42 CFR Part 2 consent: while active and in its period, Part 2 data about the
+    patient may be shown to holders of the Part 2 permission. Kept with the FHIR Consent it was recorded as."""
+
+    __tablename__ = "consents"
+    __table_args__ = (Index("ix_consents_patient_status", "patient_id", "status"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    patient_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("patients.id"))
+    scope: Mapped[str] = mapped_column(String(32))  # what it permits: "part2"
+    status: Mapped[str] = mapped_column(String(16))  # active | inactive
+    period_start: Mapped[datetime] = mapped_column(UTCDateTime)
+    period_end: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    recorded_by: Mapped[str] = mapped_column(String(255))
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    resource: Mapped[dict[str, Any]] = mapped_column(JSON)  # the FHIR R4 Consent as recorded
 
 
 class FhirResource(Base):

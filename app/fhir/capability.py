@@ -198,6 +198,34 @@ PATIENT_RESOURCE: dict[str, Any] = {
     "updateCreate": False,
     "searchParam": [dict(p) for p in PATIENT_SEARCH_PARAMS],
 }
+# Access control (docs/security.md): Part 2 consents (Part 2 permission) and the audit trail (auditors).
+ACCESS_RESOURCES: tuple[dict[str, Any], ...] = (
+    {
+        "type": "Consent",
+        "documentation": "42 CFR Part 2 consents, recorded with POST /patients/{id}/consents.",
+        "interaction": [{"code": "read"}, {"code": "search-type"}],
+        "searchParam": [dict(PATIENT_PARAM)],
+    },
+    {
+        "type": "AuditEvent",
+        "documentation": "The audit trail of patient-data access; auditors only.",
+        "interaction": [{"code": "search-type"}],
+        "searchParam": [
+            {
+                "name": "patient",
+                "definition": "http://hl7.org/fhir/SearchParameter/AuditEvent-patient",
+                "type": "reference",
+            },
+            {
+                "name": "agent",
+                "definition": "http://hl7.org/fhir/SearchParameter/AuditEvent-agent",
+                "type": "reference",
+                "documentation": "the user id (token sub)",
+            },
+            {"name": "date", "definition": "http://hl7.org/fhir/SearchParameter/AuditEvent-date", "type": "date"},
+        ],
+    },
+)
 
 
 def capability_statement(base_url: str, *, now: datetime | None = None) -> dict[str, Any]:
@@ -219,9 +247,13 @@ def capability_statement(base_url: str, *, now: datetime | None = None) -> dict[
                 "only to Part 2 roles.",
                 "security": {
                     "cors": False,
-                    "service": [{"coding": [{"system": RESTFUL_SECURITY, "code": "OAuth"}]}],
-                    "description": "Authorization: Bearer <JWT> (HS256; claims sub, roles, teams) on every "
-                    "endpoint except /fhir/metadata.",
+                    "service": [
+                        {"coding": [{"system": RESTFUL_SECURITY, "code": "OAuth"}]},
+                        {"coding": [{"system": RESTFUL_SECURITY, "code": "SMART-on-FHIR"}]},
+                    ],
+                    "description": "Authorization: Bearer <JWT> (HS* or RS*/ES* via JWKS; claims sub, roles, "
+                    "teams, SMART scope) on every endpoint except /fhir/metadata. 42 CFR Part 2 data needs the "
+                    "Part 2 permission and the patient's consent (docs/security.md).",
                 },
                 "resource": [
                     {
@@ -242,6 +274,7 @@ def capability_statement(base_url: str, *, now: datetime | None = None) -> dict[
                     _task(),
                     dict(CAREPLAN_RESOURCE),
                     dict(PATIENT_RESOURCE),
+                    *ACCESS_RESOURCES,
                 ],
                 "interaction": [{"code": "transaction"}, {"code": "batch"}],
                 "operation": [{"name": "process-message", "definition": PROCESS_MESSAGE}],

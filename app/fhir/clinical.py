@@ -8,8 +8,9 @@
   conditional on identifier: a resend is accepted again and applied once. What takes the database to
   judge (`Patient/{id}` unknown, a response its registered Questionnaire cannot score) is checked too.
 - `GET /fhir/Observation?patient=&code=` and `GET /fhir/QuestionnaireResponse?patient=`: searchset
-  Bundles of the stored resources, newest first, any role, audited. `patient` is required so a
-  search is always about one patient.
+  Bundles of the stored resources, newest first, audited. `patient` is required so a search is always
+  about one patient; care roles only, the patient in the caller's scope, substance-use (Part 2)
+  results only with the Part 2 permission and the patient's consent (app/api/access.py).
 """
 
 from __future__ import annotations
@@ -24,17 +25,20 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import ColumnElement, false, func, or_, select
 
+from app.api.access import fhir_resource_part2_condition, patient_condition
+from app.api.audit import audit
 from app.api.auth import CurrentPrincipal
 from app.api.problems import Problem
+from app.api.scopes import scoped
 from app.consumers.fhir_decode import CLINICAL_TYPES
-from app.db.models import FhirResource
+from app.db.models import FhirResource, Patient
 from app.fhir.process_message import FHIR_MEDIA_TYPES, accepted_response
 from app.fhir.routes import fhir_base, fhir_response, searchset
 from app.fhir.search import SearchParamError, Token, parse_count, parse_reference, parse_token, split_or
 from app.ingest.http_front_door import accept
 from app.ingest.publish import publish_fhir
 from app.screening.instruments import LOINC
-from app.state.audit import AuditAction, record_audit
+from app.state.audit import AuditAction
 
 router = APIRouter(tags=["fhir"])
 
@@ -58,7 +62,11 @@ async def _create(request: Request, principal: CurrentPrincipal, resource_type: 
 
 
 @router.post(
-    "/fhir", status_code=202, summary="Accept a transaction or batch Bundle of clinical resources", openapi_extra=_BODY
+    "/fhir",
+    status_code=202,
+    summary="Accept a transaction or batch Bundle of clinical resources",
+    openapi_extra=_BODY,
+    dependencies=scoped("Bundle", interaction="c"),
 )
 async def create_bundle(request: Request, principal: CurrentPrincipal) -> JSONResponse:
     return await _create(request, principal, "Bundle")
@@ -76,6 +84,7 @@ def _create_route(resource_type: str) -> None:
         summary=f"Accept a {resource_type} (conditional create on identifier)",
         openapi_extra=_BODY,
         name=f"create_{resource_type}",
+        dependencies=scoped(resource_type, interaction="c"),
     )
 
 
@@ -111,8 +120,9 @@ def stored_resource(row: FhirResource) -> dict[str, Any]:
 
 
 async def _search(request: Request, principal: CurrentPrincipal, resource_type: str, code: str | None) -> JSONResponse:
-    if not principal.roles:
-        raise Problem(403, "Forbidden", f"reading {resource_type} needs a role")
+    settings = request.app.state.settings
+    if not principal.has_any_role(settings.care_roles):
+        raise Problem(403, "Forbidden", f"reading {resource_type} requires one of the roles {settings.care_roles}")
     try:
         patient_id = _patient_id(request.query_params.get("patient"))
         count = parse_count(request.query_params.get("_count", ""), DEFAULT_COUNT, MAX_COUNT)
@@ -120,6 +130,8 @@ async def _search(request: Request, principal: CurrentPrincipal, resource_type: 
         conditions.append(FhirResource.patient_id == patient_id if patient_id else false())
         if code:
             conditions.append(or_(*[_code_condition(parse_token(v, "code")) for v in split_or(code)]))
+        conditions.append(FhirResource.patient_id.in_(select(Patient.id).where(patient_condition(principal, settings))))
+        conditions.append(fhir_resource_part2_condition(principal, settings))
     except SearchParamError as exc:
         raise Problem(400, "Invalid search", exc.message, field=exc.param) from None
 
@@ -138,14 +150,13 @@ async def _search(request: Request, principal: CurrentPrincipal, resource_type: 
             .all()
         )
         resources = [stored_resource(r) for r in rows]
-        record_audit(
+        audit(
             session,
-            principal.subject,
-            principal.roles,
+            request,
+            principal,
             action=AuditAction.READ,
             resource_type=resource_type,
-            request=f"GET /fhir/{resource_type}?{request.url.query}",
-            patient_ids=[str(r.patient_id) for r in rows if r.patient_id],
+            patient_ids=[r.patient_id for r in rows],
         )
     base = fhir_base(request)
     applied = [(k, v) for k, v in request.query_params.multi_items() if k in ("patient", "code")]
@@ -156,7 +167,11 @@ async def _search(request: Request, principal: CurrentPrincipal, resource_type: 
     return fhir_response(searchset(total, links, entries))
 
 
-@router.get("/fhir/Observation", summary="Search stored screening Observations of one patient")
+@router.get(
+    "/fhir/Observation",
+    summary="Search stored screening Observations of one patient",
+    dependencies=scoped("Observation"),
+)
 async def search_observations(
     request: Request,
     principal: CurrentPrincipal,
@@ -167,7 +182,11 @@ async def search_observations(
     return await _search(request, principal, "Observation", code)
 
 
-@router.get("/fhir/QuestionnaireResponse", summary="Search stored QuestionnaireResponses of one patient")
+@router.get(
+    "/fhir/QuestionnaireResponse",
+    summary="Search stored QuestionnaireResponses of one patient",
+    dependencies=scoped("QuestionnaireResponse"),
+)
 async def search_responses(
     request: Request,
     principal: CurrentPrincipal,

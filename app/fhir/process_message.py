@@ -20,6 +20,7 @@ from fastapi import APIRouter, Request, status
 from fastapi.responses import JSONResponse
 
 from app.api.auth import CurrentPrincipal
+from app.api.scopes import scoped
 from app.fhir.outcome import FHIR_JSON
 from app.ingest.http_front_door import accept
 from app.ingest.publish import Published, publish_davinci
@@ -38,6 +39,7 @@ EVENT_ID_HEADER = "Carecoord-Event-Id"
     response_class=JSONResponse,
     summary="Accept a Da Vinci notification message Bundle (admit, discharge, transfer)",
     openapi_extra={"requestBody": {"content": {t: {"schema": {"type": "object"}} for t in FHIR_MEDIA_TYPES}}},
+    dependencies=scoped("Bundle", interaction="c"),
 )
 async def process_message(request: Request, principal: CurrentPrincipal) -> JSONResponse:
     published = await accept(

@@ -2,12 +2,12 @@
 
 Access:
 - `/fhir/metadata` is public (no patient data; clients discover the server before they log in).
-- Encounters need the bearer JWT and, for now, any role (every facilitator role may read them).
-- 42 CFR Part 2 encounters (`part2`) are visible only to a role in CARECOORD_PART2_ROLES. Per-patient
-  Part 2 *consent* is not checked yet (there are no consent records; issue 6): a Part 2 role alone is
-  enough until then. Search leaves hidden encounters out silently (and out of `total`); a read of a
-  hidden one answers 404 exactly like an unknown id, as FHIR's security guidance allows, so the response
-  does not disclose that a restricted record exists. The attempt is still audited (outcome 4).
+- Encounters need the bearer JWT, a care role (CARECOORD_CARE_ROLES), the SMART scope `Encounter.r`
+  (read) / `Encounter.s` (search), and the encounter's patient in the caller's scope (app/api/access.py).
+- 42 CFR Part 2 encounters (`part2`) need the Part 2 permission and the patient's active consent.
+  Search leaves hidden encounters out silently (and out of `total`); a read of a hidden one answers 404
+  exactly like an unknown id, as FHIR's security guidance allows, so the response does not disclose
+  that a restricted record exists. The attempt is still audited (outcome 4).
 - Every read and search is audited with the patient ids it returned.
 
 Search follows the R4 search framework (see app/fhir/search.py for parameter semantics): repeated
@@ -33,9 +33,12 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import ColumnElement, and_, false, func, or_, select, true
 
-from app.api.auth import CurrentPrincipal, Principal, may_see_part2
+from app.api.access import encounter_part2_condition, patient_condition
+from app.api.audit import audit
+from app.api.auth import CurrentPrincipal, Principal
 from app.api.problems import Problem
-from app.db.models import Encounter
+from app.api.scopes import scoped
+from app.db.models import Encounter, Patient
 from app.fhir.capability import capability_statement
 from app.fhir.encounter import NULL_FLAVOR, encounter_resource
 from app.fhir.outcome import FHIR_JSON, operation_outcome
@@ -54,7 +57,7 @@ from app.fhir.search import (
     split_or,
 )
 from app.settings import Settings
-from app.state.audit import AuditAction, AuditOutcome, record_audit
+from app.state.audit import AuditAction, AuditOutcome
 
 router = APIRouter(prefix="/fhir", tags=["fhir"])
 
@@ -74,9 +77,17 @@ def fhir_base(request: Request) -> str:
     return str(request.base_url).rstrip("/") + "/fhir"
 
 
-def _require_reader(principal: Principal) -> None:
-    if not principal.roles:
-        raise Problem(403, "Forbidden", "reading encounters needs a role")
+def _require_reader(principal: Principal, settings: Settings) -> None:
+    if not principal.has_any_role(settings.care_roles):
+        raise Problem(403, "Forbidden", f"reading encounters requires one of the roles {settings.care_roles}")
+
+
+def encounter_scope(principal: Principal, settings: Settings) -> list[ColumnElement[bool]]:
+    """The encounters the caller may see: of patients in scope, Part 2 ones only with consent."""
+    return [
+        Encounter.patient_id.in_(select(Patient.id).where(patient_condition(principal, settings))),
+        encounter_part2_condition(principal, settings),
+    ]
 
 
 def _not_found(resource_id: str) -> Problem:
@@ -88,10 +99,10 @@ async def metadata(request: Request) -> JSONResponse:
     return fhir_response(capability_statement(fhir_base(request)))
 
 
-@router.get("/Encounter/{resource_id}", summary="Read one Encounter")
+@router.get("/Encounter/{resource_id}", summary="Read one Encounter", dependencies=scoped("Encounter"))
 async def read_encounter(resource_id: str, request: Request, principal: CurrentPrincipal) -> JSONResponse:
-    _require_reader(principal)
     settings: Settings = request.app.state.settings
+    _require_reader(principal, settings)
     try:
         key = uuid.UUID(resource_id)
     except ValueError:
@@ -100,19 +111,26 @@ async def read_encounter(resource_id: str, request: Request, principal: CurrentP
     headers: dict[str, str] = {}
     async with request.app.state.runtime.sessions() as session, session.begin():
         row = await session.get(Encounter, key) if key is not None else None
-        visible = row is not None and (not row.part2 or may_see_part2(principal, settings))
+        visible = (
+            row is not None
+            and (
+                await session.execute(
+                    select(Encounter.id).where(Encounter.id == row.id, *encounter_scope(principal, settings))
+                )
+            ).first()
+            is not None
+        )
         if row is not None and visible:
             resource = encounter_resource(row)
             if row.updated_at is not None:
                 headers["Last-Modified"] = row.updated_at.astimezone(UTC).strftime("%a, %d %b %Y %H:%M:%S GMT")
-        record_audit(
+        audit(
             session,
-            principal.subject,
-            principal.roles,
+            request,
+            principal,
             action=AuditAction.READ,
             resource_type="Encounter",
-            request=f"GET /fhir/Encounter/{resource_id}",
-            patient_ids=[str(row.patient_id)] if row is not None else [],
+            patient_ids=[row.patient_id] if row is not None else [],
             outcome=AuditOutcome.SUCCESS if visible else AuditOutcome.MINOR_FAILURE,
         )
     if resource is None:
@@ -224,7 +242,7 @@ def parse_encounter_query(items: list[tuple[str, str]], zone: ZoneInfo, *, stric
     return query
 
 
-@router.get("/Encounter", summary="Search Encounters")
+@router.get("/Encounter", summary="Search Encounters", dependencies=scoped("Encounter"))
 async def search_encounters(
     request: Request,
     principal: CurrentPrincipal,
@@ -236,8 +254,8 @@ async def search_encounters(
 ) -> JSONResponse:
     # The declared parameters document the API; the query string is parsed below, in full, so that
     # repeats, modifiers and unknown parameters are handled per the FHIR search rules.
-    _require_reader(principal)
     settings: Settings = request.app.state.settings
+    _require_reader(principal, settings)
     strict = handling_preference(request.headers.get("prefer")) == "strict"
     try:
         query = parse_encounter_query(
@@ -246,9 +264,7 @@ async def search_encounters(
     except SearchParamError as exc:
         raise Problem(400, "Invalid search", exc.message, field=exc.param) from None
 
-    conditions = list(query.conditions)
-    if not may_see_part2(principal, settings):
-        conditions.append(Encounter.part2.is_(False))
+    conditions = [*query.conditions, *encounter_scope(principal, settings)]
     page_conditions = list(conditions)
     if query.cursor is not None:
         at, ident = query.cursor
@@ -273,14 +289,13 @@ async def search_encounters(
         has_next = len(rows) > query.count
         rows = rows[: query.count]
         resources = [encounter_resource(row) for row in rows]
-        record_audit(
+        audit(
             session,
-            principal.subject,
-            principal.roles,
+            request,
+            principal,
             action=AuditAction.READ,
             resource_type="Encounter",
-            request=f"GET /fhir/Encounter?{request.url.query}",
-            patient_ids=[str(row.patient_id) for row in rows],
+            patient_ids=[row.patient_id for row in rows],
         )
 
     base = fhir_base(request)

@@ -9,11 +9,12 @@ from collections.abc import Awaitable, Callable
 from aiokafka.errors import KafkaError
 from fastapi import Request
 
+from app.api.audit import audit
 from app.api.auth import Principal
 from app.api.problems import Problem
 from app.ingest.publish import DecodeError, MessageTooLarge, Published
 from app.runtime import Runtime
-from app.state.audit import AuditAction, record_audit
+from app.state.audit import AuditAction
 
 log = logging.getLogger(__name__)
 
@@ -54,13 +55,13 @@ async def accept(
             503, "Broker unavailable", "the message was not accepted; retry later", headers={"Retry-After": "5"}
         ) from None
     async with runtime.sessions() as session, session.begin():
-        record_audit(
+        audit(
             session,
-            principal.subject,
-            principal.roles,
+            request,
+            principal,
             action=AuditAction.CREATE,
             resource_type=resource_type,
-            request=f"{request_line} event={published.event_id}",
+            detail=f"event={published.event_id}",
         )
     log.info(
         "message accepted",

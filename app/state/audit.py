@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from contextvars import ContextVar
 from enum import StrEnum
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.models import AuditEvent
+
+# The HTTP client of the request being served (address, user agent), set once authentication succeeds,
+# so every audit record of the request names its client without each call passing it.
+REQUEST_CLIENT: ContextVar[tuple[str | None, str | None]] = ContextVar("request_client", default=(None, None))
 
 
 class AuditAction(StrEnum):  # FHIR AuditEvent.action
@@ -34,7 +39,11 @@ def record_audit(
     request: str,
     patient_ids: Iterable[str] = (),
     outcome: AuditOutcome = AuditOutcome.SUCCESS,
+    client_ip: str | None = None,
+    user_agent: str | None = None,
 ) -> None:
+    default_ip, default_agent = REQUEST_CLIENT.get()
+    client_ip, user_agent = client_ip or default_ip, user_agent or default_agent
     session.add(
         AuditEvent(
             actor=actor,
@@ -44,5 +53,7 @@ def record_audit(
             request=request[:255],
             outcome=outcome.value,
             patient_ids=sorted(set(patient_ids)),
+            client_ip=client_ip[:64] if client_ip else None,
+            user_agent=user_agent[:255] if user_agent else None,
         )
     )

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import JSON, ColumnElement, String, and_, cast, insert, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db.models import Task, TaskHistory, utcnow
+from app.db.models import Encounter, Task, TaskHistory, utcnow
 from app.db.types import UTCDateTime
 from app.rules.due import anchor_of
 from app.rules.engine import AdvanceTask, CreateTask, Effects, ReopenTask
@@ -28,12 +28,16 @@ INITIAL_STATUS = "ready"  # FHIR Task.status: ready to be performed, no action t
 ACTIVE_STATUSES = tuple(sorted(ACTIVE))
 
 
-async def create_task_once(session: AsyncSession, effect: CreateTask, patient_id: uuid.UUID | None) -> Task | None:
+async def create_task_once(
+    session: AsyncSession, effect: CreateTask, patient_id: uuid.UUID | None, *, part2: bool = False
+) -> Task | None:
     """Insert the task unless its dedupe key exists; returns the new task or None. Operational
-    tasks (a missing roster file) have no patient and no encounter."""
+    tasks (a missing roster file) have no patient and no encounter. `part2`: raised from substance-use
+    data (a Part 2 screening); a task from a Part 2 encounter is labelled from the encounter."""
     exists = await session.scalar(select(Task.id).where(Task.dedupe_key == effect.dedupe_key))
     if exists is not None:
         return None
+    encounter = await session.get(Encounter, uuid.UUID(effect.encounter_id)) if effect.encounter_id else None
     task = Task(
         dedupe_key=effect.dedupe_key,
         type=effect.type,
@@ -50,6 +54,7 @@ async def create_task_once(session: AsyncSession, effect: CreateTask, patient_id
         rule_version=effect.rule_version,
         triggering_event_ids=list(effect.triggering_event_ids),
         business_status=effect.business_status,
+        part2=part2 or bool(encounter is not None and encounter.part2),
     )
     session.add(task)
     await session.flush()
@@ -341,7 +346,14 @@ def _cancel_detail(reason: str, event_id: str) -> dict[str, str]:
 
 
 async def apply_effects(
-    session: AsyncSession, effects: Effects, open_tasks: list[Task], patient_id: uuid.UUID, *, actor: str, event_id: str
+    session: AsyncSession,
+    effects: Effects,
+    open_tasks: list[Task],
+    patient_id: uuid.UUID,
+    *,
+    actor: str,
+    event_id: str,
+    part2: bool = False,
 ) -> tuple[int, int]:
     """Persist what the rules decided for one event, in order: completions, cancellations, then new
     tasks (once each). Returns (created, cancelled)."""
@@ -372,6 +384,6 @@ async def apply_effects(
     await session.flush()
     created = 0
     for effect in effects.create:
-        if await create_task_once(session, effect, patient_id) is not None:
+        if await create_task_once(session, effect, patient_id, part2=part2) is not None:
             created += 1
     return created, len(effects.cancel)

@@ -16,6 +16,7 @@ from app.db.session import create_engine
 from app.messaging.keys import patient_partition_key
 from app.runtime import Runtime
 from app.settings import Settings
+from tests.access_builder import record_consent
 from tests.conftest import bearer, eventually, wait_until_assigned
 from tests.hl7_builder import adt
 
@@ -250,6 +251,11 @@ async def test_readiness_reports_an_unreachable_database(runtime: Runtime, clien
     assert resp.json()["checks"]["database"] is False
 
 
+async def _n_part2(db: AsyncEngine) -> bool:
+    async with db.connect() as conn:
+        return (await conn.execute(select(Task.id).where(Task.part2.is_(True)))).first() is not None
+
+
 async def test_tasks_of_part2_encounters_need_the_part2_role(
     runtime: Runtime, settings: Settings, client: httpx.AsyncClient, token_for: Callable[..., str], db: AsyncEngine
 ) -> None:
@@ -259,9 +265,16 @@ async def test_tasks_of_part2_encounters_need_the_part2_role(
         adt(control_id="MED", mrn="M-MED", visit_number="V-MED").encode(),
         key=b"k",
     )
-    # The SUD stay is behavioural health: its contact goes to the BHCF queue.
-    assert await eventually(lambda: _n_tasks(client, token_for("PMC", "BHCF", "PART2"), 2))
-    visible = await tasks_over_http(client, token_for("PMC", "BHCF"))
+    # The SUD stay is behavioural health: its contact goes to the BHCF queue. Its task is labelled
+    # Part 2, so it needs the Part 2 role and the patient's recorded consent (docs/security.md).
+    assert await eventually(lambda: _n_part2(db))
     async with db.connect() as conn:
         visits = dict((await conn.execute(select(Encounter.id, Encounter.visit_number))).all())
+        sud_patient = (
+            await conn.execute(select(Encounter.patient_id).where(Encounter.visit_number == "V-SUD"))
+        ).scalar()
+    assert await eventually(lambda: _n_tasks(client, token_for("PMC", "BHCF", "PART2"), 1))  # no consent yet
+    await record_consent(db, sud_patient)
+    assert await eventually(lambda: _n_tasks(client, token_for("PMC", "BHCF", "PART2"), 2))
+    visible = await tasks_over_http(client, token_for("PMC", "BHCF"))
     assert [visits[uuid.UUID(t["encounter_id"])] for t in visible] == ["V-MED"]

@@ -134,6 +134,7 @@ def test_migrate_creates_the_schema(tmp_path: Path) -> None:
         "roster_imports",
         "roster_members",
         "roster_changes",
+        "consents",
     } <= tables
     assert version == (ScriptDirectory.from_config(alembic_config()).get_current_head(),)
 
@@ -141,6 +142,22 @@ def test_migrate_creates_the_schema(tmp_path: Path) -> None:
 def test_token_requires_a_role(tmp_path: Path) -> None:
     done = subprocess.run([CARECOORD, "token"], env=clean_env(), cwd=tmp_path, capture_output=True, text=True)
     assert done.returncode != 0 and "--role" in done.stderr
+
+
+def test_token_mints_role_scopes_or_the_given_ones(tmp_path: Path) -> None:
+    import jwt
+
+    env = clean_env()
+    default = jwt.decode(run(["token", "--role", "BHCF", "--team", "T1", "--team", "T2"], env, tmp_path).strip(),
+                         options={"verify_signature": False})  # fmt: skip
+    assert default["teams"] == ["T1", "T2"] and "user/Task.rus" in default["scope"].split()
+    auditor = jwt.decode(
+        run(["token", "--role", "AUDITOR"], env, tmp_path).strip(), options={"verify_signature": False}
+    )
+    assert auditor["scope"] == "user/AuditEvent.rs"
+    args = ["token", "--role", "PMC", "--scope", "user/Task.rs", "--scope", "user/Patient.r"]
+    given = jwt.decode(run(args, env, tmp_path).strip(), options={"verify_signature": False})
+    assert given["scope"] == "user/Task.rs user/Patient.r"
 
 
 async def test_consume_applies_events_and_stops_cleanly_on_sigterm(

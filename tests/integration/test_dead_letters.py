@@ -101,6 +101,12 @@ async def test_broker_rejections_are_listed_and_read_with_exact_bytes(
     bad_status = await client.get(PATH, params={"status": "bogus"}, headers=admin)
     assert bad_status.status_code == 422 and bad_status.json()["field"] == "status"
 
+    # Neither payload decodes, so neither can be ruled out as 42 CFR Part 2 data: withheld from an
+    # admin without the Part 2 permission (fail closed), shown to one with it.
+    withheld = await client.get(f"{PATH}/{first['id']}", headers=admin)
+    assert withheld.status_code == 403 and withheld.json()["field"] == "payload", withheld.text
+    assert "payload" not in withheld.json() and no_control_id.decode() not in withheld.text
+    admin = bearer(token_for("ADMIN", "PART2", sub="admin-1"))
     text_item = await client.get(f"{PATH}/{first['id']}", headers=admin)
     assert text_item.status_code == 200, text_item.text
     detail = text_item.json()
@@ -112,9 +118,10 @@ async def test_broker_rejections_are_listed_and_read_with_exact_bytes(
 
     # Every access is audited, each read of a payload naming the row it exposed.
     reads = await audits(db, "R")
-    assert [a.request for a in reads][-2:] == [f"GET {PATH}/{first['id']}", f"GET {PATH}/{body['items'][1]['id']}"]
-    assert all(a.actor == "admin-1" and a.roles == ["ADMIN"] and a.outcome == "0" for a in reads)
-    assert len(reads) == 1 + 6 + 2  # the listing, the filtered listings, the two reads (not the 422)
+    first_read, second_read = f"GET {PATH}/{first['id']}", f"GET {PATH}/{body['items'][1]['id']}"
+    assert [(a.request, a.outcome) for a in reads][-3:] == [(first_read, "4"), (first_read, "0"), (second_read, "0")]
+    assert all(a.actor == "admin-1" for a in reads) and reads[-1].roles == ["ADMIN", "PART2"]
+    assert len(reads) == 1 + 6 + 3  # the listing, the filtered listings, the three reads (not the 422)
 
 
 async def test_fix_and_replay_through_the_real_pipeline(

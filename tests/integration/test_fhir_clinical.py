@@ -28,6 +28,7 @@ from app.db.models import (
 )
 from app.runtime import Runtime
 from app.settings import Settings
+from tests.access_builder import in_scope
 from tests.conftest import bearer, eventually
 from tests.fhir_builder import MRN_SYSTEM, encode, fixture, observation, phq9_response, subject, transaction
 from tests.hl7_builder import adt
@@ -100,6 +101,8 @@ async def test_phq9_as_observation_or_as_response_without_total_is_the_same_posi
     assert events
     first, second = await patient_id_for(db, "MRN-SCREEN-1"), await patient_id_for(db, "MRN-SCREEN-2")
     assert first and second and first != second
+    for patient in (first, second):  # screenings are read by care roles with the patient in scope
+        await in_scope(db, patient, "BHCF")
     [from_obs] = await eventually(lambda: screenings(client, reader, first, 1)) or [None]
     [from_qr] = await eventually(lambda: screenings(client, reader, second, 1)) or [None]
     for event in (from_obs, from_qr):
@@ -115,7 +118,7 @@ async def test_phq9_as_observation_or_as_response_without_total_is_the_same_posi
     assert from_qr["source"].startswith("QuestionnaireResponse/") and from_qr["score_computed"]
     assert from_qr["item9_score"] == 1 and from_obs["item9_score"] is None
     # Unknown patients were created, unattributed: nothing else about them, and no tasks.
-    assert await rows(db, Task) == []
+    assert await rows(db, Task, Task.rule_id != "test") == []  # (but the scope tasks above)
     audits = await rows(db, AuditEvent, AuditEvent.resource_type == "ScreeningEvent")
     assert {tuple(a.patient_ids) for a in audits} == {(str(first),), (str(second),)}
 
@@ -179,6 +182,8 @@ async def test_amended_then_entered_in_error_updates_then_retracts_one_event(
     assert gone.source_version == 3 and gone.id == amended.id
     # The stored Observation is the latest version, under one id.
     patient = await patient_id_for(db, "MRN-SCREEN-1")
+    assert patient
+    await in_scope(db, patient, "PMC")
     found = await client.get(f"/fhir/Observation?patient=Patient/{patient}", headers=bearer(token_for("PMC")))
     assert found.status_code == 200
     bundle = found.json()
@@ -372,6 +377,8 @@ async def test_search_reads_back_what_was_stored(
     assert (await post(client, feed, "/fhir", bundle)).status_code == 202
     assert await eventually(lambda: n_rows(db, ScreeningEvent, 3))
     patient = await patient_id_for(db, "MRN-SCREEN-1")
+    assert patient
+    await in_scope(db, patient, "BHCF")
 
     async def search(query: str) -> dict[str, Any]:
         response = await client.get(query, headers=bearer(reader))
@@ -427,5 +434,6 @@ async def test_a_merge_moves_screenings_to_the_surviving_patient(
     assert await eventually(lambda: n_rows(db, ScreeningEvent, 1, ScreeningEvent.patient_id == survivor))
     [stored] = await rows(db, FhirResource)
     assert stored.patient_id == survivor
+    await in_scope(db, survivor, "BHCF")
     listed = await screenings(client, token_for("BHCF"), survivor, 1)
     assert listed and listed[0]["score"] == 14

@@ -28,6 +28,7 @@ from app.fhir.search import DATE_PREFIXES
 from app.messaging.keys import patient_partition_key
 from app.runtime import Runtime
 from app.settings import Settings
+from tests.access_builder import record_consent, scope_task
 from tests.conftest import bearer, eventually
 from tests.hl7_builder import adt
 from tests.integration.test_adt_pipeline import produce
@@ -48,6 +49,7 @@ async def new_patient(db: AsyncEngine) -> uuid.UUID:
         patient = Patient(family_name="DOE", given_name="JANE")
         session.add(patient)
         await session.flush()
+        session.add(scope_task(patient.id))  # in the PMC queue: the patient is in a PMC's scope
         return patient.id
 
 
@@ -78,6 +80,7 @@ async def _patient_in(session: AsyncSession) -> uuid.UUID:
     patient = Patient(family_name="DOE")
     session.add(patient)
     await session.flush()
+    session.add(scope_task(patient.id))
     return patient.id
 
 
@@ -209,8 +212,12 @@ async def test_metadata_is_public_and_a_valid_capability_statement(client: httpx
         "Task",
         "CarePlan",
         "Patient",
+        "Consent",
+        "AuditEvent",
     ]
     assert [o["name"] for o in body["rest"][0]["operation"]] == ["process-message"]
+    services = [c["coding"][0]["code"] for c in body["rest"][0]["security"]["service"]]
+    assert services == ["OAuth", "SMART-on-FHIR"]
 
 
 # --- search ---------------------------------------------------------------------------------------
@@ -348,6 +355,10 @@ async def test_part2_encounters_are_hidden_without_a_part2_role(
         security_labels=[*BH_LABELS, *PART2_LABELS],
     )
     pmc, part2_reader = token_for("PMC", sub="pmc-1"), token_for("PMC", "PART2", sub="sud-1")
+    # The Part 2 permission alone is not enough: the patient's consent is needed too.
+    body = bundle(await search(client, part2_reader, {"patient": str(patient)}))
+    assert body["total"] == 1 and ids(body) == {str(ordinary.id)}
+    await record_consent(db, patient)
 
     body = bundle(await search(client, pmc, {"patient": str(patient)}))
     assert body["total"] == 1 and ids(body) == {str(ordinary.id)}
@@ -368,6 +379,7 @@ async def test_part2_encounters_are_hidden_without_a_part2_role(
     trail = await audits(db)
     # the refused read is on record, with the patient it was about
     refused = [a for a in trail if a.outcome == "4" and a.patient_ids]
+    assert trail[-1].client_ip and trail[-1].user_agent  # the client is on record
     assert len(refused) == 1 and refused[0].actor == "pmc-1" and refused[0].patient_ids == [str(patient)]
 
 
@@ -421,7 +433,15 @@ async def test_adt_with_a_substance_use_diagnosis_is_part2_end_to_end(
     key = patient_partition_key("urn:hl7v2:aa:GOODHEALTH", "MRN12345")
     await produce(settings, adt("A01", diagnoses=(("F10.20", "I10"),)).encode(), key=key)
     await produce(settings, adt("A03", control_id="MSG-0002").encode(), key=key)
-    part2_reader = token_for("PART2")
+    part2_reader = token_for("BHCF", "PART2")  # a SUD stay is behavioral health: BHCF queue
+
+    async def patient_id() -> uuid.UUID | None:
+        async with AsyncSession(db) as session:
+            return await session.scalar(select(Encounter.patient_id))
+
+    subject = await eventually(patient_id)
+    assert subject is not None
+    await record_consent(db, subject)
 
     async def finished() -> dict[str, Any] | None:
         body = bundle(await search(client, part2_reader, {"status": "finished"}))
@@ -442,5 +462,5 @@ async def test_adt_with_a_substance_use_diagnosis_is_part2_end_to_end(
         "system": "urn:carecoord:visit:GOODHEALTH",
         "value": "V0001",
     }
-    # invisible to a facilitator without a Part 2 role
-    assert bundle(await search(client, token_for("PMC"), {"status": "finished"}))["total"] == 0
+    # invisible to a facilitator of the same queue without a Part 2 role
+    assert bundle(await search(client, token_for("BHCF"), {"status": "finished"}))["total"] == 0

@@ -66,6 +66,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.db.models import PatientIdentifier
 from app.runtime import Runtime
 from app.settings import Settings
+from tests.access_builder import everyone_in_scope
 from tests.conftest import bearer, eventually
 from tests.integration.test_adt_pipeline import produce
 
@@ -188,7 +189,8 @@ def test_difference_table_names_only_compared_fields_of_in_scope_samples() -> No
     assert all(d.reason for d in DIFFERENCES.values())
 
 
-async def _applied_encounter(client: httpx.AsyncClient, token: str) -> dict[str, Any] | None:
+async def _applied_encounter(client: httpx.AsyncClient, token: str, db: AsyncEngine) -> dict[str, Any] | None:
+    await everyone_in_scope(db)  # encounters are read by care roles for patients in their scope
     resp = await client.get("/fhir/Encounter", headers=bearer(token))
     assert resp.status_code == 200, resp.text
     body = resp.json()
@@ -207,7 +209,7 @@ async def test_sample_matches_peer_converter(
     payload = (SAMPLES / "hl7v2" / f"ADT-{trigger}-01.hl7").read_bytes()
     await produce(settings, payload)
     token = token_for("PMC")
-    body = await eventually(lambda: _applied_encounter(client, token))
+    body = await eventually(lambda: _applied_encounter(client, token, db))
     assert body is not None, f"no encounter applied from ADT-{trigger}-01"
     Bundle.model_validate(body)
     (entry,) = body["entry"]

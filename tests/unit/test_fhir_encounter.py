@@ -190,7 +190,7 @@ def test_capability_statement_is_valid_r4() -> None:
     rest = statement["rest"][0]
     assert rest["mode"] == "server"
     encounter, observation, procedure, document, questionnaire, response = rest["resource"][:6]
-    assert [r["type"] for r in rest["resource"][6:]] == ["Task", "CarePlan", "Patient"]  # issue 6
+    assert [r["type"] for r in rest["resource"][6:]] == ["Task", "CarePlan", "Patient", "Consent", "AuditEvent"]
     assert encounter["type"] == "Encounter"
     assert {i["code"] for i in encounter["interaction"]} == {"read", "search-type", "create"}
     assert [observation["type"], procedure["type"], document["type"], questionnaire["type"], response["type"]] == [
