@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from alembic.script import ScriptDirectory
 from rich.console import Console
 from rich.progress import Progress
 from sqlalchemy import func, select, text
@@ -44,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from app.api.auth import mint_token
 from app.db.bulk import insert_rows
-from app.db.migrate import recreate_schema
+from app.db.migrate import alembic_config, recreate_schema
 from app.db.models import Patient, Task
 from app.db.session import create_engine, session_factory
 from app.messaging.embedded_broker import EmbeddedBroker
@@ -134,8 +135,12 @@ def task_rows(load: Load, patient_ids: list[uuid.UUID], start: int, count: int, 
 
 
 async def loaded_counts(engine: AsyncEngine) -> tuple[int, int] | None:
+    """(tasks, patients) of a database loaded at the current schema; None otherwise."""
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
     try:
         async with engine.connect() as conn:
+            if (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalar() != head:
+                return None
             tasks = (await conn.execute(select(func.count()).select_from(Task))).scalar_one()
             patients = (await conn.execute(select(func.count()).select_from(Patient))).scalar_one()
     except Exception:  # no schema yet
@@ -247,6 +252,29 @@ def parse_wrk(output: str) -> dict[str, Any]:
     return found
 
 
+def process_tree_cpu_s(root: int) -> float:
+    """User + system CPU seconds of `root` and its descendants (the uvicorn workers), from /proc: the
+    load-independent cost of the requests, unlike throughput on a shared 2-core machine."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    children: dict[int, list[int]] = {}
+    stats: dict[int, list[str]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            stats[int(entry.name)] = fields
+            children.setdefault(int(fields[1]), []).append(int(entry.name))
+    total, todo = 0.0, [root]
+    while todo:
+        pid = todo.pop()
+        if pid in stats:
+            total += (int(stats[pid][11]) + int(stats[pid][12])) / ticks
+        todo.extend(children.get(pid, []))
+    return total
+
+
 async def run_wrk(*args: str) -> str:
     proc = await asyncio.create_subprocess_exec("wrk", "--timeout", "5s", *args, stdout=asyncio.subprocess.PIPE)
     out, _ = await proc.communicate()
@@ -338,9 +366,12 @@ async def main() -> None:
             script.write_text(lua_script(pairs), encoding="utf-8")
             wrk = ("-t", str(args.threads), "-c", str(args.connections), "-s", str(script), "--latency")
             await run_wrk(*wrk, "-d", f"{args.warmup}s", base)
+            cpu_before = process_tree_cpu_s(proc.pid)
             output = await run_wrk(*wrk, "-d", f"{args.duration}s", base)
+            cpu_s = process_tree_cpu_s(proc.pid) - cpu_before
             console.print(output)
             result["load"] = parse_wrk(output)
+            result["load"]["api_cpu_ms_per_request"] = round(1000 * cpu_s / max(result["load"]["requests"], 1), 2)
         finally:
             proc.terminate()
             await proc.wait()
