@@ -33,8 +33,15 @@ async def seed_patient(db: AsyncEngine, *, role: str = "BHCF", team: str = "T1")
 
 
 async def add_task(
-    db: AsyncEngine, patient_id: uuid.UUID, role: str, team: str, encounter_id: uuid.UUID | None = None
+    db: AsyncEngine,
+    patient_id: uuid.UUID,
+    role: str,
+    team: str,
+    encounter_id: uuid.UUID | None = None,
+    *,
+    part2: bool = False,
 ) -> uuid.UUID:
+    """An open task; `part2` is its 42 CFR Part 2 label (the pipeline sets it from a Part 2 encounter)."""
     async with AsyncSession(db) as session, session.begin():
         task = Task(
             dedupe_key=f"seed:{uuid.uuid4()}",
@@ -45,6 +52,7 @@ async def add_task(
             team=team,
             patient_id=patient_id,
             encounter_id=encounter_id,
+            part2=part2,
             due_at=datetime.now(UTC) + timedelta(days=7),
             due_basis={},
             rule_id="seed",

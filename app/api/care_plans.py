@@ -17,17 +17,18 @@ from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from pydantic import BaseModel, Field
-from sqlalchemy import ColumnElement, select
+from sqlalchemy import ColumnElement, not_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.exc import StaleDataError
 
-from app.api.access import is_supervisor, patient_condition, patient_id_condition
-from app.api.auth import CurrentPrincipal, Principal, may_see_part2
+from app.api.access import is_supervisor, part2_condition, patient_condition, patient_id_condition
+from app.api.auth import CurrentPrincipal, Principal
 from app.api.problems import Problem
+from app.api.scopes import scoped
 from app.careplans.model import CarePlanIn, CarePlanOut, CarePlanReplace, PlanError, assign_ids, check_plan
 from app.careplans.signoff import SignOffPolicy, SignOffState
 from app.careplans.versioning import PreconditionError, check_if_match, etag
-from app.db.models import Encounter, Patient, Task, utcnow
+from app.db.models import Patient, Task, utcnow
 from app.settings import Settings
 from app.state import care_plans as store
 from app.state.audit import AuditAction, AuditOutcome, record_audit
@@ -155,20 +156,23 @@ async def audited_write(
 
 
 def part2_task_scope(principal: Principal, settings: Settings) -> list[ColumnElement[bool]]:
-    """Which tasks a writer may link: any task of the patient (the plan is the whole team's), except
-    one raised from a Part 2 encounter without the Part 2 permission (it reads as unknown)."""
-    if may_see_part2(principal, settings):
-        return []
-    return [~select(Encounter.id).where(Encounter.id == Task.encounter_id, Encounter.part2.is_(True)).exists()]
+    """Which tasks a writer may link: any task of the patient (the plan is the whole team's), except a
+    42 CFR Part 2 one (`Task.part2`) the caller may not see: without the Part 2 permission, or without
+    the patient's active Part 2 consent (app/api/access.py part2_condition). It reads as unknown."""
+    return [part2_condition(principal, settings, Task.part2, Task.patient_id)]
+
+
+def part2_hidden(principal: Principal, settings: Settings) -> ColumnElement[bool]:
+    """Linked tasks whose activities this caller may not see: the complement of part2_task_scope."""
+    return not_(part2_condition(principal, settings, Task.part2, Task.patient_id))
 
 
 async def presented(
     session: AsyncSession, principal: Principal, settings: Settings, plans: list[CarePlanOut]
 ) -> list[CarePlanOut]:
-    """Plans as this caller may see them: 42 CFR Part 2 activities left out without the permission."""
-    if may_see_part2(principal, settings):
-        return plans
-    hidden = await store.part2_task_ids(session, plans)
+    """Plans as this caller may see them: activities linked to 42 CFR Part 2 tasks left out unless the
+    caller holds the Part 2 permission and the patient has an active consent."""
+    hidden = await store.part2_task_ids(session, plans, part2_hidden(principal, settings))
     return [store.without_tasks(p, hidden) for p in plans]
 
 
@@ -180,11 +184,11 @@ async def validated_plan(
     body: CarePlanIn,
     current: CarePlanOut | None = None,
 ) -> CarePlanIn:
-    """Ids given, checks passed; on update by a writer without the Part 2 permission, the Part 2
-    activities they could not see are carried over unchanged."""
+    """Ids given, checks passed; on update by a writer who may not see some Part 2 activities (no
+    permission, or no active consent of the patient), those are carried over unchanged."""
     hidden: set[uuid.UUID] = set()
-    if current is not None and not may_see_part2(principal, settings):
-        hidden = await store.part2_task_ids(session, [current])
+    if current is not None:
+        hidden = await store.part2_task_ids(session, [current], part2_hidden(principal, settings))
         body = store.kept_hidden_activities(current, hidden, body)
     plan = assign_ids(body)
     task_scope = part2_task_scope(principal, settings)
@@ -210,7 +214,12 @@ def _plan_missing(plan_id: uuid.UUID) -> Problem:
     return Problem(404, "Not Found", f"care plan {plan_id} is not known", field="care_plan_id")
 
 
-@router.post("/patients/{patient_id}/care-plans", status_code=201, summary="Create a care plan")
+@router.post(
+    "/patients/{patient_id}/care-plans",
+    status_code=201,
+    summary="Create a care plan",
+    dependencies=scoped(RESOURCE, interaction="c"),  # a create, though the path names the patient
+)
 async def create_care_plan(
     patient_id: uuid.UUID, body: CarePlanIn, request: Request, response: Response, principal: CurrentPrincipal
 ) -> CarePlanOut:
@@ -235,7 +244,7 @@ async def create_care_plan(
         return _respond(out, response)
 
 
-@router.get("/patients/{patient_id}/care-plan", summary="The patient's active care plan")
+@router.get("/patients/{patient_id}/care-plan", summary="The patient's active care plan", dependencies=scoped(RESOURCE))
 async def active_care_plan(
     patient_id: uuid.UUID, request: Request, response: Response, principal: CurrentPrincipal
 ) -> CarePlanOut:
@@ -254,7 +263,11 @@ async def active_care_plan(
     return _respond(out, response)
 
 
-@router.get("/patients/{patient_id}/care-plans", summary="All of a patient's care plans, newest first")
+@router.get(
+    "/patients/{patient_id}/care-plans",
+    summary="All of a patient's care plans, newest first",
+    dependencies=scoped(RESOURCE),
+)
 async def patient_care_plans(patient_id: uuid.UUID, request: Request, principal: CurrentPrincipal) -> list[CarePlanOut]:
     settings: Settings = request.app.state.settings
     require_reader(principal)
@@ -269,7 +282,11 @@ async def patient_care_plans(patient_id: uuid.UUID, request: Request, principal:
     return plans
 
 
-@router.get("/care-plans/sign-off-due", summary="Active care plans due or overdue for PCP sign-off")
+@router.get(
+    "/care-plans/sign-off-due",
+    summary="Active care plans due or overdue for PCP sign-off",
+    dependencies=scoped(RESOURCE),
+)
 async def care_plans_sign_off_due(
     request: Request,
     principal: CurrentPrincipal,
@@ -296,7 +313,7 @@ async def care_plans_sign_off_due(
     return SignOffDueList(items=items, count=len(items))
 
 
-@router.get("/care-plans/{care_plan_id}", summary="Read a care plan")
+@router.get("/care-plans/{care_plan_id}", summary="Read a care plan", dependencies=scoped(RESOURCE))
 async def read_care_plan(
     care_plan_id: uuid.UUID, request: Request, response: Response, principal: CurrentPrincipal
 ) -> CarePlanOut:
@@ -312,7 +329,9 @@ async def read_care_plan(
     return _respond(out, response)
 
 
-@router.put("/care-plans/{care_plan_id}", summary="Replace a care plan (If-Match required)")
+@router.put(
+    "/care-plans/{care_plan_id}", summary="Replace a care plan (If-Match required)", dependencies=scoped(RESOURCE)
+)
 async def update_care_plan(
     care_plan_id: uuid.UUID,
     body: CarePlanReplace,
@@ -346,7 +365,11 @@ async def update_care_plan(
         return _respond(out, response)
 
 
-@router.post("/care-plans/{care_plan_id}/sign-off", summary="PCP sign-off of the version read (If-Match required)")
+@router.post(
+    "/care-plans/{care_plan_id}/sign-off",
+    summary="PCP sign-off of the version read (If-Match required)",
+    dependencies=scoped(RESOURCE),
+)
 async def sign_off_care_plan(
     care_plan_id: uuid.UUID,
     request: Request,
@@ -381,7 +404,11 @@ async def sign_off_care_plan(
         return _respond(out, response)
 
 
-@router.get("/care-plans/{care_plan_id}/history", summary="Every version of a care plan, newest first")
+@router.get(
+    "/care-plans/{care_plan_id}/history",
+    summary="Every version of a care plan, newest first",
+    dependencies=scoped(RESOURCE),
+)
 async def care_plan_history(
     care_plan_id: uuid.UUID, request: Request, principal: CurrentPrincipal
 ) -> list[CarePlanVersionOut]:

@@ -20,6 +20,7 @@ from sqlalchemy import select
 from app.api.access import task_conditions
 from app.api.auth import CurrentPrincipal
 from app.api.problems import Problem
+from app.api.scopes import scoped
 from app.db.models import Task, utcnow
 from app.rules.config import LoopSpec
 from app.rules.engine import RuleEngine
@@ -28,7 +29,7 @@ from app.state.tasks import set_business_status
 from app.tasks.lifecycle import TransitionError
 from app.tasks.referral import BusinessStatus, due_once_sent, loop_move
 
-router = APIRouter(tags=["tasks"])
+router = APIRouter(tags=["tasks"], dependencies=scoped("Task"))  # SMART scope: docs/security.md (u)
 
 # What a person may record; `requested` is where every referral starts.
 Milestone = Literal["sent", "scheduled", "first-visit", "summary-received"]

@@ -18,6 +18,7 @@ from app.api.access import is_supervisor, task_conditions
 from app.api.auth import CurrentPrincipal, Principal
 from app.api.problems import Problem
 from app.api.schemas import AssignIn, CancelIn, CompleteIn, TaskOut
+from app.api.scopes import scoped
 from app.api.tasks import _due_soon, _task_out
 from app.db.models import Patient, utcnow
 from app.state.audit import AuditAction, AuditOutcome, record_audit
@@ -25,7 +26,7 @@ from app.state.task_actions import apply_action
 from app.tasks.actions import Action, ActionRefused, etag, parse_etag
 from app.tasks.actions import Request as ActionRequest
 
-router = APIRouter(tags=["tasks"])
+router = APIRouter(tags=["tasks"], dependencies=scoped("Task"))  # SMART scope: docs/security.md (u)
 
 IfMatch = Annotated[str | None, Header(alias="If-Match", description='W/"<version>" from the ETag you hold')]
 

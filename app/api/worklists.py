@@ -17,13 +17,14 @@ from app.api.access import is_supervisor, task_conditions
 from app.api.auth import CurrentPrincipal
 from app.api.problems import Problem
 from app.api.schemas import QueueSummary, QueueSummaryRow, WorklistPage
+from app.api.scopes import scoped
 from app.api.tasks import page_request, worklist_filters, worklist_page
 from app.db.models import utcnow
 from app.state.audit import AuditAction, record_audit
 from app.state.worklists import queue_summary
 from app.tasks.worklist import Order, SortKey
 
-router = APIRouter(tags=["worklists"])
+router = APIRouter(tags=["worklists"], dependencies=scoped("Task"))  # SMART scope: docs/security.md
 
 
 def local_day(now: datetime, zone: ZoneInfo) -> tuple[datetime, datetime]:

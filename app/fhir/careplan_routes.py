@@ -32,6 +32,7 @@ from app.api.care_plans import (
     visible_patient,
 )
 from app.api.problems import Problem
+from app.api.scopes import scoped
 from app.careplans.model import CarePlanOut
 from app.careplans.versioning import PreconditionError, check_if_match, etag
 from app.db.models import CarePlan
@@ -48,7 +49,7 @@ from app.settings import Settings
 from app.state import care_plans as store
 from app.state.audit import AuditAction, AuditOutcome, record_audit
 
-router = APIRouter(prefix="/fhir", tags=["fhir"])
+router = APIRouter(prefix="/fhir", tags=["fhir"], dependencies=scoped("CarePlan"))  # SMART scope: docs/security.md
 
 REQUEST_STATUS_SYSTEM = "http://hl7.org/fhir/request-status"
 SEARCH_PARAMS = ("subject", "patient", "status", "_id")

@@ -20,6 +20,7 @@ from sqlalchemy import ColumnElement, and_, false, func, or_, select
 from app.api.access import patient_condition
 from app.api.auth import CurrentPrincipal, Principal
 from app.api.problems import Problem
+from app.api.scopes import scoped
 from app.db.models import Patient, PatientIdentifier
 from app.fhir.patient import patient_resource, validated
 from app.fhir.routes import decode_cursor, encode_cursor, fhir_base, fhir_response, searchset
@@ -27,7 +28,7 @@ from app.fhir.search import SearchParamError, handling_preference, parse_count, 
 from app.settings import Settings
 from app.state.audit import AuditAction, AuditOutcome, record_audit
 
-router = APIRouter(prefix="/fhir", tags=["fhir"])
+router = APIRouter(prefix="/fhir", tags=["fhir"], dependencies=scoped("Patient"))  # SMART scope: docs/security.md
 
 SEARCH_PARAMS = ("identifier", "_id")
 RESULT_PARAMS = ("_count", "_cursor")

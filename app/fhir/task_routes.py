@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.api.access import is_supervisor, task_conditions
 from app.api.auth import CurrentPrincipal, Principal
 from app.api.problems import Problem
+from app.api.scopes import scoped
 from app.db.models import Task, utcnow
 from app.fhir.json_patch import PatchError, apply_patch
 from app.fhir.outcome import operation_outcome
@@ -62,7 +63,7 @@ from app.tasks.actions import ActionRefused, etag, parse_etag
 from app.tasks.lifecycle import STATUSES
 from app.tasks.worklist import Cursor, CursorError, Order, SortKey
 
-router = APIRouter(prefix="/fhir", tags=["fhir"])
+router = APIRouter(prefix="/fhir", tags=["fhir"], dependencies=scoped("Task"))  # SMART scope: docs/security.md
 
 SEARCH_PARAMS = ("owner", "status", "patient", "code", "period", "_lastUpdated")
 RESULT_PARAMS = ("_count", "_sort", "_cursor")

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.careplans.model import CarePlanIn, CarePlanOut, PlanError, SignOff
 from app.careplans.signoff import SignOffPolicy
-from app.db.models import CarePlan, CarePlanVersion, Encounter, Patient, RosterMember, Task, utcnow
+from app.db.models import CarePlan, CarePlanVersion, Patient, RosterMember, Task, utcnow
 
 ACTIVE = "active"
 
@@ -131,16 +131,15 @@ async def task_link_errors(
     return errors
 
 
-async def part2_task_ids(session: AsyncSession, plans: Sequence[CarePlanOut]) -> set[uuid.UUID]:
-    """Tasks linked from these plans that were raised from a 42 CFR Part 2 encounter."""
+async def part2_task_ids(
+    session: AsyncSession, plans: Sequence[CarePlanOut], hidden: ColumnElement[bool]
+) -> set[uuid.UUID]:
+    """Tasks linked from these plans that match `hidden`: the 42 CFR Part 2 tasks the reader may not
+    see (app/api/care_plans.py part2_hidden: the task's `part2` label without permission and consent)."""
     ids = {a.task_id for p in plans for a in p.activities if a.task_id is not None}
     if not ids:
         return set()
-    query = (
-        select(Task.id)
-        .join(Encounter, Encounter.id == Task.encounter_id)
-        .where(Task.id.in_(list(ids)), Encounter.part2.is_(True))
-    )
+    query = select(Task.id).where(Task.id.in_(list(ids)), hidden)
     return set((await session.execute(query)).scalars().all())
 
 

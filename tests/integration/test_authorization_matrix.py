@@ -23,10 +23,18 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from app.api.app import create_app
 from app.db.models import Consent, Encounter, Patient, RejectedEvent
 from app.runtime import Runtime
-from app.settings import Settings
+from app.settings import DEFAULT_RULES_FILE, Settings
 from tests.access_builder import record_consent, scope_task
 from tests.conftest import bearer, eventually
-from tests.fhir_builder import encode, fixture, observation, phq9_response, transaction
+from tests.fhir_builder import (
+    consult_note,
+    encode,
+    fixture,
+    med_rec_procedure,
+    observation,
+    phq9_response,
+    transaction,
+)
 from tests.hl7_builder import adt
 from tests.integration.test_davinci import sample as davinci_bundle
 from tests.roster_builder import csv_text, member
@@ -90,6 +98,42 @@ MATRIX: dict[tuple[str, str], Access] = {
     ("GET", "/fhir/Consent/{resource_id}"): Access(("BHCF", "PART2"), 200, ("BHCF",), 403, "Consent"),
     ("GET", "/fhir/Consent"): Access(("BHCF", "PART2"), 200, ("BHCF",), 403, "Consent"),
     ("GET", "/fhir/AuditEvent"): Access(("AUDITOR",), 200, ("BHCF", "SUPERVISOR", "ADMIN"), 403, "AuditEvent"),
+    # tasks and worklists (SMART Task): another role's task reads as missing
+    ("GET", "/tasks/{task_id}"): Access(("BHCF",), 200, ("PMC",), 404, "Task"),
+    ("GET", "/worklists/summary"): Access(("BHCF",), 200, None, 403, "Task"),  # each role its own queues
+    ("GET", "/worklists/{role}"): Access(("BHCF",), 200, ("PMC",), 403, "Task"),  # another role's queue
+    ("POST", "/tasks/{task_id}/claim"): Access(("BHCF",), 200, ("PMC",), 404, "Task"),
+    ("POST", "/tasks/{task_id}/release"): Access(("BHCF",), 200, ("PMC",), 404, "Task"),
+    ("POST", "/tasks/{task_id}/assign"): Access(("SUPERVISOR",), 200, ("BHCF",), 403, "Task"),
+    ("POST", "/tasks/{task_id}/start"): Access(("BHCF",), 200, ("PMC",), 404, "Task"),
+    ("POST", "/tasks/{task_id}/complete"): Access(("BHCF",), 200, ("PMC",), 404, "Task"),
+    ("POST", "/tasks/{task_id}/cancel"): Access(("BHCF",), 200, ("PMC",), 404, "Task"),
+    ("POST", "/tasks/{task_id}/business-status"): Access(("BHCF",), 200, ("PMC",), 404, "Task"),
+    ("GET", "/fhir/Task"): Access(("BHCF",), 200, None, 403, "Task"),
+    ("GET", "/fhir/Task/{resource_id}"): Access(("BHCF",), 200, ("PMC",), 404, "Task"),
+    ("PUT", "/fhir/Task/{resource_id}"): Access(("BHCF",), 200, ("PMC",), 404, "Task"),
+    ("PATCH", "/fhir/Task/{resource_id}"): Access(("BHCF",), 200, ("PMC",), 404, "Task"),
+    # care plans (SMART CarePlan): readers need the patient in scope (else 404), writers a facilitator
+    # or supervisor role, sign-off a PCP role
+    ("POST", "/patients/{patient_id}/care-plans"): Access(("BHCF",), 201, ("INTEGRATION",), 403, "CarePlan"),
+    ("GET", "/patients/{patient_id}/care-plan"): Access(("BHCF",), 200, ("PMC",), 404, "CarePlan"),
+    ("GET", "/patients/{patient_id}/care-plans"): Access(("BHCF",), 200, ("PMC",), 404, "CarePlan"),
+    ("GET", "/care-plans/sign-off-due"): Access(("BHCF",), 200, None, 403, "CarePlan"),  # limited to scope
+    ("GET", "/care-plans/{care_plan_id}"): Access(("BHCF",), 200, ("PMC",), 404, "CarePlan"),
+    ("PUT", "/care-plans/{care_plan_id}"): Access(("BHCF",), 200, ("INTEGRATION",), 403, "CarePlan"),
+    ("POST", "/care-plans/{care_plan_id}/sign-off"): Access(("PCP",), 200, ("BHCF",), 403, "CarePlan"),
+    ("GET", "/care-plans/{care_plan_id}/history"): Access(("BHCF",), 200, ("PMC",), 404, "CarePlan"),
+    ("POST", "/fhir/CarePlan"): Access(("BHCF",), 201, ("INTEGRATION",), 403, "CarePlan"),
+    ("GET", "/fhir/CarePlan"): Access(("BHCF",), 200, None, 403, "CarePlan"),
+    ("GET", "/fhir/CarePlan/{resource_id}"): Access(("BHCF",), 200, ("PMC",), 404, "CarePlan"),
+    ("PUT", "/fhir/CarePlan/{resource_id}"): Access(("BHCF",), 200, ("INTEGRATION",), 403, "CarePlan"),
+    ("GET", "/fhir/CarePlan/{resource_id}/_history"): Access(("BHCF",), 200, ("PMC",), 404, "CarePlan"),
+    ("GET", "/fhir/CarePlan/{resource_id}/_history/{version_id}"): Access(("BHCF",), 200, ("PMC",), 404, "CarePlan"),
+    ("GET", "/fhir/Patient"): Access(("BHCF",), 200, None, 403, "Patient"),  # searches within scope
+    ("GET", "/fhir/Patient/{resource_id}"): Access(("BHCF",), 200, ("PMC",), 404, "Patient"),
+    # evidence feeds (rules): interface engines only
+    ("POST", "/fhir/Procedure"): Access(("INTEGRATION",), 202, ("BHCF",), 403, "Procedure"),
+    ("POST", "/fhir/DocumentReference"): Access(("INTEGRATION",), 202, ("BHCF",), 403, "DocumentReference"),
 }
 
 
@@ -119,6 +163,42 @@ class World:
     consent_id: uuid.UUID
     dead_letters: list[uuid.UUID]
     import_id: str
+    action_tasks: dict[str, uuid.UUID]  # one task per mutating route, so each starts from a known state
+    plan_id: uuid.UUID  # the patient's active care plan (reads, sign-off)
+    draft_plan_id: uuid.UUID  # a draft the REST PUT replaces
+    fhir_draft_id: uuid.UUID  # a draft the FHIR PUT updates
+    fhir_task: dict[str, Any]  # the FHIR Task PUT's task as read
+    fhir_plan: dict[str, Any]  # the FHIR CarePlan PUT's plan as read
+
+
+# one task each: (status, owner, type, business_status)
+ACTION_TASKS: dict[str, tuple[str, str | None, str, str | None]] = {
+    "claim": ("ready", None, "post-discharge-contact", None),
+    "release": ("ready", "matrix-user", "post-discharge-contact", None),
+    "assign": ("ready", None, "post-discharge-contact", None),
+    "start": ("ready", None, "post-discharge-contact", None),
+    "complete": ("in-progress", None, "post-discharge-contact", None),
+    "cancel": ("ready", None, "post-discharge-contact", None),
+    "business-status": ("ready", None, "bh-referral", "requested"),
+    "fhir-put": ("ready", None, "post-discharge-contact", None),
+    "fhir-patch": ("ready", None, "post-discharge-contact", None),
+}
+PLAN: dict[str, Any] = {
+    "title": "Matrix plan",
+    "goals": [{"description": "Sleep through the night", "target_date": "2027-01-15"}],
+    "activities": [{"description": "Counselling referral", "goal_ids": ["g1"]}],
+}
+
+
+def fhir_plan(patient_id: uuid.UUID, status: str = "draft") -> dict[str, Any]:
+    return {
+        "resourceType": "CarePlan",
+        "status": status,
+        "intent": "plan",
+        "title": "Matrix FHIR plan",
+        "subject": {"reference": f"Patient/{patient_id}"},
+        "activity": [{"detail": {"status": "not-started", "description": "Attend group"}}],
+    }
 
 
 async def build_world(db: AsyncEngine, client: httpx.AsyncClient, token: Callable[..., str]) -> World:
@@ -142,7 +222,12 @@ async def build_world(db: AsyncEngine, client: httpx.AsyncClient, token: Callabl
             )
             for n in range(3)
         ]
-        session.add_all([task, encounter, *rows])
+        pcp_task = scope_task(patient.id, "PCP", "T1")  # the patient's PCP signs off the plan
+        action_tasks = {
+            name: scope_task(patient.id, "BHCF", "T1", status=status, owner=owner, type=type_, business_status=business)
+            for name, (status, owner, type_, business) in ACTION_TASKS.items()
+        }
+        session.add_all([task, encounter, pcp_task, *action_tasks.values(), *rows])
     await record_consent(db, patient.id)
     async with AsyncSession(db) as session:
         consent_id = await session.scalar(select(Consent.id).where(Consent.patient_id == patient.id))
@@ -161,22 +246,60 @@ async def build_world(db: AsyncEngine, client: httpx.AsyncClient, token: Callabl
         return response.json()["status"] != "queued"
 
     assert await eventually(imported)
-    return World(patient.id, task.id, encounter.id, consent_id, [r.id for r in rows], import_id)
+
+    care = bearer(token("BHCF", scopes=ALL_SCOPES))
+    plans = []
+    for status in ("active", "draft"):
+        created = await client.post(f"/patients/{patient.id}/care-plans", json=PLAN | {"status": status}, headers=care)
+        assert created.status_code == 201, created.text
+        plans.append(uuid.UUID(created.json()["id"]))
+    created = await client.post("/fhir/CarePlan", json=fhir_plan(patient.id), headers=care | FHIR_JSON)
+    assert created.status_code == 201, created.text
+    fhir_draft_id = uuid.UUID(created.json()["id"])
+    fhir_plan_read = await client.get(f"/fhir/CarePlan/{fhir_draft_id}", headers=care)
+    fhir_task_read = await client.get(f"/fhir/Task/{action_tasks['fhir-put'].id}", headers=care)
+    assert fhir_plan_read.status_code == 200 and fhir_task_read.status_code == 200, fhir_task_read.text
+    return World(
+        patient.id, task.id, encounter.id, consent_id, [r.id for r in rows], import_id,
+        action_tasks={name: t.id for name, t in action_tasks.items()},
+        plan_id=plans[0], draft_plan_id=plans[1], fhir_draft_id=fhir_draft_id,
+        fhir_task=fhir_task_read.json(), fhir_plan=fhir_plan_read.json(),
+    )  # fmt: skip
+
+
+def _resource_id(method: str, path: str, w: World) -> uuid.UUID:
+    if "Consent" in path:
+        return w.consent_id
+    if "CarePlan" in path:
+        return w.fhir_draft_id if method == "PUT" else w.plan_id
+    if "Patient" in path:
+        return w.patient_id
+    if "Task" in path:
+        return w.action_tasks[f"fhir-{method.lower()}"] if method in ("PUT", "PATCH") else w.task_id
+    return w.encounter_id
 
 
 def request_for(method: str, path: str, w: World) -> dict[str, Any]:
     """A valid request for the route: what the right caller gets 2xx for."""
+    action = path.rsplit("/", 1)[-1]
     url = path.format(
-        task_id=w.task_id,
+        task_id=w.action_tasks.get(action, w.task_id) if method == "POST" else w.task_id,
         rejected_id=w.dead_letters[{"replay": 1, "discard": 2}.get(path.rsplit("/", 1)[-1], 0)],
         import_id=w.import_id,
         kind="ens",
-        resource_id=w.consent_id if "Consent" in path else w.encounter_id,
+        resource_id=_resource_id(method, path, w),
         patient_id=w.patient_id,
+        care_plan_id=w.draft_plan_id if method == "PUT" else w.plan_id,
+        role="BHCF",
+        version_id=1,
     )
     kw: dict[str, Any] = {}
     if path in ("/fhir/Observation", "/fhir/QuestionnaireResponse", "/fhir/Consent") and method == "GET":
         kw["params"] = {"patient": str(w.patient_id)}
+    elif (method, path) == ("GET", "/fhir/CarePlan"):
+        kw["params"] = {"subject": str(w.patient_id)}
+    elif (method, path) == ("GET", "/fhir/Patient"):
+        kw["params"] = {"_id": str(w.patient_id)}
     bodies: dict[tuple[str, str], tuple[bytes, dict[str, str]]] = {
         ("POST", "/ingest/hl7v2"): (adt(control_id="MX-INGEST").encode(), {"Content-Type": "application/hl7-v2"}),
         ("POST", "/fhir/$process-message"): (json.dumps(davinci_bundle("admit")).encode(), FHIR_JSON),
@@ -185,11 +308,35 @@ def request_for(method: str, path: str, w: World) -> dict[str, Any]:
         ("POST", "/fhir/Observation"): (encode(observation(ident="MX-O")), FHIR_JSON),
         ("POST", "/fhir/Questionnaire"): (encode(fixture("questionnaire-phq9")), FHIR_JSON),
         ("POST", "/fhir/QuestionnaireResponse"): (encode(phq9_response(mrn="MX-QR")), FHIR_JSON),
+        ("POST", "/fhir/Procedure"): (encode(med_rec_procedure(mrn="MX-P", ident="MX-P")), FHIR_JSON),
+        ("POST", "/fhir/DocumentReference"): (encode(consult_note(mrn="MX-D", ident="MX-D")), FHIR_JSON),
+        ("POST", "/fhir/CarePlan"): (encode(fhir_plan(w.patient_id)), FHIR_JSON),
+        ("PUT", "/fhir/CarePlan/{resource_id}"): (encode(w.fhir_plan | {"title": "matrix"}), FHIR_JSON),
+        ("PUT", "/fhir/Task/{resource_id}"): (encode(w.fhir_task | {"status": "in-progress"}), FHIR_JSON),
+        ("PATCH", "/fhir/Task/{resource_id}"): (
+            json.dumps([{"op": "replace", "path": "/status", "value": "in-progress"}]).encode(),
+            {"Content-Type": "application/json-patch+json"},
+        ),
+    }
+    if_match = {
+        ("PUT", "/care-plans/{care_plan_id}"),
+        ("POST", "/care-plans/{care_plan_id}/sign-off"),
+        ("PUT", "/fhir/CarePlan/{resource_id}"),
     }
     if (method, path) in bodies:
         kw["content"], kw["headers"] = bodies[(method, path)]
     elif path.endswith("/attempts"):
         kw["json"] = {"outcome": "no-answer"}
+    elif path.endswith("/assign"):
+        kw["json"] = {"owner": "someone-else"}
+    elif path.endswith("/complete"):
+        kw["json"] = {"outcome": "reached"}
+    elif path.endswith("/cancel"):
+        kw["json"] = {"reason": "matrix"}
+    elif path.endswith("/business-status"):
+        kw["json"] = {"business_status": "sent"}
+    elif method in ("POST", "PUT") and "care-plans" in path and not path.endswith("/sign-off"):
+        kw["json"] = PLAN | {"status": "draft"}
     elif path.endswith("/discard"):
         kw["json"] = {"reason": "matrix"}
     elif path.endswith("/consents"):
@@ -197,6 +344,8 @@ def request_for(method: str, path: str, w: World) -> dict[str, Any]:
     elif path == "/rosters/imports":
         kw["files"] = {"file": ("mx2.csv", csv_text([member(2)]).encode(), "text/csv")}
         kw["data"] = {"as_of": "2026-11-03"}
+    if (method, path) in if_match:
+        kw["headers"] = {**kw.get("headers", {}), "If-Match": 'W/"1"'}
     return {"method": method, "url": url, **kw}
 
 
@@ -210,10 +359,11 @@ async def call(client: httpx.AsyncClient, req: dict[str, Any], token: str | None
 
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
-    """Own ENS topics: the matrix posts a Da Vinci notification, which must not outlive this test."""
+    """Own ENS topics: the matrix posts a Da Vinci notification, which must not outlive this test. The
+    shipped rules: their evidence codes are what POST /fhir/Procedure and /fhir/DocumentReference take."""
     suffix = uuid.uuid4().hex[:8]
     topics = settings.topics.model_copy(update={"ens": f"ens-{suffix}", "ens_dead_letter": f"ens-dlq-{suffix}"})
-    return settings.model_copy(update={"topics": topics})
+    return settings.model_copy(update={"topics": topics, "rules_file": DEFAULT_RULES_FILE})
 
 
 @pytest.fixture

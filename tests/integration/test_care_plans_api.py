@@ -21,9 +21,10 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from app.db.models import AuditEvent, CarePlan, CarePlanVersion, RosterMember
+from app.db.models import AuditEvent, CarePlan, CarePlanVersion, Consent, RosterMember
 from app.fhir.careplan import SIGN_OFF_EXT
 from app.state.care_plans import move_on_merge
+from tests.access_builder import record_consent
 from tests.careplan_seed import MRN_SYSTEM, add_task, attribute, seed_patient
 from tests.conftest import bearer
 from tests.integration.test_fhir_encounter_api import seed as seed_encounter
@@ -501,11 +502,12 @@ async def test_racing_writers_one_wins(client: httpx.AsyncClient, db: AsyncEngin
 async def test_part2_activities_are_hidden_and_kept(
     client: httpx.AsyncClient, db: AsyncEngine, token_for: TokenFor
 ) -> None:
-    """An activity linked to a task from a 42 CFR Part 2 encounter: only a Part 2 role may link it or see
-    it, and an edit by someone who cannot see it does not delete it."""
+    """An activity linked to a 42 CFR Part 2 task (raised from a Part 2 encounter): only a Part 2 role, and
+    only while the patient has an active Part 2 consent, may link it or see it; an edit by someone who
+    cannot see it does not delete it."""
     seeded = await seed_patient(db)
     sud_stay = await seed_encounter(db, seeded.patient_id, part2=True, hospital_service="SUD")
-    sud_task = await add_task(db, seeded.patient_id, "BHCF", "T1", sud_stay.id)
+    sud_task = await add_task(db, seeded.patient_id, "BHCF", "T1", sud_stay.id, part2=True)
     nurse_task = await add_task(db, seeded.patient_id, "RN", "T1")  # another role's task: the plan is the team's
     plain = bhcf(token_for)
     part2 = bearer(token_for("BHCF", "PART2", sub="fac-p2", teams=("T1",)))
@@ -513,6 +515,10 @@ async def test_part2_activities_are_hidden_and_kept(
     refused = await create(client, plain, seeded.patient_id, activities=[sud_activity])
     assert refused.status_code == 422 and refused.json()["field"] == "activities.0.task_id"
     nurse_activity = {"description": "med rec", "task_id": str(nurse_task)}
+    # the permission alone is not enough: without the patient's consent the Part 2 task reads as unknown
+    unconsented = await create(client, part2, seeded.patient_id, activities=[nurse_activity, sud_activity])
+    assert unconsented.status_code == 422 and unconsented.json()["field"] == "activities.1.task_id"
+    await record_consent(db, seeded.patient_id)
     created = await create(client, part2, seeded.patient_id, activities=[nurse_activity, sud_activity])
     assert created.status_code == 201, created.text
     plan = created.json()
@@ -535,3 +541,21 @@ async def test_part2_activities_are_hidden_and_kept(
     assert str(sud_task) not in edited.text
     full = (await client.get(f"/care-plans/{plan['id']}", headers=part2)).json()
     assert full["title"] == "edited" and [a["task_id"] for a in full["activities"]] == [str(nurse_task), str(sud_task)]
+
+    # consent revoked: the Part 2 holder no longer sees the activity, and their edit keeps it all the same
+    async with AsyncSession(db) as session, session.begin():
+        await session.execute(update(Consent).where(Consent.patient_id == seeded.patient_id).values(status="inactive"))
+    revoked = (await client.get(f"/care-plans/{plan['id']}", headers=part2)).json()
+    assert [a["task_id"] for a in revoked["activities"]] == [str(nurse_task)]
+    fhir_revoked = (await client.get(f"/fhir/CarePlan/{plan['id']}", headers=part2)).json()
+    assert str(sud_task) not in str(fhir_revoked)
+    retitled = await client.put(
+        f"/care-plans/{plan['id']}", json=revoked | {"title": "again"}, headers=part2 | {"If-Match": 'W/"2"'}
+    )
+    assert retitled.status_code == 200, retitled.text
+    assert str(sud_task) not in retitled.text
+    async with AsyncSession(db) as session, session.begin():
+        await session.execute(update(Consent).where(Consent.patient_id == seeded.patient_id).values(status="active"))
+    restored = (await client.get(f"/care-plans/{plan['id']}", headers=part2)).json()
+    assert restored["title"] == "again"
+    assert [a["task_id"] for a in restored["activities"]] == [str(nurse_task), str(sud_task)]
