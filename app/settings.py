@@ -125,6 +125,8 @@ class Settings(BaseSettings):
             "INTEGRATION": [
                 "system/Encounter.c",
                 "system/Observation.c",
+                "system/Procedure.c",
+                "system/DocumentReference.c",
                 "system/Questionnaire.c",
                 "system/QuestionnaireResponse.c",
                 "system/Bundle.c",
