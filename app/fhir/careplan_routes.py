@@ -44,7 +44,15 @@ from app.fhir.careplan import (
     validated,
 )
 from app.fhir.routes import decode_cursor, encode_cursor, fhir_base, fhir_response, searchset
-from app.fhir.search import SearchParamError, handling_preference, parse_count, parse_reference, parse_token, split_or
+from app.fhir.search import (
+    SearchParamError,
+    applicable_params,
+    handling_preference,
+    parse_count,
+    parse_reference,
+    parse_token,
+    split_or,
+)
 from app.settings import Settings
 from app.state import care_plans as store
 from app.state.audit import AuditAction, AuditOutcome, record_audit
@@ -54,7 +62,6 @@ router = APIRouter(prefix="/fhir", tags=["fhir"], dependencies=scoped("CarePlan"
 REQUEST_STATUS_SYSTEM = "http://hl7.org/fhir/request-status"
 SEARCH_PARAMS = ("subject", "patient", "status", "_id")
 RESULT_PARAMS = ("_count", "_cursor")
-IGNORED_QUIETLY = ("_format", "_pretty")
 DEFAULT_COUNT = 20
 MAX_COUNT = 100
 MAX_BODY_BYTES = 1_048_576
@@ -313,20 +320,7 @@ def _id_condition(value: str) -> ColumnElement[bool]:
 
 def parse_careplan_query(items: list[tuple[str, str]], *, strict: bool) -> CarePlanQuery:
     query = CarePlanQuery()
-    for raw_name, value in items:
-        name, _, modifier = raw_name.partition(":")
-        if name in SEARCH_PARAMS or name in RESULT_PARAMS:
-            if modifier:
-                raise SearchParamError(raw_name, f"modifier :{modifier} is not supported")
-        elif name in IGNORED_QUIETLY:
-            continue
-        else:
-            if strict:
-                raise SearchParamError(raw_name, "unknown search parameter (Prefer: handling=strict)")
-            query.ignored.append(raw_name)
-            continue
-        if not value.strip():
-            continue
+    for name, value in applicable_params(items, (*SEARCH_PARAMS, *RESULT_PARAMS), query.ignored, strict=strict):
         if name == "_count":
             query.count = parse_count(value, DEFAULT_COUNT, MAX_COUNT)
             continue

@@ -24,7 +24,7 @@ from app.api.scopes import scoped
 from app.db.models import Patient, PatientIdentifier
 from app.fhir.patient import patient_resource, validated
 from app.fhir.routes import decode_cursor, encode_cursor, fhir_base, fhir_response, searchset
-from app.fhir.search import SearchParamError, handling_preference, parse_count, parse_token, split_or
+from app.fhir.search import SearchParamError, applicable_params, handling_preference, parse_count, parse_token, split_or
 from app.settings import Settings
 from app.state.audit import AuditAction, AuditOutcome, record_audit
 
@@ -32,7 +32,6 @@ router = APIRouter(prefix="/fhir", tags=["fhir"], dependencies=scoped("Patient")
 
 SEARCH_PARAMS = ("identifier", "_id")
 RESULT_PARAMS = ("_count", "_cursor")
-IGNORED_QUIETLY = ("_format", "_pretty")
 DEFAULT_COUNT = 20
 MAX_COUNT = 100
 
@@ -114,20 +113,7 @@ def _identifier_condition(value: str) -> ColumnElement[bool]:
 
 def parse_patient_query(items: list[tuple[str, str]], *, strict: bool) -> PatientQuery:
     query = PatientQuery()
-    for raw_name, value in items:
-        name, _, modifier = raw_name.partition(":")
-        if name in SEARCH_PARAMS or name in RESULT_PARAMS:
-            if modifier:
-                raise SearchParamError(raw_name, f"modifier :{modifier} is not supported")
-        elif name in IGNORED_QUIETLY:
-            continue
-        else:
-            if strict:
-                raise SearchParamError(raw_name, "unknown search parameter (Prefer: handling=strict)")
-            query.ignored.append(raw_name)
-            continue
-        if not value.strip():
-            continue
+    for name, value in applicable_params(items, (*SEARCH_PARAMS, *RESULT_PARAMS), query.ignored, strict=strict):
         if name == "_count":
             query.count = parse_count(value, DEFAULT_COUNT, MAX_COUNT)
             continue

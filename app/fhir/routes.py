@@ -48,6 +48,7 @@ from app.fhir.search import (
     Predicate,
     SearchParamError,
     Token,
+    applicable_params,
     handling_preference,
     parse_count,
     parse_date_criterion,
@@ -64,7 +65,6 @@ router = APIRouter(prefix="/fhir", tags=["fhir"])
 ENCOUNTER_STATUS_SYSTEM = "http://hl7.org/fhir/encounter-status"
 SEARCH_PARAMS = ("patient", "date", "class", "status")
 RESULT_PARAMS = ("_count", "_cursor")
-IGNORED_QUIETLY = ("_format", "_pretty")  # json is the only format; both are accepted and have no effect
 DEFAULT_COUNT = 20
 MAX_COUNT = 100
 
@@ -208,20 +208,7 @@ def decode_cursor(text: str) -> tuple[datetime, uuid.UUID]:
 
 def parse_encounter_query(items: list[tuple[str, str]], zone: ZoneInfo, *, strict: bool) -> EncounterQuery:
     query = EncounterQuery()
-    for raw_name, value in items:
-        name, _, modifier = raw_name.partition(":")
-        if name in SEARCH_PARAMS or name in RESULT_PARAMS:
-            if modifier:
-                raise SearchParamError(raw_name, f"modifier :{modifier} is not supported")
-        elif name in IGNORED_QUIETLY:
-            continue
-        else:
-            if strict:
-                raise SearchParamError(raw_name, "unknown search parameter (Prefer: handling=strict)")
-            query.ignored.append(raw_name)
-            continue
-        if not value.strip():
-            continue  # an empty parameter is ignored
+    for name, value in applicable_params(items, (*SEARCH_PARAMS, *RESULT_PARAMS), query.ignored, strict=strict):
         if name == "_count":
             query.count = parse_count(value, DEFAULT_COUNT, MAX_COUNT)
             continue

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import re
 from calendar import monthrange
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from decimal import Decimal
@@ -274,3 +275,31 @@ def handling_preference(prefer_header: str | None) -> Literal["strict", "lenient
         if name.strip().lower() == "handling" and value.strip().strip('"').lower() == "strict":
             return "strict"
     return "lenient"
+
+
+IGNORED_QUIETLY = ("_format", "_pretty")  # json is the only format; both are accepted and have no effect
+
+
+def applicable_params(
+    items: Iterable[tuple[str, str]], accepted: Collection[str], ignored: list[str], *, strict: bool
+) -> Iterator[tuple[str, str]]:
+    """(name, value) of each accepted, non-empty parameter, in order: the R4 search framework's handling
+    shared by every search. An unknown parameter is a 400 under `Prefer: handling=strict`, else named in
+    `ignored` (the Bundle's outcome entry); a modifier on a known one is always a 400 (none are
+    supported); NUL characters are refused (PostgreSQL text cannot hold them)."""
+    for raw_name, value in items:
+        if "\x00" in raw_name or "\x00" in value:
+            raise SearchParamError(raw_name[:64].replace("\x00", ""), "NUL characters are not allowed")
+        name, _, modifier = raw_name.partition(":")
+        if name in accepted:
+            if modifier:
+                raise SearchParamError(raw_name, f"modifier :{modifier} is not supported")
+        elif name in IGNORED_QUIETLY:
+            continue
+        else:
+            if strict:
+                raise SearchParamError(raw_name, "unknown search parameter (Prefer: handling=strict)")
+            ignored.append(raw_name)
+            continue
+        if value.strip():  # an empty parameter is ignored
+            yield name, value

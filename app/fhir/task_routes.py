@@ -39,6 +39,7 @@ from app.fhir.search import (
     Cmp,
     Predicate,
     SearchParamError,
+    applicable_params,
     handling_preference,
     parse_count,
     parse_date_criterion,
@@ -67,7 +68,6 @@ router = APIRouter(prefix="/fhir", tags=["fhir"], dependencies=scoped("Task"))  
 
 SEARCH_PARAMS = ("owner", "status", "patient", "code", "period", "_lastUpdated")
 RESULT_PARAMS = ("_count", "_sort", "_cursor")
-IGNORED_QUIETLY = ("_format", "_pretty")
 DEFAULT_COUNT = 20
 MAX_COUNT = 100
 SORTS = {"period": SortKey.DUE, "_lastUpdated": SortKey.UPDATED, "authored-on": SortKey.CREATED,
@@ -166,22 +166,7 @@ def parse_task_query(items: list[tuple[str, str]], settings: Settings, *, strict
     query = TaskQuery()
     zone = ZoneInfo(settings.facility_timezone)
     statuses = set(STATUSES)
-    for raw_name, value in items:
-        if "\x00" in raw_name or "\x00" in value:
-            raise SearchParamError(raw_name[:64].replace("\x00", ""), "NUL characters are not allowed")
-        name, _, modifier = raw_name.partition(":")
-        if name in SEARCH_PARAMS or name in RESULT_PARAMS:
-            if modifier:
-                raise SearchParamError(raw_name, f"modifier :{modifier} is not supported")
-        elif name in IGNORED_QUIETLY:
-            continue
-        else:
-            if strict:
-                raise SearchParamError(raw_name, "unknown search parameter (Prefer: handling=strict)")
-            query.ignored.append(raw_name)
-            continue
-        if not value.strip():
-            continue
+    for name, value in applicable_params(items, (*SEARCH_PARAMS, *RESULT_PARAMS), query.ignored, strict=strict):
         if name == "_count":
             query.count = parse_count(value, DEFAULT_COUNT, MAX_COUNT)
             continue
