@@ -43,7 +43,7 @@ from app.fhir.careplan import (
     subject_patient_id,
     validated,
 )
-from app.fhir.routes import decode_cursor, encode_cursor, fhir_base, fhir_response, searchset
+from app.fhir.routes import decode_cursor, encode_cursor, fhir_base, fhir_response, search_entries, searchset
 from app.fhir.search import (
     SearchParamError,
     applicable_params,
@@ -393,24 +393,5 @@ async def search_careplans(
                 "url": _url(base, [*page, ("_cursor", encode_cursor(rows[-1].created_at, rows[-1].id))]),
             }
         )
-    entries: list[dict[str, Any]] = [
-        {"fullUrl": f"{base}/CarePlan/{r['id']}", "resource": r, "search": {"mode": "match"}} for r in resources
-    ]
-    if query.ignored:
-        names = ", ".join(sorted({n[:64] for n in query.ignored}))
-        entries.append(
-            {
-                "resource": {
-                    "resourceType": "OperationOutcome",
-                    "issue": [
-                        {
-                            "severity": "warning",
-                            "code": "not-supported",
-                            "diagnostics": f"ignored unknown search parameters: {names}",
-                        }
-                    ],
-                },
-                "search": {"mode": "outcome"},
-            }
-        )
+    entries = search_entries(base, "CarePlan", resources, query.ignored)
     return fhir_response(searchset(total, links, entries))

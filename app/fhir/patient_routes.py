@@ -23,7 +23,7 @@ from app.api.problems import Problem
 from app.api.scopes import scoped
 from app.db.models import Patient, PatientIdentifier
 from app.fhir.patient import patient_resource, validated
-from app.fhir.routes import decode_cursor, encode_cursor, fhir_base, fhir_response, searchset
+from app.fhir.routes import decode_cursor, encode_cursor, fhir_base, fhir_response, search_entries, searchset
 from app.fhir.search import SearchParamError, applicable_params, handling_preference, parse_count, parse_token, split_or
 from app.settings import Settings
 from app.state.audit import AuditAction, AuditOutcome, record_audit
@@ -182,24 +182,5 @@ async def search_patients(
         links.append(
             {"relation": "next", "url": _url(base, [*page, ("_cursor", encode_cursor(last.created_at, last.id))])}
         )
-    entries: list[dict[str, Any]] = [
-        {"fullUrl": f"{base}/Patient/{r['id']}", "resource": r, "search": {"mode": "match"}} for r in resources
-    ]
-    if query.ignored:
-        names = ", ".join(sorted({n[:64] for n in query.ignored}))
-        entries.append(
-            {
-                "resource": {
-                    "resourceType": "OperationOutcome",
-                    "issue": [
-                        {
-                            "severity": "warning",
-                            "code": "not-supported",
-                            "diagnostics": f"ignored unknown search parameters: {names}",
-                        }
-                    ],
-                },
-                "search": {"mode": "outcome"},
-            }
-        )
+    entries = search_entries(base, "Patient", resources, query.ignored)
     return fhir_response(searchset(total, links, entries))

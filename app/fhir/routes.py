@@ -297,15 +297,24 @@ async def search_encounters(
             {"relation": "next", "url": _url(base, [*query.applied, ("_count", str(query.count)), ("_cursor", cursor)])}
         )
 
+    entries = search_entries(base, "Encounter", resources, query.ignored)
+    return fhir_response(searchset(total, links, entries))
+
+
+def search_entries(
+    base: str, resource_type: str, resources: list[dict[str, Any]], ignored: list[str]
+) -> list[dict[str, Any]]:
+    """Searchset entries: the matches, then (when parameters were ignored) an OperationOutcome entry
+    with search.mode `outcome` naming them, as the R4 search framework asks of a lenient server."""
     entries: list[dict[str, Any]] = [
-        {"fullUrl": f"{base}/Encounter/{r['id']}", "resource": r, "search": {"mode": "match"}} for r in resources
+        {"fullUrl": f"{base}/{resource_type}/{r['id']}", "resource": r, "search": {"mode": "match"}} for r in resources
     ]
-    if query.ignored:
-        names = ", ".join(sorted({name[:64] for name in query.ignored}))
+    if ignored:
+        names = ", ".join(sorted({name[:64] for name in ignored}))
         outcome = operation_outcome(200, f"ignored unknown search parameters: {names}")
         outcome["issue"][0].update(severity="warning", code="not-supported")
         entries.append({"resource": outcome, "search": {"mode": "outcome"}})
-    return fhir_response(searchset(total, links, entries))
+    return entries
 
 
 def searchset(total: int, links: list[dict[str, str]], entries: list[dict[str, Any]]) -> dict[str, Any]:

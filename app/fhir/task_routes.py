@@ -32,8 +32,7 @@ from app.api.problems import Problem
 from app.api.scopes import scoped
 from app.db.models import Task, utcnow
 from app.fhir.json_patch import PatchError, apply_patch
-from app.fhir.outcome import operation_outcome
-from app.fhir.routes import fhir_base, fhir_response, searchset
+from app.fhir.routes import fhir_base, fhir_response, search_entries, searchset
 from app.fhir.search import (
     All,
     Cmp,
@@ -273,14 +272,7 @@ async def search_tasks(
     links = [{"relation": "self", "url": _url(base, self_params)}]
     if found.next_cursor is not None:
         links.append({"relation": "next", "url": _url(base, [*params, ("_cursor", found.next_cursor.encode())])})
-    entries: list[dict[str, Any]] = [
-        {"fullUrl": f"{base}/Task/{r['id']}", "resource": r, "search": {"mode": "match"}} for r in resources
-    ]
-    if query.ignored:
-        names = ", ".join(sorted({name[:64] for name in query.ignored}))
-        outcome = operation_outcome(200, f"ignored unknown search parameters: {names}")
-        outcome["issue"][0].update(severity="warning", code="not-supported")
-        entries.append({"resource": outcome, "search": {"mode": "outcome"}})
+    entries = search_entries(base, "Task", resources, query.ignored)
     return fhir_response(searchset(found.total or 0, links, entries))
 
 
