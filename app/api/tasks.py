@@ -33,10 +33,10 @@ from app.rules.config import RuleSpec
 from app.rules.engine import RuleEngine
 from app.state.audit import AuditAction, AuditOutcome, record_audit
 from app.state.task_actions import lock_task
-from app.state.tasks import ACTIVE_STATUSES, record_attempt
-from app.state.worklists import OPEN_STATUSES, PatientView, TaskFilters, filter_conditions, task_page
+from app.state.tasks import record_attempt
+from app.state.worklists import PatientView, TaskFilters, filter_conditions, task_page
 from app.tasks.actions import etag, parse_etag
-from app.tasks.lifecycle import ACTIVE, STATUSES, TransitionError, timeliness
+from app.tasks.lifecycle import ACTIVE, ACTIVE_STATUSES, STATUSES, TransitionError, timeliness
 from app.tasks.worklist import Cursor, CursorError, Order, SortKey
 
 router = APIRouter(tags=["tasks"], dependencies=scoped("Task"))  # SMART scope: docs/security.md
@@ -137,7 +137,7 @@ def worklist_filters(
     overdue: bool | None,
     due_soon: bool | None,
 ) -> TaskFilters:
-    statuses = _split(status, "status") or list(OPEN_STATUSES)
+    statuses = _split(status, "status") or list(ACTIVE_STATUSES)
     unknown = sorted(set(statuses) - STATUSES)
     if unknown:
         raise Problem(422, "Request is not valid", f"unknown task status: {', '.join(unknown)}", field="status")

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.models import Patient, RosterMember, Task
 from app.roster.reconcile import MemberStatus
-from app.state.tasks import ACTIVE_STATUSES
+from app.tasks.lifecycle import ACTIVE_STATUSES
 
 
 @dataclass(frozen=True, slots=True)

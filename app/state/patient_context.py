@@ -18,7 +18,8 @@ from app.db.models import Encounter, FhirResource, Patient, RosterMember, Screen
 from app.roster.reconcile import MemberStatus
 from app.rules.engine import BH_INSTRUMENTS
 from app.rules.facts import ClosedTask, EncounterSummary, EvidenceRecord, PatientFacts
-from app.state.tasks import ACTIVE_STATUSES, CANCELLED, closed_task_facts, open_task_facts
+from app.state.tasks import CANCELLED, closed_task_facts, open_task_facts
+from app.tasks.lifecycle import ACTIVE_STATUSES
 
 
 @dataclass(slots=True)

@@ -16,6 +16,7 @@ from app.rules.engine import AdvanceTask, CreateTask, Effects, ReopenTask
 from app.rules.facts import ClosedTask, OpenTask
 from app.tasks.lifecycle import (
     ACTIVE,
+    ACTIVE_STATUSES,
     AttemptOutcome,
     TransitionError,
     after_attempt,
@@ -25,7 +26,6 @@ from app.tasks.lifecycle import (
 from app.tasks.referral import BusinessStatus, loop_move
 
 INITIAL_STATUS = "ready"  # FHIR Task.status: ready to be performed, no action taken yet
-ACTIVE_STATUSES = tuple(sorted(ACTIVE))
 
 
 async def create_task_once(

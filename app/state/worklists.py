@@ -18,10 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.models import Patient, Task
 from app.db.ordered_union import ordered_union, union_count
-from app.tasks.lifecycle import ACTIVE, PRIORITIES
+from app.tasks.lifecycle import ACTIVE_STATUSES, PRIORITIES
 from app.tasks.worklist import Cursor, Order, SortKey, sort_key_of
-
-OPEN_STATUSES = tuple(sorted(ACTIVE))
 
 
 def status_in(statuses: Sequence[str]) -> ColumnElement[bool]:
@@ -37,7 +35,7 @@ PRIORITY_RANK = case({p: i for i, p in enumerate(PRIORITIES)}, value=Task.priori
 class TaskFilters:
     """Each list is OR-ed within, the filters AND-ed; an empty list does not filter."""
 
-    statuses: list[str] = field(default_factory=lambda: list(OPEN_STATUSES))
+    statuses: list[str] = field(default_factory=lambda: list(ACTIVE_STATUSES))
     roles: list[str] = field(default_factory=list)
     types: list[str] = field(default_factory=list)
     teams: list[str] = field(default_factory=list)
@@ -226,7 +224,7 @@ async def queue_summary(
     overdue = func.sum(case((Task.due_at <= now, 1), else_=0))
     query = (
         select(Task.role, Task.team, func.count(), due_today, overdue)
-        .where(status_in(OPEN_STATUSES), *conditions)
+        .where(status_in(ACTIVE_STATUSES), *conditions)
         .group_by(Task.role, Task.team)
         .order_by(Task.role, Task.team)
     )

@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 ACTIVE = frozenset({"requested", "received", "accepted", "ready", "in-progress", "on-hold"})
+ACTIVE_STATUSES = tuple(sorted(ACTIVE))  # the same, in a fixed order: SQL IN lists that cache and plan alike
 TERMINAL = frozenset({"completed", "cancelled", "failed", "rejected", "entered-in-error"})
 STATUSES = ACTIVE | TERMINAL | {"draft"}
 
