@@ -110,7 +110,7 @@ class Settings(BaseSettings):
         description="tokens must carry a SMART `scope` claim; default true in production (docs/security.md)",
     )
     care_roles: list[str] = Field(
-        default=["BHCF", "PMC", "PCF", "RN", "PharmD", "SUPERVISOR"],
+        default=["BHCF", "PMC", "PCF", "RN", "PHARMD", "SUPERVISOR"],
         description="roles that read clinical data (encounters, screenings, Observations) of patients in scope",
     )
     consent_roles: list[str] = Field(

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, exists, false, not_, or_, select, true
+from sqlalchemy import ColumnElement, and_, exists, false, func, not_, or_, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.api.auth import Principal, may_see_part2
@@ -62,8 +62,17 @@ def part2_condition(principal: Principal, settings: Settings, label: Any, patien
     return or_(not_(label), has_active_consent(patient_id))
 
 
+def task_part2_label() -> ColumnElement[bool]:
+    """A task is Part 2 when raised from Part 2 data (the label set at creation) or when its encounter
+    has become Part 2 since (an A08 adding an F10-F19 diagnosis or moving the stay to a Part 2 unit):
+    the encounter's label is recomputed on every message, the task's is not. A per-row scalar lookup,
+    not EXISTS: PostgreSQL then probes the encounter's key for the rows a page reads."""
+    encounter_part2 = select(Encounter.part2).where(Encounter.id == Task.encounter_id).scalar_subquery()
+    return or_(Task.part2, func.coalesce(encounter_part2, false()))
+
+
 def _part2_task_condition(principal: Principal, settings: Settings) -> ColumnElement[bool]:
-    return part2_condition(principal, settings, Task.part2, Task.patient_id)
+    return part2_condition(principal, settings, task_part2_label(), Task.patient_id)
 
 
 def encounter_part2_condition(principal: Principal, settings: Settings) -> ColumnElement[bool]:
@@ -137,6 +146,12 @@ async def patient_in_scope(
 ) -> bool:
     query = select(Patient.id).where(patient_id_condition(principal, settings, patient_id, part2_gate=part2_gate))
     return (await session.execute(query)).first() is not None
+
+
+def may_work_on(task: Task, principal: Principal, settings: Settings) -> bool:
+    """Work on a task in scope (an attempt, a referral milestone) is for its owner, anyone while it is
+    unowned, or a supervisor: the rule app/tasks/actions.decide applies to status moves."""
+    return task.owner in (None, principal.subject) or is_supervisor(principal, settings)
 
 
 MAX_SCOPE_BRANCHES = 64  # beyond this many (role, team) ranges one filtered scan is cheaper

@@ -21,7 +21,7 @@ from sqlalchemy import ColumnElement, not_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.exc import StaleDataError
 
-from app.api.access import is_supervisor, part2_condition, patient_condition, patient_id_condition
+from app.api.access import is_supervisor, part2_condition, patient_condition, patient_id_condition, task_part2_label
 from app.api.auth import CurrentPrincipal, Principal
 from app.api.problems import Problem
 from app.api.scopes import scoped
@@ -159,12 +159,12 @@ def part2_task_scope(principal: Principal, settings: Settings) -> list[ColumnEle
     """Which tasks a writer may link: any task of the patient (the plan is the whole team's), except a
     42 CFR Part 2 one (`Task.part2`) the caller may not see: without the Part 2 permission, or without
     the patient's active Part 2 consent (app/api/access.py part2_condition). It reads as unknown."""
-    return [part2_condition(principal, settings, Task.part2, Task.patient_id)]
+    return [part2_condition(principal, settings, task_part2_label(), Task.patient_id)]
 
 
 def part2_hidden(principal: Principal, settings: Settings) -> ColumnElement[bool]:
     """Linked tasks whose activities this caller may not see: the complement of part2_task_scope."""
-    return not_(part2_condition(principal, settings, Task.part2, Task.patient_id))
+    return not_(part2_condition(principal, settings, task_part2_label(), Task.patient_id))
 
 
 async def presented(

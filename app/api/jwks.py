@@ -28,6 +28,7 @@ class JwksCache:
         self._client = client
         self._keys: dict[str, Any] = {}
         self._fetched_at: float | None = None
+        self._failed_at: float | None = None
         self._lock = asyncio.Lock()
 
     async def key_for(self, kid: str) -> Any | None:
@@ -43,20 +44,32 @@ class JwksCache:
         async with self._lock:
             if self._fetched_at is not None and self._fetched_at >= stale_before:
                 return  # another request refreshed while this one waited
+            if self._failed_at is not None and time.monotonic() - self._failed_at < self._refetch_min_s:
+                # A failed fetch is retried at most every refetch_min_s too: while the provider is down,
+                # requests queued behind the lock must not each wait out another timeout.
+                self._keep_or_unavailable()
+                return
             try:
                 document = await self._fetch()
             except (httpx.HTTPError, ValueError) as exc:
                 log.warning("JWKS fetch failed", extra={"error": type(exc).__name__})
-                if self._fetched_at is not None and time.monotonic() - self._fetched_at < self._ttl_s:
-                    return  # keep the keys we have until they expire
-                raise Problem(
-                    503,
-                    "Signing keys unavailable",
-                    "the identity provider's keys could not be fetched",
-                    headers={"Retry-After": "5"},
-                ) from None
+                self._failed_at = time.monotonic()
+                self._keep_or_unavailable()
+                return
             self._keys = _parse(document)
             self._fetched_at = time.monotonic()
+            self._failed_at = None
+
+    def _keep_or_unavailable(self) -> None:
+        """Keep the keys we have until they expire; without usable keys the answer is 503."""
+        if self._fetched_at is not None and time.monotonic() - self._fetched_at < self._ttl_s:
+            return
+        raise Problem(
+            503,
+            "Signing keys unavailable",
+            "the identity provider's keys could not be fetched",
+            headers={"Retry-After": "5"},
+        )
 
     async def _fetch(self) -> dict[str, Any]:
         if self._client is not None:

@@ -17,7 +17,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
-from app.api.access import task_conditions
+from app.api.access import may_work_on, task_conditions
 from app.api.auth import CurrentPrincipal
 from app.api.problems import Problem
 from app.api.scopes import scoped
@@ -76,7 +76,9 @@ async def record_milestone(
             patient_ids=[str(task.patient_id)] if task is not None and task.patient_id else [],
             outcome=AuditOutcome.SUCCESS if task is not None else AuditOutcome.MINOR_FAILURE,
         )
-        if task is not None:
+        if task is not None and not may_work_on(task, principal, request.app.state.settings):
+            refused = Problem(409, "Conflict", "the task is owned by someone else", field="owner")
+        elif task is not None:
             try:
                 move = loop_move(task.status, task.business_status, BusinessStatus(body.business_status))
             except TransitionError as exc:

@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import Row, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.api.access import scope_branches, task_conditions
+from app.api.access import may_work_on, scope_branches, task_conditions
 from app.api.auth import CurrentPrincipal, Principal
 from app.api.problems import Problem
 from app.api.schemas import (
@@ -409,6 +409,8 @@ async def log_attempt(
         task = await _visible_task(session, request, principal, task_id, f"POST /tasks/{task_id}/attempts", write=True)
         if task is not None and expected is not None and expected != task.version:
             refused = Problem(412, "Precondition Failed", f"the task is at version {task.version}", field="If-Match")
+        elif task is not None and not may_work_on(task, principal, request.app.state.settings):
+            refused = Problem(409, "Conflict", "the task is owned by someone else", field="owner")
         elif task is not None:
             try:
                 record_attempt(

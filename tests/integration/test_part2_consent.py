@@ -188,3 +188,35 @@ async def test_substance_use_screening_is_part2(
     assert await screening_instruments(bhcf) == ["PHQ-9"]  # consent without the permission is not enough
     listed = await client.get("/tasks", headers=bearer(holder))
     assert str(referral.id) in task_ids(listed)
+
+
+async def test_a_task_follows_its_encounter_into_part2(
+    runtime: Runtime, client: httpx.AsyncClient, db: AsyncEngine, token_for: Callable[..., str]
+) -> None:
+    """The task's label is set when it is raised; an encounter that becomes Part 2 later (an A08 adding
+    an F10-F19 diagnosis) must hide its existing tasks too, from every task read."""
+    from app.db.models import Encounter, Patient
+    from tests.access_builder import record_consent, scope_task
+
+    async with AsyncSession(db, expire_on_commit=False) as session, session.begin():
+        patient = Patient(family_name="LATER")
+        session.add(patient)
+        await session.flush()
+        encounter = Encounter(patient_id=patient.id, facility="F", visit_number="P2L", status="finished", part2=False)
+        session.add(encounter)
+        await session.flush()
+        task = scope_task(patient.id, "PMC", "T1", encounter_id=encounter.id)
+        session.add(task)
+    pmc, pmc_part2 = token_for("PMC", teams=("T1",)), token_for("PMC", "PART2", teams=("T1",))
+
+    async def visible(token: str) -> tuple[bool, int]:
+        listed = {t["id"] for t in (await client.get("/tasks", headers=bearer(token))).json()["items"]}
+        return str(task.id) in listed, (await client.get(f"/tasks/{task.id}", headers=bearer(token))).status_code
+
+    assert await visible(pmc) == (True, 200)
+    async with AsyncSession(db) as session, session.begin():
+        (await session.get(Encounter, encounter.id)).part2 = True  # what the A08 recomputes
+    assert await visible(pmc) == (False, 404)
+    assert await visible(pmc_part2) == (False, 404)  # the permission alone is not enough: no consent
+    await record_consent(db, patient.id)
+    assert await visible(pmc_part2) == (True, 200)

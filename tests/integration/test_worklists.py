@@ -208,6 +208,8 @@ async def test_actions_version_ownership_history_and_audit(
         f"{url}/attempts", json={"outcome": "reached"}, headers={**bo, "If-Match": 'W/"4"'}
     )
     assert stale_attempt.status_code == 412
+    not_hers = await client.post(f"{url}/attempts", json={"outcome": "no-answer"}, headers=ana)
+    assert not_hers.status_code == 409 and not_hers.json()["field"] == "owner", "bo's call log is bo's"
     attempt = await client.post(f"{url}/attempts", json={"outcome": "reached"}, headers={**bo, "If-Match": 'W/"5"'})
     assert attempt.status_code == 200 and attempt.headers["etag"] == 'W/"6"'
     done = await client.post(

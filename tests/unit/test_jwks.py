@@ -157,6 +157,20 @@ async def test_unreachable_provider_is_503_not_401(tmp_path: Path) -> None:
     assert err.value.status == 503
 
 
+@respx.mock
+async def test_a_failed_fetch_is_not_retried_before_the_refetch_interval(tmp_path: Path) -> None:
+    """While the provider is down, requests must not each wait out another fetch (one every 60 s)."""
+    s, key = settings(tmp_path), rsa_key()
+    route = respx.get(JWKS_URL).mock(return_value=httpx.Response(500))
+    async with httpx.AsyncClient() as client:
+        keys = cache(s, client, refetch=60)
+        for _ in range(3):
+            with pytest.raises(Problem) as err:
+                await verify_any(s, None, keys, token(s, key, "k1"))
+            assert err.value.status == 503
+    assert route.call_count == 1
+
+
 def test_production_requires_real_keys(tmp_path: Path) -> None:
     real = {"environment": "production", "var_dir": tmp_path, "database_url": "postgresql+asyncpg://x/y"}
     real["kafka_bootstrap_servers"] = "kafka:9092"
