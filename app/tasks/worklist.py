@@ -63,8 +63,8 @@ class Cursor:
             key: list[Any] = []
             for kind, value in zip(expected, values, strict=True):
                 if kind is int:
-                    if not isinstance(value, int):
-                        raise ValueError("rank")
+                    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < len(PRIORITIES):
+                        raise ValueError("rank")  # a forged huge int would overflow the database's integer
                     key.append(value)
                 else:
                     stamp = datetime.fromisoformat(value)

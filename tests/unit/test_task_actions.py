@@ -91,6 +91,14 @@ def test_forged_cursors_are_refused(text: str) -> None:
         Cursor.decode(text)
 
 
+@pytest.mark.parametrize("rank", [-1, 4, 10**30, True])
+def test_a_cursor_with_a_priority_rank_out_of_range_is_refused(rank: object) -> None:
+    stamp = datetime(2026, 11, 24, tzinfo=UTC)
+    forged = Cursor(SortKey.PRIORITY, Order.ASC, (rank, stamp, uuid.uuid4())).encode()
+    with pytest.raises(CursorError):
+        Cursor.decode(forged)
+
+
 def test_json_patch_operations() -> None:
     doc = {"a": {"b": [1, 2]}, "c": "x"}
     assert apply_patch(doc, [{"op": "add", "path": "/a/b/-", "value": 3}])["a"]["b"] == [1, 2, 3]
