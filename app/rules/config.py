@@ -212,6 +212,9 @@ class RoutingSpec(_Strict):
             unknown = set(row) - {*POPULATIONS, ANY}
             if unknown:
                 raise ValueError(f"roles.{task_type}: unknown population {', '.join(sorted(unknown))}")
+            blank = sorted(population for population, role in row.items() if not role.strip())
+            if blank:
+                raise ValueError(f"roles.{task_type}: an empty role for {', '.join(blank)}")
             if ANY not in row and set(row) != set(POPULATIONS):
                 missing = sorted(set(POPULATIONS) - set(row))
                 raise ValueError(f'roles.{task_type}: no role for {", ".join(missing)} (or give "*")')

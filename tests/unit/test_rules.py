@@ -319,6 +319,13 @@ def test_routing_rows_must_cover_every_population(tmp_path: Path) -> None:
         load_rules(path)
 
 
+def test_routing_roles_may_not_be_empty(tmp_path: Path) -> None:
+    path = tmp_path / "rules.toml"
+    path.write_text(DEFAULT_RULES_FILE.read_text().replace('  adult = "PMC"\n', '  adult = " "\n', 1))
+    with pytest.raises(RulesFileError, match=r"an empty role for adult"):
+        load_rules(path)
+
+
 def test_evidence_already_on_file_raises_the_task_completed(engine: RuleEngine) -> None:
     """The follow-up visit's ADT arrived before the discharge's (a late A03)."""
     office = EncounterSummary(OTHER_ENC, "AMB", DISCHARGED_AT + timedelta(days=2), False)
