@@ -303,6 +303,15 @@ async def _update(
     except ValueError as exc:
         raise Problem(412, "Precondition Failed", str(exc), field="If-Match") from None
     body = await _body(request)
+    if if_match is None:
+        # Versioned update (the CapabilityStatement says so): a PUT of a stale body without If-Match would
+        # silently undo a colleague's claim, since an absent owner reads as "release".
+        raise Problem(
+            428,
+            "Precondition Required",
+            'If-Match is required: the ETag W/"<version>" of the task as read',
+            field="If-Match",
+        )
     key = _task_id(resource_id)
     scope = task_conditions(principal, settings)
     problem: Problem | None = None

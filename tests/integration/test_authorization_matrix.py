@@ -322,6 +322,8 @@ def request_for(method: str, path: str, w: World) -> dict[str, Any]:
         ("PUT", "/care-plans/{care_plan_id}"),
         ("POST", "/care-plans/{care_plan_id}/sign-off"),
         ("PUT", "/fhir/CarePlan/{resource_id}"),
+        ("PUT", "/fhir/Task/{resource_id}"),
+        ("PATCH", "/fhir/Task/{resource_id}"),
     }
     if (method, path) in bodies:
         kw["content"], kw["headers"] = bodies[(method, path)]

@@ -141,26 +141,30 @@ async def test_put_and_patch_change_status_and_owner_only(
     outcome(await client.patch(url, json=claim, headers=patch_headers), 412)  # stale If-Match
     outcome(await client.patch(url, json=claim, headers={**ana, "Content-Type": "application/json"}), 415)
     bad_pointer = [{"op": "remove", "path": "/nothing"}]
-    outcome(
-        await client.patch(url, json=bad_pointer, headers={**ana, "Content-Type": "application/json-patch+json"}), 422
-    )
+    outcome(await client.patch(url, json=bad_pointer, headers={**patch_headers, "If-Match": 'W/"2"'}), 422)
 
     # bo cannot take ana's task through FHIR either.
     theirs = dict(current, owner={"reference": "Practitioner/bo"})
-    assert outcome(await client.put(url, json=theirs, headers=bo), 409)["issue"][0]["expression"] == ["Task.owner"]
+    v2 = {"If-Match": 'W/"2"'}
+    assert outcome(await client.put(url, json=theirs, headers={**bo, **v2}), 409)["issue"][0]["expression"] == [
+        "Task.owner"
+    ]
 
     mine = (await client.get(url, headers=ana)).json()
     changed_due = dict(mine, restriction={"period": {"end": "2030-01-01T00:00:00Z"}})
-    refused = outcome(await client.put(url, json=changed_due, headers=ana), 422)
+    outcome(await client.put(url, json=mine, headers=ana), 428)  # versioned update: If-Match is required
+    refused = outcome(await client.put(url, json=changed_due, headers={**ana, **v2}), 422)
     assert refused["issue"][0]["expression"] == ["Task.restriction"]
-    outcome(await client.put(url, json=dict(mine, priority="stat"), headers=ana), 422)
-    outcome(await client.put(url, json=dict(mine, id="other"), headers=ana), 422)
-    outcome(await client.put(url, json=dict(mine, status="bogus"), headers=ana), 409)
+    outcome(await client.put(url, json=dict(mine, priority="stat"), headers={**ana, **v2}), 422)
+    outcome(await client.put(url, json=dict(mine, id="other"), headers={**ana, **v2}), 422)
+    outcome(await client.put(url, json=dict(mine, status="bogus"), headers={**ana, **v2}), 409)
 
     started = await client.put(url, json=dict(mine, status="in-progress"), headers={**ana, "If-Match": 'W/"2"'})
     assert started.status_code == 200 and started.json()["status"] == "in-progress"
     completed = await client.put(
-        url, json=dict(started.json(), status="completed", businessStatus={"text": "appointment kept"}), headers=ana
+        url,
+        json=dict(started.json(), status="completed", businessStatus={"text": "appointment kept"}),
+        headers={**ana, "If-Match": 'W/"3"'},
     )
     assert completed.status_code == 200, completed.text
     assert completed.json()["businessStatus"] == {"text": "appointment kept"} and completed.headers["etag"] == 'W/"4"'
@@ -203,12 +207,20 @@ async def test_a_fhir_client_works_a_task_from_adt_to_completion(
     task = await fhir.reference("Task", found["id"]).to_resource()
     assert task["meta"]["versionId"] == "1" and "owner" not in task
 
+    def as_of(sub: str, version: str) -> AsyncFHIRClient:  # a versioned update names the version it read
+        token = token_for("PMC", sub=sub)
+        return AsyncFHIRClient(
+            f"{served}/fhir", authorization=f"Bearer {token}", extra_headers={"If-Match": f'W/"{version}"'}
+        )
+
     # Claim: set owner to me; a second facilitator's claim is refused with an OperationOutcome.
     task["owner"] = {"reference": "Practitioner/pmc-1"}
+    task = as_of("pmc-1", "1").resource("Task", **task.serialize())
     await task.save()
     assert task["meta"]["versionId"] == "2" and task["owner"]["identifier"]["value"] == "pmc-1"
     rival = await other.reference("Task", found["id"]).to_resource()
     rival["owner"] = {"reference": "Practitioner/pmc-2"}
+    rival = as_of("pmc-2", "2").resource("Task", **rival.serialize())
     with pytest.raises(ClientOutcome) as refused:
         await rival.save()
     assert "owned by someone else" in str(refused.value)
@@ -217,6 +229,7 @@ async def test_a_fhir_client_works_a_task_from_adt_to_completion(
     assert [t["id"] for t in mine] == [found["id"]]
     task["status"] = "completed"
     task["businessStatus"] = {"text": "reached; follow-up booked"}
+    task = as_of("pmc-1", "2").resource("Task", **task.serialize())
     await task.save()
     reread = await fhir.reference("Task", found["id"]).to_resource()
     assert reread["status"] == "completed" and reread["meta"]["versionId"] == "3"
