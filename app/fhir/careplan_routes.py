@@ -17,7 +17,7 @@ from urllib.parse import urlencode
 
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse
-from sqlalchemy import ColumnElement, and_, false, func, or_, select, true
+from sqlalchemy import ColumnElement, false, or_, true
 from sqlalchemy.orm.exc import StaleDataError
 
 from app.api.access import patient_condition
@@ -43,7 +43,15 @@ from app.fhir.careplan import (
     subject_patient_id,
     validated,
 )
-from app.fhir.routes import decode_cursor, encode_cursor, fhir_base, fhir_response, search_entries, searchset
+from app.fhir.routes import (
+    decode_cursor,
+    encode_cursor,
+    fhir_base,
+    fhir_response,
+    newest_first_page,
+    search_entries,
+    searchset,
+)
 from app.fhir.search import (
     SearchParamError,
     applicable_params,
@@ -360,23 +368,8 @@ async def search_careplans(
     except SearchParamError as exc:
         raise Problem(400, "Invalid search", exc.message, field=exc.param) from None
     conditions = [*query.conditions, store.scoped(patient_condition(principal, settings))]
-    page_conditions = list(conditions)
-    if query.cursor is not None:
-        at, ident = query.cursor
-        page_conditions.append(or_(CarePlan.created_at < at, and_(CarePlan.created_at == at, CarePlan.id < ident)))
     async with request.app.state.runtime.sessions() as session, session.begin():
-        total = int(await session.scalar(select(func.count()).select_from(CarePlan).where(*conditions)) or 0)
-        rows: list[CarePlan] = []
-        if query.count > 0:
-            statement = (
-                select(CarePlan)
-                .where(*page_conditions)
-                .order_by(CarePlan.created_at.desc(), CarePlan.id.desc())
-                .limit(query.count + 1)
-            )
-            rows = list((await session.execute(statement)).scalars().all())
-        has_next = len(rows) > query.count
-        rows = rows[: query.count]
+        total, rows, has_next = await newest_first_page(session, CarePlan, conditions, query.cursor, query.count)
         shown = await presented(session, principal, settings, [store.plan_out(r) for r in rows])
         resources = [validated(careplan_resource(p)) for p in shown]
         _audit(session, principal, request, AuditAction.READ, [str(r.patient_id) for r in rows])

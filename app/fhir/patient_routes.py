@@ -15,7 +15,7 @@ from urllib.parse import urlencode
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
-from sqlalchemy import ColumnElement, and_, false, func, or_, select
+from sqlalchemy import ColumnElement, false, or_, select
 
 from app.api.access import patient_condition
 from app.api.auth import CurrentPrincipal, Principal
@@ -23,7 +23,15 @@ from app.api.problems import Problem
 from app.api.scopes import scoped
 from app.db.models import Patient, PatientIdentifier
 from app.fhir.patient import patient_resource, validated
-from app.fhir.routes import decode_cursor, encode_cursor, fhir_base, fhir_response, search_entries, searchset
+from app.fhir.routes import (
+    decode_cursor,
+    encode_cursor,
+    fhir_base,
+    fhir_response,
+    newest_first_page,
+    search_entries,
+    searchset,
+)
 from app.fhir.search import SearchParamError, applicable_params, handling_preference, parse_count, parse_token, split_or
 from app.settings import Settings
 from app.state.audit import AuditAction, AuditOutcome, record_audit
@@ -151,23 +159,8 @@ async def search_patients(
     except SearchParamError as exc:
         raise Problem(400, "Invalid search", exc.message, field=exc.param) from None
     conditions = [*query.conditions, patient_condition(principal, settings)]
-    page_conditions = list(conditions)
-    if query.cursor is not None:
-        at, ident = query.cursor
-        page_conditions.append(or_(Patient.created_at < at, and_(Patient.created_at == at, Patient.id < ident)))
     async with request.app.state.runtime.sessions() as session, session.begin():
-        total = int(await session.scalar(select(func.count()).select_from(Patient).where(*conditions)) or 0)
-        rows: list[Patient] = []
-        if query.count > 0:
-            statement = (
-                select(Patient)
-                .where(*page_conditions)
-                .order_by(Patient.created_at.desc(), Patient.id.desc())
-                .limit(query.count + 1)
-            )
-            rows = list((await session.execute(statement)).scalars().all())
-        has_next = len(rows) > query.count
-        rows = rows[: query.count]
+        total, rows, has_next = await newest_first_page(session, Patient, conditions, query.cursor, query.count)
         idents = await _identifiers(session, [r.id for r in rows])
         resources = [validated(patient_resource(r, idents[r.id])) for r in rows]
         _audit(session, principal, request, [str(r.id) for r in rows])

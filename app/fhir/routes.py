@@ -32,6 +32,7 @@ from zoneinfo import ZoneInfo
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import ColumnElement, and_, false, func, or_, select, true
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.api.access import encounter_part2_condition, patient_condition
 from app.api.audit import audit
@@ -252,29 +253,8 @@ async def search_encounters(
         raise Problem(400, "Invalid search", exc.message, field=exc.param) from None
 
     conditions = [*query.conditions, *encounter_scope(principal, settings)]
-    page_conditions = list(conditions)
-    if query.cursor is not None:
-        at, ident = query.cursor
-        page_conditions.append(or_(Encounter.created_at < at, and_(Encounter.created_at == at, Encounter.id < ident)))
-
     async with request.app.state.runtime.sessions() as session, session.begin():
-        total = int(await session.scalar(select(func.count()).select_from(Encounter).where(*conditions)) or 0)
-        rows: list[Encounter] = []
-        if query.count > 0:
-            rows = list(
-                (
-                    await session.execute(
-                        select(Encounter)
-                        .where(*page_conditions)
-                        .order_by(Encounter.created_at.desc(), Encounter.id.desc())
-                        .limit(query.count + 1)
-                    )
-                )
-                .scalars()
-                .all()
-            )
-        has_next = len(rows) > query.count
-        rows = rows[: query.count]
+        total, rows, has_next = await newest_first_page(session, Encounter, conditions, query.cursor, query.count)
         resources = [encounter_resource(row) for row in rows]
         audit(
             session,
@@ -299,6 +279,27 @@ async def search_encounters(
 
     entries = search_entries(base, "Encounter", resources, query.ignored)
     return fhir_response(searchset(total, links, entries))
+
+
+async def newest_first_page(
+    session: AsyncSession,
+    model: Any,
+    conditions: list[ColumnElement[bool]],
+    cursor: tuple[datetime, uuid.UUID] | None,
+    count: int,
+) -> tuple[int, list[Any], bool]:
+    """(total, rows, has_next) of a FHIR search read newest first by (created_at, id), keyset-paged
+    after `cursor`: the paging every carecoord-id resource search shares (Encounter, CarePlan, Patient)."""
+    total = int(await session.scalar(select(func.count()).select_from(model).where(*conditions)) or 0)
+    if count <= 0:
+        return total, [], False
+    page = list(conditions)
+    if cursor is not None:
+        at, ident = cursor
+        page.append(or_(model.created_at < at, and_(model.created_at == at, model.id < ident)))
+    statement = select(model).where(*page).order_by(model.created_at.desc(), model.id.desc()).limit(count + 1)
+    rows = list((await session.execute(statement)).scalars().all())
+    return total, rows[:count], len(rows) > count
 
 
 def search_entries(
