@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.exc import StaleDataError
 
 from app.api.access import is_supervisor, part2_condition, patient_condition, patient_id_condition, task_part2_label
+from app.api.audit import audit
 from app.api.auth import CurrentPrincipal, Principal
 from app.api.problems import Problem
 from app.api.scopes import scoped
@@ -31,7 +32,7 @@ from app.careplans.versioning import PreconditionError, check_if_match, etag
 from app.db.models import Patient, Task, utcnow
 from app.settings import Settings
 from app.state import care_plans as store
-from app.state.audit import AuditAction, AuditOutcome, record_audit
+from app.state.audit import AuditAction, AuditOutcome
 
 router = APIRouter(tags=["care plans"])
 RESOURCE = "CarePlan"
@@ -128,17 +129,7 @@ def _audit(
     patient_ids: list[str],
     outcome: AuditOutcome = AuditOutcome.SUCCESS,
 ) -> None:
-    query = f"?{request.url.query}" if request.url.query else ""
-    record_audit(
-        session,
-        principal.subject,
-        principal.roles,
-        action=action,
-        resource_type=RESOURCE,
-        request=f"{request.method} {request.url.path}{query}",
-        patient_ids=patient_ids,
-        outcome=outcome,
-    )
+    audit(session, request, principal, action=action, resource_type=RESOURCE, patient_ids=patient_ids, outcome=outcome)
 
 
 @asynccontextmanager

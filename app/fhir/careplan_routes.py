@@ -21,6 +21,7 @@ from sqlalchemy import ColumnElement, false, or_, true
 from sqlalchemy.orm.exc import StaleDataError
 
 from app.api.access import patient_condition
+from app.api.audit import audit
 from app.api.auth import CurrentPrincipal, Principal
 from app.api.care_plans import (
     audited_write,
@@ -63,7 +64,7 @@ from app.fhir.search import (
 )
 from app.settings import Settings
 from app.state import care_plans as store
-from app.state.audit import AuditAction, AuditOutcome, record_audit
+from app.state.audit import AuditAction, AuditOutcome
 
 router = APIRouter(prefix="/fhir", tags=["fhir"], dependencies=scoped("CarePlan"))  # SMART scope: docs/security.md
 
@@ -89,16 +90,8 @@ def _audit(
     patient_ids: list[str],
     outcome: AuditOutcome = AuditOutcome.SUCCESS,
 ) -> None:
-    query = f"?{request.url.query}" if request.url.query else ""
-    record_audit(
-        session,
-        principal.subject,
-        principal.roles,
-        action=action,
-        resource_type="CarePlan",
-        request=f"{request.method} {request.url.path}{query}",
-        patient_ids=patient_ids,
-        outcome=outcome,
+    audit(
+        session, request, principal, action=action, resource_type="CarePlan", patient_ids=patient_ids, outcome=outcome
     )
 
 

@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import ColumnElement, false, or_, select
 
 from app.api.access import patient_condition
+from app.api.audit import audit
 from app.api.auth import CurrentPrincipal, Principal
 from app.api.problems import Problem
 from app.api.scopes import scoped
@@ -34,7 +35,7 @@ from app.fhir.routes import (
 )
 from app.fhir.search import SearchParamError, applicable_params, handling_preference, parse_count, parse_token, split_or
 from app.settings import Settings
-from app.state.audit import AuditAction, AuditOutcome, record_audit
+from app.state.audit import AuditAction, AuditOutcome
 
 router = APIRouter(prefix="/fhir", tags=["fhir"], dependencies=scoped("Patient"))  # SMART scope: docs/security.md
 
@@ -50,16 +51,15 @@ def _require_reader(principal: Principal) -> None:
 
 
 def _audit(session: Any, principal: Principal, request: Request, patient_ids: list[str], ok: bool = True) -> None:
-    query = f"?{request.url.query}" if request.url.query else ""
-    record_audit(
+    outcome = AuditOutcome.SUCCESS if ok else AuditOutcome.MINOR_FAILURE
+    audit(
         session,
-        principal.subject,
-        principal.roles,
+        request,
+        principal,
         action=AuditAction.READ,
         resource_type="Patient",
-        request=f"GET {request.url.path}{query}",
         patient_ids=patient_ids,
-        outcome=AuditOutcome.SUCCESS if ok else AuditOutcome.MINOR_FAILURE,
+        outcome=outcome,
     )
 
 
