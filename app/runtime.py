@@ -70,7 +70,12 @@ class Runtime:
         if s.embedded_broker:
             self.broker = EmbeddedBroker(log_file=s.var_dir / "broker.log")
             await self.broker.start()
-        self.engine = create_engine(s.effective_database_url, echo=s.database_echo)
+        self.engine = create_engine(
+            s.effective_database_url,
+            echo=s.database_echo,
+            pool_size=s.database_pool_size,
+            max_overflow=s.database_max_overflow,
+        )
         if s.should_auto_migrate:
             await upgrade_to_head(self.engine)
         self.sessions = session_factory(self.engine)

@@ -48,6 +48,14 @@ class Settings(BaseSettings):
 
     database_url: str | None = Field(default=None, description="SQLAlchemy async URL; unset = SQLite file in var_dir")
     database_echo: bool = False
+    database_pool_size: int = Field(
+        default=20,
+        ge=1,
+        description="connections each process keeps open (PostgreSQL): the requests in flight per worker",
+    )
+    database_max_overflow: int = Field(
+        default=10, ge=0, description="extra connections a process may open under a burst, closed when returned"
+    )
     auto_migrate: bool | None = Field(
         default=None, description="run Alembic upgrade on start; default true in development"
     )

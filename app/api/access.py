@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, exists, false, func, not_, or_, select, true
@@ -35,14 +34,10 @@ def is_supervisor(principal: Principal, settings: Settings) -> bool:
     return principal.has_any_role(settings.supervisor_roles)
 
 
-def _team_condition(principal: Principal) -> ColumnElement[bool]:
-    teams = sorted(principal.teams)
-    return or_(Task.team.is_(None), Task.team.in_(teams)) if teams else Task.team.is_(None)
-
-
-def has_active_consent(patient_id: Any, at: datetime | None = None) -> ColumnElement[bool]:
-    """An active Part 2 consent of `patient_id` (a column or value) whose period covers `at` (now)."""
-    at = at or utcnow()
+def has_active_consent(patient_id: Any, at: Any = None) -> ColumnElement[bool]:
+    """An active Part 2 consent of `patient_id` (a column or value) whose period covers `at` (a value or
+    bind parameter; default now)."""
+    at = utcnow() if at is None else at
     return exists(
         select(Consent.id).where(
             Consent.patient_id == patient_id,
@@ -57,9 +52,13 @@ def has_active_consent(patient_id: Any, at: datetime | None = None) -> ColumnEle
 def part2_condition(principal: Principal, settings: Settings, label: Any, patient_id: Any) -> ColumnElement[bool]:
     """True for rows the caller may see under Part 2: unlabelled rows, or labelled ones when the caller
     holds the permission and the patient consented. `label` is the row's Part 2 flag (column or condition)."""
-    if not may_see_part2(principal, settings):
-        return not_(label)
-    return or_(not_(label), has_active_consent(patient_id))
+    return part2_gate(may_see_part2(principal, settings), label, patient_id, utcnow())
+
+
+def part2_gate(permitted: bool, label: Any, patient_id: Any, at: Any) -> ColumnElement[bool]:
+    """`part2_condition` for a caller with or without the permission, consents in force at `at` (a
+    value or a bind parameter)."""
+    return or_(not_(label), has_active_consent(patient_id, at)) if permitted else not_(label)
 
 
 def task_part2_label() -> ColumnElement[bool]:
@@ -69,10 +68,6 @@ def task_part2_label() -> ColumnElement[bool]:
     not EXISTS: PostgreSQL then probes the encounter's key for the rows a page reads."""
     encounter_part2 = select(Encounter.part2).where(Encounter.id == Task.encounter_id).scalar_subquery()
     return or_(Task.part2, func.coalesce(encounter_part2, false()))
-
-
-def _part2_task_condition(principal: Principal, settings: Settings) -> ColumnElement[bool]:
-    return part2_condition(principal, settings, task_part2_label(), Task.patient_id)
 
 
 def encounter_part2_condition(principal: Principal, settings: Settings) -> ColumnElement[bool]:
@@ -111,11 +106,21 @@ def fhir_resource_part2_condition(principal: Principal, settings: Settings) -> C
 def task_conditions(principal: Principal, settings: Settings, *, part2_gate: bool = True) -> list[ColumnElement[bool]]:
     """WHERE conditions limiting a `select(Task)` to the tasks the caller may see. `part2_gate=False`
     only for deciding whose consent a caller may record (the consent is what opens the gate)."""
-    roles = true() if is_supervisor(principal, settings) else Task.role.in_(sorted(principal.roles))
-    if not principal.roles:
-        roles = false()
-    part2 = _part2_task_condition(principal, settings) if part2_gate else true()
-    return [roles, _team_condition(principal), part2]
+    roles = None if is_supervisor(principal, settings) else sorted(principal.roles)
+    part2 = task_part2_condition(may_see_part2(principal, settings), utcnow()) if part2_gate else true()
+    return [*scope_conditions(roles, sorted(principal.teams)), part2]
+
+
+def scope_conditions(roles: Sequence[Any] | None, teams: Sequence[Any]) -> list[ColumnElement[bool]]:
+    """Tasks of `roles` (None: every role, a supervisor's) in `teams` or the unassigned pool; the items
+    are values or bind parameters."""
+    role = true() if roles is None else Task.role.in_(roles) if roles else false()
+    team = or_(Task.team.is_(None), Task.team.in_(teams)) if teams else Task.team.is_(None)
+    return [role, team]
+
+
+def task_part2_condition(permitted: bool, at: Any) -> ColumnElement[bool]:
+    return part2_gate(permitted, task_part2_label(), Task.patient_id, at)
 
 
 def patient_condition(principal: Principal, settings: Settings, *, part2_gate: bool = True) -> ColumnElement[bool]:
@@ -157,12 +162,17 @@ def may_work_on(task: Task, principal: Principal, settings: Settings) -> bool:
 MAX_SCOPE_BRANCHES = 64  # beyond this many (role, team) ranges one filtered scan is cheaper
 
 
-def scope_branches(
+def scope_ranges(
     principal: Principal, settings: Settings, *, roles: Sequence[str], teams: Sequence[str], unassigned_team: bool
-) -> list[ColumnElement[bool]]:
+) -> list[tuple[str, str | None]]:
     """The caller's task scope, narrowed by a request's role and team filters, as non-overlapping
-    (role, team) ranges: what app/state/worklists.task_page reads one index range each. Empty when the
-    scope is not a small set of ranges (a supervisor without a role filter): query it as one."""
+    (role, team) ranges (team None: the unassigned pool): what app/state/worklists reads one index range
+    each. Empty when the scope is not a small set of ranges (a supervisor without a role filter): query
+    it as one.
+
+    Non-empty ranges stand for the role and team conditions of both the scope and the filters: query
+    them with the Part 2 gate and the other filters only. Repeating `role IN (...)` and
+    `team IS NULL OR team IN (...)` beside them made PostgreSQL misjudge each range's size and sort it."""
     supervisor = is_supervisor(principal, settings)
     if supervisor and not roles:
         return []
@@ -175,7 +185,10 @@ def scope_branches(
     if len(role_set) * len(team_set) > MAX_SCOPE_BRANCHES:
         return []
     return [
-        and_(Task.role == role, Task.team.is_(None) if team is None else Task.team == team)
-        for role in sorted(role_set)
-        for team in sorted(team_set, key=lambda t: (t is not None, t or ""))
+        (role, team) for role in sorted(role_set) for team in sorted(team_set, key=lambda t: (t is not None, t or ""))
     ]
+
+
+def range_condition(role: Any, team: Any, pool: bool) -> ColumnElement[bool]:
+    """One (role, team) range; `role` and `team` are values or bind parameters."""
+    return and_(Task.role == role, Task.team.is_(None) if pool else Task.team == team)

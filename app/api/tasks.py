@@ -10,16 +10,16 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
+from pydantic_core import to_json
 from sqlalchemy import Row, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.api.access import may_work_on, scope_branches, task_conditions
+from app.api.access import may_work_on, task_conditions
 from app.api.auth import CurrentPrincipal, Principal
 from app.api.problems import Problem
 from app.api.schemas import (
     AttemptIn,
     HistoryEntry,
-    PatientSummary,
     RuleRef,
     TaskExplanation,
     TaskList,
@@ -28,13 +28,14 @@ from app.api.schemas import (
     WorklistPage,
 )
 from app.api.scopes import scoped
+from app.api.worklist_query import PageQuery, run_page
 from app.db.models import InboundEvent, Patient, Task, TaskHistory, utcnow
 from app.rules.config import RuleSpec
 from app.rules.engine import RuleEngine
-from app.state.audit import AuditAction, AuditOutcome, record_audit
+from app.state.audit import AUDIT_INSERT, AuditAction, AuditOutcome, audit_values, record_audit
 from app.state.task_actions import lock_task
 from app.state.tasks import record_attempt
-from app.state.worklists import PatientView, TaskFilters, filter_conditions, task_page
+from app.state.worklists import PatientView, TaskFilters
 from app.tasks.actions import etag, parse_etag
 from app.tasks.lifecycle import ACTIVE, ACTIVE_STATUSES, STATUSES, TransitionError, timeliness
 from app.tasks.worklist import Cursor, CursorError, Order, SortKey
@@ -54,35 +55,41 @@ def _display_name(patient: Patient | PatientView) -> str | None:
     return " ".join(parts) or None
 
 
+def task_item(
+    task: Task | Row[Any], patient: Patient | PatientView | None, now: datetime, due_soon: timedelta
+) -> dict[str, Any]:
+    """A task as TaskOut's fields, ready for JSON: a worklist page serializes these directly, since
+    validating values typed by the database columns again per row only cost time (docs/benchmarks.md)."""
+    return {
+        "id": task.id,
+        "type": task.type,
+        "status": task.status,
+        "priority": task.priority,
+        "role": task.role,
+        "team": task.team,
+        "owner": task.owner,
+        "patient": None
+        if patient is None
+        else {"id": patient.id, "name": _display_name(patient), "birth_date": patient.birth_date},
+        "encounter_id": task.encounter_id,
+        "due_at": task.due_at,
+        "due_basis": task.due_basis,
+        "timeliness": timeliness(task.due_at, now, due_soon) if task.status in ACTIVE else None,
+        "escalated_at": task.escalated_at,
+        "failed_attempts": task.failed_attempts,
+        "business_status": task.business_status,
+        "rule": {"id": task.rule_id, "version": task.rule_version},
+        "triggering_event_ids": task.triggering_event_ids,
+        "created_at": task.created_at,
+        "updated_at": task.updated_at,
+        "version": task.version,
+    }
+
+
 def _task_out(
     task: Task | Row[Any], patient: Patient | PatientView | None, now: datetime, due_soon: timedelta
 ) -> TaskOut:
-    # model_construct: the values come typed from the database columns; validating them again per row
-    # only cost time on the hottest read (docs/benchmarks.md).
-    return TaskOut.model_construct(
-        id=task.id,
-        type=task.type,
-        status=task.status,
-        priority=task.priority,
-        role=task.role,
-        team=task.team,
-        owner=task.owner,
-        patient=None
-        if patient is None
-        else PatientSummary.model_construct(id=patient.id, name=_display_name(patient), birth_date=patient.birth_date),
-        encounter_id=task.encounter_id,
-        due_at=task.due_at,
-        due_basis=task.due_basis,
-        timeliness=timeliness(task.due_at, now, due_soon) if task.status in ACTIVE else None,
-        escalated_at=task.escalated_at,
-        failed_attempts=task.failed_attempts,
-        business_status=task.business_status,
-        rule=RuleRef.model_construct(id=task.rule_id, version=task.rule_version),
-        triggering_event_ids=task.triggering_event_ids,
-        created_at=task.created_at,
-        updated_at=task.updated_at,
-        version=task.version,
-    )
+    return TaskOut.model_validate(task_item(task, patient, now, due_soon))
 
 
 async def _task_list(
@@ -178,44 +185,36 @@ def page_request(request: Request, sort: SortKey, order: Order, limit: int | Non
 
 async def worklist_page(
     request: Request, principal: Principal, filters: TaskFilters, page: PageRequest, what: str
-) -> WorklistPage:
+) -> Response:
     """A page of the tasks matching `filters` in the caller's scope (app/api/access.py); audited with
-    the patients it shows."""
+    the patients it shows. Runs through statements built once per shape (app/api/worklist_query.py)."""
     settings = request.app.state.settings
+    query = PageQuery.of(principal, settings, filters, page.sort, page.order, page.cursor, page.limit)
     now, due_soon = utcnow(), _due_soon(request)
-    conditions = [*filter_conditions(filters, now, due_soon), *task_conditions(principal, settings)]
-    async with request.app.state.runtime.sessions() as session, session.begin():
-        found = await task_page(
-            session,
-            conditions,
-            sort=page.sort,
-            order=page.order,
-            limit=page.limit,
-            cursor=page.cursor,
-            count_cap=settings.worklist_count_cap,
-            branches=scope_branches(
-                principal, settings, roles=filters.roles, teams=filters.teams, unassigned_team=filters.unassigned_team
-            ),
-        )
-        items = [_task_out(task, patient, now, due_soon) for task, patient in found.rows]
-        record_audit(
-            session,
+    async with request.app.state.runtime.engine.connect() as conn:
+        found = await run_page(conn, query, now, due_soon)
+        items = [task_item(task, patient, now, due_soon) for task, patient in found.rows]
+        audit = audit_values(
             principal.subject,
             principal.roles,
             action=AuditAction.READ,
             resource_type="Task",
             request=what,
-            patient_ids=[str(item.patient.id) for item in items if item.patient],
+            patient_ids=[str(item["patient"]["id"]) for item in items if item["patient"]],
         )
-    return WorklistPage(
-        items=items,
-        count=len(items),
-        total=found.total or 0,
-        total_exact=found.total_exact,
-        next_cursor=found.next_cursor.encode() if found.next_cursor else None,
-        sort=page.sort.value,
-        order=page.order.value,
-    )
+        await AUDIT_INSERT.execute(conn, audit)
+        await conn.commit()
+    body = {
+        "items": items,
+        "count": len(items),
+        "total": found.total,
+        "total_exact": found.total_exact,
+        "next_cursor": found.next_cursor.encode() if found.next_cursor else None,
+        "sort": page.sort.value,
+        "order": page.order.value,
+    }
+    # The schema is WorklistPage (response_model, for the document); the values are typed by the columns.
+    return Response(to_json(body), media_type="application/json")
 
 
 @router.get("/tasks", response_model=WorklistPage)
@@ -260,10 +259,7 @@ async def list_tasks(
     )
     filters.roles = roles
     page = page_request(request, sort, order, limit, cursor)
-    found = await worklist_page(request, principal, filters, page, f"GET /tasks?{request.url.query}")
-    # Serialized once, here: the page was built from database rows by this code, so FastAPI's second
-    # validation pass over `response_model` only cost time (the document still names the schema).
-    return Response(found.model_dump_json(), media_type="application/json")
+    return await worklist_page(request, principal, filters, page, f"GET /tasks?{request.url.query}")
 
 
 @router.get("/tasks/{task_id}/explain", response_model=TaskExplanation)

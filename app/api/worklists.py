@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from typing import Annotated
 from zoneinfo import ZoneInfo
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 
 from app.api.access import is_supervisor, task_conditions
 from app.api.auth import CurrentPrincipal
@@ -79,7 +79,7 @@ async def role_queue(
     order: Annotated[Order, Query()] = Order.ASC,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
     limit: Annotated[int | None, Query(ge=0)] = None,
-) -> WorklistPage:
+) -> Response:
     """The role's open tasks, soonest due first, with the same filters and paging as `GET /tasks`."""
     if "\x00" in role:
         raise Problem(422, "Request is not valid", "values may not contain NUL characters", field="role")

@@ -179,15 +179,26 @@ class Task(Base):
         Index("ix_tasks_encounter_status", "encounter_id", "status"),
         # Worklists (docs/worklists.md): open tasks in due order, per role queue, per owner, all roles.
         # One ordered range per (role, team) of a facilitator's scope (app/api/access.scope_branches); PostgreSQL
-        # also keeps encounter_id in the index, so the capped total is an index-only scan.
+        # also keeps what the Part 2 gate reads in the index, so the capped total is an index-only scan.
         Index(
             "ix_tasks_open_role_due",
             "role",
             "team",
             "due_at",
             "id",
-            postgresql_include=["encounter_id"],
+            postgresql_include=["encounter_id", "part2"],
             **OPEN_TASK_INDEX_WHERE,
+        ),
+        # The unattributed pool's range per role: `team IS NULL` is not an equality to PostgreSQL, so the
+        # index above cannot return a pool branch in due order (it sorted the whole pool per page).
+        Index(
+            "ix_tasks_open_pool_due",
+            "role",
+            "due_at",
+            "id",
+            postgresql_include=["encounter_id", "part2"],
+            postgresql_where=text(f"team IS NULL AND {OPEN_TASK_STATUSES_SQL}"),
+            sqlite_where=text(f"team IS NULL AND {OPEN_TASK_STATUSES_SQL}"),
         ),
         Index("ix_tasks_open_owner_due", "owner", "due_at", "id", **OPEN_TASK_INDEX_WHERE),
         Index(

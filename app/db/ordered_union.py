@@ -27,7 +27,7 @@ def ordered_union(
     descending: bool,
     common: Sequence[ColumnElement[bool]],
     branches: Sequence[ColumnElement[bool]],
-    limit: int,
+    limit: Any,  # an int or a bind parameter
 ) -> Subquery:
     """A subquery of (key, sort_0, sort_1, ...) holding the first `limit` rows of `common AND (any
     branch)` in sort order. The branches must not overlap (a row matching two would appear twice)."""
@@ -49,11 +49,13 @@ def union_count(
     key_column: ColumnElement[Any],
     common: Sequence[ColumnElement[bool]],
     branches: Sequence[ColumnElement[bool]],
-    cap: int | None,
+    cap: Any,  # an int, a bind parameter or None
 ) -> Select[tuple[int]]:
-    """count(*) of `common AND (any branch)`, each branch counted up to `cap` rows (None: all): one
-    index range per branch instead of a filtered walk over the union of them."""
+    """count(*) of `common AND (any branch)`, up to `cap` rows (None: all): one index range per branch
+    instead of a filtered walk over the union of them, and the walk stops at `cap` rows in all."""
     parts = [select(key_column.label("key")).where(*common, branch) for branch in branches]
+    wrapped = [select(*part.subquery().c) for part in parts]
+    merged = union_all(*wrapped) if len(wrapped) > 1 else wrapped[0]
     if cap is not None:
-        parts = [part.limit(cap) for part in parts]
-    return select(func.count()).select_from(_union(parts, "counted"))
+        merged = merged.limit(cap)
+    return select(func.count()).select_from(merged.subquery("counted"))

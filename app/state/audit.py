@@ -5,10 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from contextvars import ContextVar
 from enum import StrEnum
+from typing import Any
 
+from sqlalchemy import bindparam, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db.models import AuditEvent
+from app.db.models import AuditEvent, utcnow
+from app.db.prepared import Prepared
 
 # The HTTP client of the request being served (address, user agent), set once authentication succeeds,
 # so every audit record of the request names its client without each call passing it.
@@ -42,18 +45,52 @@ def record_audit(
     client_ip: str | None = None,
     user_agent: str | None = None,
 ) -> None:
-    default_ip, default_agent = REQUEST_CLIENT.get()
-    client_ip, user_agent = client_ip or default_ip, user_agent or default_agent
     session.add(
         AuditEvent(
-            actor=actor,
-            roles=sorted(roles),
-            action=action.value,
-            resource_type=resource_type,
-            request=request[:255],
-            outcome=outcome.value,
-            patient_ids=sorted(set(patient_ids)),
-            client_ip=client_ip[:64] if client_ip else None,
-            user_agent=user_agent[:255] if user_agent else None,
+            **audit_values(
+                actor,
+                roles,
+                action=action,
+                resource_type=resource_type,
+                request=request,
+                patient_ids=patient_ids,
+                outcome=outcome,
+                client_ip=client_ip,
+                user_agent=user_agent,
+            )
         )
     )
+
+
+def audit_values(
+    actor: str,
+    roles: Iterable[str],
+    *,
+    action: AuditAction,
+    resource_type: str,
+    request: str,
+    patient_ids: Iterable[str] = (),
+    outcome: AuditOutcome = AuditOutcome.SUCCESS,
+    client_ip: str | None = None,
+    user_agent: str | None = None,
+) -> dict[str, Any]:
+    """The columns of one audit record (all but the generated id)."""
+    default_ip, default_agent = REQUEST_CLIENT.get()
+    client_ip, user_agent = client_ip or default_ip, user_agent or default_agent
+    return {
+        "recorded_at": utcnow(),
+        "actor": actor,
+        "roles": sorted(roles),
+        "action": action.value,
+        "resource_type": resource_type,
+        "request": request[:255],
+        "outcome": outcome.value,
+        "patient_ids": sorted(set(patient_ids)),
+        "client_ip": client_ip[:64] if client_ip else None,
+        "user_agent": user_agent[:255] if user_agent else None,
+    }
+
+
+# One audit record, for reads that run outside an ORM session (the worklist page, app/api/worklist_query.py).
+_AUDIT_COLUMNS = [c for c in AuditEvent.__table__.c if not c.primary_key]
+AUDIT_INSERT = Prepared(insert(AuditEvent).values({c.name: bindparam(c.name, type_=c.type) for c in _AUDIT_COLUMNS}))

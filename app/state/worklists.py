@@ -13,7 +13,21 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Row, Select, and_, bindparam, case, false, func, or_, select, tuple_
+from sqlalchemy import (
+    BindParameter,
+    ColumnElement,
+    Row,
+    Select,
+    and_,
+    bindparam,
+    case,
+    false,
+    func,
+    literal,
+    or_,
+    select,
+    tuple_,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.models import Patient, Task
@@ -51,33 +65,72 @@ class TaskFilters:
 
 
 def filter_conditions(filters: TaskFilters, now: datetime, due_soon: timedelta) -> list[ColumnElement[bool]]:
-    conditions: list[ColumnElement[bool]] = [status_in(filters.statuses) if filters.statuses else false()]
-    if filters.roles:
-        conditions.append(Task.role.in_(sorted(set(filters.roles))))
-    if filters.types:
-        conditions.append(Task.type.in_(sorted(set(filters.types))))
-    if filters.teams or filters.unassigned_team:
-        options = [Task.team.in_(sorted(set(filters.teams)))] if filters.teams else []
-        conditions.append(or_(*options, Task.team.is_(None)) if filters.unassigned_team else options[0])
-    if filters.owners or filters.unowned:
-        options = [Task.owner.in_(sorted(set(filters.owners)))] if filters.owners else []
-        conditions.append(or_(*options, Task.owner.is_(None)) if filters.unowned else options[0])
-    if filters.patients:
-        conditions.append(Task.patient_id.in_(filters.patients))
-    if filters.due_before is not None:
-        conditions.append(Task.due_at < filters.due_before)
-    if filters.due_after is not None:
-        conditions.append(Task.due_at >= filters.due_after)
-    if filters.overdue is not None:
-        conditions.append(Task.due_at <= now if filters.overdue else Task.due_at > now)
-    if filters.due_soon is not None:
-        window = and_(Task.due_at > now, Task.due_at <= now + due_soon)
-        conditions.append(window if filters.due_soon else ~window)
-    conditions.extend(filters.extra)
+    return [
+        *task_filter_conditions(
+            statuses=filters.statuses,
+            roles=sorted(set(filters.roles)),
+            types=sorted(set(filters.types)),
+            teams=sorted(set(filters.teams)),
+            unassigned_team=filters.unassigned_team,
+            owners=sorted(set(filters.owners)),
+            unowned=filters.unowned,
+            patients=filters.patients,
+            due_before=filters.due_before,
+            due_after=filters.due_after,
+            overdue=filters.overdue,
+            due_soon=filters.due_soon,
+            now=now,
+            soon_until=now + due_soon,
+        ),
+        *filters.extra,
+    ]
+
+
+def task_filter_conditions(
+    *,
+    statuses: Sequence[str],
+    roles: Sequence[Any],
+    types: Sequence[Any],
+    teams: Sequence[Any],
+    unassigned_team: bool,
+    owners: Sequence[Any],
+    unowned: bool,
+    patients: Sequence[Any],
+    due_before: Any,
+    due_after: Any,
+    overdue: bool | None,
+    due_soon: bool | None,
+    now: Any,
+    soon_until: Any,
+) -> list[ColumnElement[bool]]:
+    """The conditions of TaskFilters; list items and times are values or bind parameters (a statement
+    built once per shape, `page_statements`), the rest is the shape."""
+    conditions: list[ColumnElement[bool]] = [status_in(statuses) if statuses else false()]
+    if roles:
+        conditions.append(Task.role.in_(roles))
+    if types:
+        conditions.append(Task.type.in_(types))
+    if teams or unassigned_team:
+        options = [Task.team.in_(teams)] if teams else []
+        conditions.append(or_(*options, Task.team.is_(None)) if unassigned_team else options[0])
+    if owners or unowned:
+        options = [Task.owner.in_(owners)] if owners else []
+        conditions.append(or_(*options, Task.owner.is_(None)) if unowned else options[0])
+    if patients:
+        conditions.append(Task.patient_id.in_(patients))
+    if due_before is not None:
+        conditions.append(Task.due_at < due_before)
+    if due_after is not None:
+        conditions.append(Task.due_at >= due_after)
+    if overdue is not None:
+        conditions.append(Task.due_at <= now if overdue else Task.due_at > now)
+    if due_soon is not None:
+        window = and_(Task.due_at > now, Task.due_at <= soon_until)
+        conditions.append(window if due_soon else ~window)
     return conditions
 
 
-def _sort_columns(sort: SortKey) -> list[Any]:
+def sort_columns(sort: SortKey) -> list[Any]:
     match sort:
         case SortKey.DUE:
             return [Task.due_at, Task.id]
@@ -117,8 +170,82 @@ class PatientView:
 class TaskPage:
     rows: list[tuple[Row[Any], PatientView | None]]  # tasks as table rows (column attributes)
     next_cursor: Cursor | None
-    total: int | None  # None when not asked for
+    total: int
     total_exact: bool
+
+
+def page_statement(
+    conditions: Sequence[ColumnElement[bool]],
+    branches: Sequence[ColumnElement[bool]],
+    *,
+    sort: SortKey,
+    order: Order,
+    after: Sequence[Any] | None,
+    limit: Any,
+    with_patient: bool,
+) -> Select[Any]:
+    """The page (`limit` rows after the sort key `after`); values are literals or bind parameters."""
+    columns = sort_columns(sort)
+    page_conditions = list(conditions)
+    if after is not None:
+        bound = tuple_(
+            *[
+                v if isinstance(v, BindParameter) else literal(v, c.expression.type)
+                for v, c in zip(after, columns, strict=True)
+            ]
+        )
+        key = tuple_(*columns)
+        page_conditions.append(key > bound if order is Order.ASC else key < bound)
+    # Core rows, not ORM objects, and the patient's display columns in the same statement: a page is
+    # read-only, and entity loading plus a second query cost more than the query (bench/api.py).
+    query: Select[Any] = select(Task.__table__)
+    if with_patient:
+        query = query.add_columns(*PATIENT_COLUMNS).outerjoin(Patient, Patient.id == Task.patient_id)
+    if branches:
+        first = ordered_union(Task.id, columns, order is Order.DESC, page_conditions, branches, limit)
+        merged_order = [c.asc() if order is Order.ASC else c.desc() for c in first.c if c.name != "key"]
+        return query.join(first, first.c.key == Task.id).order_by(*merged_order)
+    ordering = [c.asc() if order is Order.ASC else c.desc() for c in columns]
+    return query.where(*page_conditions).order_by(*ordering).limit(limit)
+
+
+def count_statement(
+    conditions: Sequence[ColumnElement[bool]], branches: Sequence[ColumnElement[bool]], limit: Any
+) -> Select[Any]:
+    """count(*) of the matches, reading at most `limit` rows (per branch; None: all)."""
+    if branches:
+        return union_count(Task.id, conditions, branches, limit)
+    inner = select(Task.id).where(*conditions)
+    if limit is not None:
+        inner = inner.limit(limit)
+    return select(func.count()).select_from(inner.subquery())
+
+
+def page_of(
+    rows: Sequence[Any], counted: int, *, sort: SortKey, order: Order, limit: int, cap: int | None, with_patient: bool
+) -> TaskPage:
+    """A TaskPage from the page's rows (limit + 1 read: the extra one says there is a next page)."""
+    page = [(t, PatientView.of(t) if with_patient else None) for t in rows[:limit]]
+    next_cursor = None
+    if len(rows) > limit and page:
+        last = page[-1][0]
+        next_cursor = Cursor(
+            sort,
+            order,
+            sort_key_of(
+                sort,
+                task_id=last.id,
+                priority=last.priority,
+                due_at=last.due_at,
+                created_at=last.created_at,
+                updated_at=last.updated_at,
+            ),
+        )
+    return TaskPage(page, next_cursor, *_capped(counted, cap))
+
+
+def _capped(counted: int, cap: int | None) -> tuple[int, bool]:
+    return (cap, False) if cap is not None and counted > cap else (counted, True)
 
 
 async def task_page(
@@ -139,67 +266,17 @@ async def task_page(
     `branches` (optional, non-overlapping) split the rows into index ranges, e.g. one per (role, team)
     of the caller's scope: each is read in order up to the page size and the pages merged
     (app/db/ordered_union.py), which keeps a page a few index reads however long the queue."""
-    columns = _sort_columns(sort)
-    page_conditions = list(conditions)
-    if cursor is not None:
-        key = tuple_(*columns)
-        page_conditions.append(key > tuple(cursor.key) if order is Order.ASC else key < tuple(cursor.key))
-    ordering = [c.asc() if order is Order.ASC else c.desc() for c in columns]
-    rows: list[tuple[Row[Any], PatientView | None]] = []
+    rows: Sequence[Any] = []
     if limit > 0:
-        # Core rows, not ORM objects, and the patient's display columns in the same statement: a page
-        # is read-only, and entity loading plus a second query cost more than the query (bench/api.py).
-        query: Select[Any] = select(Task.__table__)
-        if with_patient:
-            query = query.add_columns(*PATIENT_COLUMNS).outerjoin(Patient, Patient.id == Task.patient_id)
-        if branches:
-            first = ordered_union(Task.id, columns, order is Order.DESC, page_conditions, branches, limit + 1)
-            merged_order = [c.asc() if order is Order.ASC else c.desc() for c in first.c if c.name != "key"]
-            query = query.join(first, first.c.key == Task.id).order_by(*merged_order)
-        else:
-            query = query.where(*page_conditions).order_by(*ordering).limit(limit + 1)
-        rows = [(t, PatientView.of(t) if with_patient else None) for t in (await session.execute(query)).all()]
-    has_next = len(rows) > limit
-    rows = rows[:limit]
-    next_cursor = None
-    if has_next and rows:
-        last = rows[-1][0]
-        next_cursor = Cursor(
-            sort,
-            order,
-            sort_key_of(
-                sort,
-                task_id=last.id,
-                priority=last.priority,
-                due_at=last.due_at,
-                created_at=last.created_at,
-                updated_at=last.updated_at,
-            ),
+        after = None if cursor is None else cursor.key
+        query = page_statement(
+            conditions, branches, sort=sort, order=order, after=after, limit=limit + 1, with_patient=with_patient
         )
-    total, exact = await count_tasks(session, conditions, cap=count_cap, branches=branches)
-    return TaskPage(rows, next_cursor, total, exact)
-
-
-async def count_tasks(
-    session: AsyncSession,
-    conditions: Sequence[ColumnElement[bool]],
-    *,
-    cap: int | None,
-    branches: Sequence[ColumnElement[bool]] = (),
-) -> tuple[int, bool]:
-    """(count, exact). With a cap, counting stops after cap+1 rows: a busy queue's "1,000+" costs
-    what a 1,000-row index scan costs, not a scan of the whole queue."""
-    limit = None if cap is None else cap + 1
-    if branches:
-        counted = int(await session.scalar(union_count(Task.id, conditions, branches, limit)) or 0)
-    else:
-        inner = select(Task.id).where(*conditions)
-        if limit is not None:
-            inner = inner.limit(limit)
-        counted = int(await session.scalar(select(func.count()).select_from(inner.subquery())) or 0)
-    if cap is not None and counted > cap:
-        return cap, False
-    return counted, True
+        rows = (await session.execute(query)).all()
+    # With a cap, counting stops after cap+1 rows: a busy queue's "500+" costs a 500-row index scan.
+    count = count_statement(conditions, branches, None if count_cap is None else count_cap + 1)
+    counted = int(await session.scalar(count) or 0)
+    return page_of(rows, counted, sort=sort, order=order, limit=limit, cap=count_cap, with_patient=with_patient)
 
 
 @dataclass(frozen=True, slots=True)
