@@ -158,7 +158,8 @@ def page_shape(query: PageQuery, now: datetime, due_soon: timedelta) -> tuple[Pa
 
 @lru_cache(maxsize=512)
 def page_statements(shape: PageShape) -> tuple[Prepared, Prepared]:
-    """(page, capped count) of a worklist shape, every value a bind parameter (`page_shape` names them)."""
+    """(page with its capped count, capped count) of a worklist shape; every value is a bind parameter
+    (`page_shape` names them)."""
     conditions = task_filter_conditions(
         statuses=shape.statuses,
         roles=_named("role", shape.roles, "role"),
@@ -199,7 +200,10 @@ def page_statements(shape: PageShape) -> tuple[Prepared, Prepared]:
         limit=bindparam("page_limit"),
         with_patient=True,
     )
-    return Prepared(page), Prepared(count_statement(conditions, branches, bindparam("count_limit")))
+    count = count_statement(conditions, branches, bindparam("count_limit"))
+    # The total rides on every page row (computed once: an uncorrelated subquery), one round trip for
+    # both; an empty page asks the count alone.
+    return Prepared(page.add_columns(count.scalar_subquery().label("counted"))), Prepared(count)
 
 
 async def run_page(conn: AsyncConnection, query: PageQuery, now: datetime, due_soon: timedelta) -> TaskPage:
@@ -208,7 +212,13 @@ async def run_page(conn: AsyncConnection, query: PageQuery, now: datetime, due_s
     shape, values = page_shape(query, now, due_soon)
     page, count = page_statements(shape)
     rows = await page.rows(conn, values) if query.limit > 0 else []
-    counted = int((await count.rows(conn, values))[0][0] or 0)
+    counted = rows[0].counted if rows else (await count.rows(conn, values))[0][0]
     return page_of(
-        rows, counted, sort=query.sort, order=query.order, limit=query.limit, cap=query.count_cap, with_patient=True
+        rows,
+        int(counted or 0),
+        sort=query.sort,
+        order=query.order,
+        limit=query.limit,
+        cap=query.count_cap,
+        with_patient=True,
     )
