@@ -38,7 +38,7 @@ import httpx
 from alembic.script import ScriptDirectory
 from rich.console import Console
 from rich.progress import Progress
-from sqlalchemy import func, select, text
+from sqlalchemy import func, make_url, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -275,6 +275,24 @@ def process_tree_cpu_s(root: int) -> float:
     return total
 
 
+def database_cpu_s(database: str) -> dict[int, float]:
+    """CPU seconds per PostgreSQL backend serving `database`, and of the WAL writer (local server only):
+    the database's share of a request, which the 2 cores also pay."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    found: dict[int, float] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            title = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if title.startswith("postgres: ") and (f" {database} " in title or "walwriter" in title):
+            found[int(entry.name)] = (int(fields[11]) + int(fields[12])) / ticks
+    return found
+
+
 async def run_wrk(*args: str) -> str:
     proc = await asyncio.create_subprocess_exec("wrk", "--timeout", "5s", *args, stdout=asyncio.subprocess.PIPE)
     out, _ = await proc.communicate()
@@ -334,6 +352,7 @@ async def main() -> None:
         sys.exit("the API benchmark targets PostgreSQL")
 
     load = Load(args.tasks, args.patients, args.teams, args.seed)
+    database = make_url(args.database_url).database or ""
     engine = create_engine(args.database_url)
     result: dict[str, Any] = {"tasks": args.tasks, "patients": args.patients, "teams": args.teams}
     if args.reuse and await loaded_counts(engine) == (args.tasks, args.patients):
@@ -366,12 +385,15 @@ async def main() -> None:
             script.write_text(lua_script(pairs), encoding="utf-8")
             wrk = ("-t", str(args.threads), "-c", str(args.connections), "-s", str(script), "--latency")
             await run_wrk(*wrk, "-d", f"{args.warmup}s", base)
-            cpu_before = process_tree_cpu_s(proc.pid)
+            cpu_before, db_before = process_tree_cpu_s(proc.pid), database_cpu_s(database)
             output = await run_wrk(*wrk, "-d", f"{args.duration}s", base)
             cpu_s = process_tree_cpu_s(proc.pid) - cpu_before
+            db_s = sum(cpu - db_before.get(pid, 0.0) for pid, cpu in database_cpu_s(database).items())
             console.print(output)
             result["load"] = parse_wrk(output)
-            result["load"]["api_cpu_ms_per_request"] = round(1000 * cpu_s / max(result["load"]["requests"], 1), 2)
+            requests = max(result["load"]["requests"], 1)
+            result["load"]["api_cpu_ms_per_request"] = round(1000 * cpu_s / requests, 2)
+            result["load"]["database_cpu_ms_per_request"] = round(1000 * db_s / requests, 2)
         finally:
             proc.terminate()
             await proc.wait()
