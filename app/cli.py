@@ -1,5 +1,5 @@
 """`carecoord` command line: serve, consume, mllp, migrate, token, rules (check, dry-run), roster (import,
-diff, report, export), inbox (watch)."""
+diff, report, export), inbox (watch), kafka (init, topics)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import typer
 import uvicorn
 
 from app.logging_config import configure_logging
+from app.messaging.commands import kafka_cli
 from app.rules.commands import rules_cli
 from app.settings import Settings, get_settings
 
@@ -28,6 +29,7 @@ inbox_cli = typer.Typer(help="Inbox folder of enrollee files: watch and process 
 cli.add_typer(rules_cli, name="rules")
 cli.add_typer(roster_cli, name="roster")
 cli.add_typer(inbox_cli, name="inbox")
+cli.add_typer(kafka_cli, name="kafka")
 
 
 @cli.command()

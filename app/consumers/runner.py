@@ -12,12 +12,13 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError, MessageSizeTooLargeError
 from aiokafka.structs import OffsetAndMetadata
 
 from app.consumers.notice_handler import HandleResult, Outcome
 from app.consumers.transient import is_transient
+from app.messaging.kafka_clients import KafkaConnection
 from app.state.inbound import Position
 
 log = logging.getLogger(__name__)
@@ -31,7 +32,7 @@ class ConsumerRunner:
     def __init__(
         self,
         *,
-        bootstrap: str,
+        kafka: KafkaConnection,
         topic: str,
         group_id: str,
         client_id: str,
@@ -54,9 +55,8 @@ class ConsumerRunner:
         self._poll_timeout_ms = poll_timeout_ms
         self._retry_initial_s = retry_initial_s
         self._retry_max_s = retry_max_s
-        self._consumer = AIOKafkaConsumer(
+        self._consumer = kafka.consumer(
             topic,
-            bootstrap_servers=bootstrap,
             group_id=group_id,
             client_id=client_id,
             enable_auto_commit=False,
