@@ -43,12 +43,13 @@ def serve(
     """Run the HTTP API and the Kafka consumers (embedded broker + SQLite when nothing is configured).
     With CARECOORD_RUN_CONSUMERS=false it serves the API only: replicas scale out behind a load balancer
     while `carecoord consume` processes apply the events."""
-    from app.api.app import create_app
-
     settings = get_settings()
     configure_logging(settings.log_level)
     if workers > 1 and settings.embedded_broker:
         raise typer.BadParameter("each worker would start its own embedded broker", param_hint="--workers")
+    if workers > 1:
+        _prepare_multiprocess_metrics(settings)
+    from app.api.app import create_app
     uvicorn.run(
         create_app(settings) if workers == 1 else "app.api.app:worker_app",
         factory=workers > 1,
@@ -58,6 +59,21 @@ def serve(
         log_config=None,
         proxy_headers=False,
     )
+
+
+def _prepare_multiprocess_metrics(settings: Settings) -> None:
+    """N workers answer /metrics on one port: each writes its values to a shared directory that any
+    of them aggregates (prometheus_client multiprocess mode). Stale files of an earlier run would be
+    added in, so the directory is emptied first; set before the workers import prometheus_client."""
+    import os
+
+    from app.metrics import MULTIPROC_ENV
+
+    folder = Path(os.environ.get(MULTIPROC_ENV) or settings.var_dir / "prometheus-multiproc")
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob("*.db"):
+        stale.unlink()
+    os.environ[MULTIPROC_ENV] = str(folder.resolve())
 
 
 @cli.command()

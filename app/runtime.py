@@ -31,10 +31,11 @@ from app.messaging.embedded_broker import EmbeddedBroker
 from app.messaging.kafka_clients import KafkaConnection
 from app.messaging.producer import Publisher
 from app.messaging.topics import ensure_topics, min_insync_replicas, topic_specs
+from app.metrics import show_overdue
 from app.rules.config import load_rules
 from app.rules.engine import RuleEngine
 from app.settings import Settings
-from app.state.tasks import escalate_overdue
+from app.state.tasks import escalate_overdue, overdue_counts
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +151,8 @@ class Runtime:
                     escalated = await escalate_overdue(session, utcnow())
                 if escalated:
                     log.info("overdue tasks escalated", extra={"tasks": escalated})
+                async with self.sessions() as session:
+                    show_overdue(await overdue_counts(session, utcnow()))
             except Exception:  # a database outage must not end the loop
                 log.warning("escalation pass failed; will retry", exc_info=True)
             await asyncio.sleep(self.settings.escalation_interval_s)

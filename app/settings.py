@@ -124,6 +124,9 @@ class Settings(BaseSettings):
     dev_token_ttl_s: int = Field(default=12 * 3600, gt=0)
     ingest_roles: list[str] = ["INTEGRATION"]
     supervisor_roles: list[str] = ["SUPERVISOR"]
+    metrics_roles: list[str] = Field(
+        default=["METRICS"], description="roles that read GET /metrics (the Prometheus scraper's token)"
+    )
     admin_roles: list[str] = ["ADMIN"]  # dead-letter administration: list, read payloads, replay, discard
     part2_roles: list[str] = Field(
         default=["PART2"],
@@ -167,6 +170,7 @@ class Settings(BaseSettings):
             "AUDITOR": ["user/AuditEvent.rs"],
             "DATA": ["user/Group.cruds"],
             "ADMIN": ["user/Group.cruds"],  # dead letters are role-gated; rosters need Group
+            "METRICS": [],  # the scraper reads /metrics only
         },
         description="scopes `carecoord token` grants a role when no --scope is given; unlisted roles get "
         "the care scopes (care_default_scopes)",

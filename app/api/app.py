@@ -14,6 +14,7 @@ from app.api import (
     dead_letters,
     health,
     ingest,
+    metrics,
     referrals,
     rosters,
     screenings,
@@ -23,6 +24,7 @@ from app.api import (
 )
 from app.api.auth import hs_secret
 from app.api.jwks import JwksCache
+from app.api.metrics import install_http_metrics
 from app.api.openapi import install_openapi
 from app.api.problems import install_problem_handlers
 from app.fhir import audit_events as fhir_audit_events
@@ -68,7 +70,9 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         app.state.runtime = runtime
     install_problem_handlers(app)
     install_openapi(app)
+    install_http_metrics(app)
     app.include_router(health.router)
+    app.include_router(metrics.router)
     app.include_router(tasks.router)
     app.include_router(referrals.router)
     app.include_router(task_actions.router)

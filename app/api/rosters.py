@@ -11,14 +11,13 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
-from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 
 from app.api.auth import CurrentPrincipal, Principal
 from app.api.problems import Problem
 from app.api.scopes import scoped
 from app.ingest.roster_files import EXPORT_KINDS, change_report_lines, export_lines, import_summary
 from app.ingest.roster_import import ImportRequest, RosterImporter
-from app.metrics import METRICS
 from app.roster.mapping import MappingError
 from app.state import rosters as store
 from app.state.audit import AuditAction, record_audit
@@ -186,9 +185,3 @@ async def get_roster_export(
         media_type=media,
         headers={"Content-Disposition": f'attachment; filename="{name}"'},
     )
-
-
-@router.get("/metrics", response_class=PlainTextResponse)
-async def metrics(principal: RosterPrincipal) -> str:
-    """Prometheus text format: this process's counters and gauges."""
-    return METRICS.render()
