@@ -3,9 +3,10 @@ and lag per assigned partition. Kept apart from the loop so the loop reads as th
 
 from __future__ import annotations
 
+import logging
 import time
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 
 from app.consumers.notice_handler import HandleResult, Outcome
 from app.metrics import (
@@ -17,6 +18,8 @@ from app.metrics import (
     EVENTS_REJECTED,
     type_label,
 )
+
+log = logging.getLogger(__name__)
 
 CREATE_TIME = 0  # Kafka timestamp type: set by the producer when it published the record
 _BY_OUTCOME = {Outcome.APPLIED: EVENTS_APPLIED, Outcome.DUPLICATE: EVENTS_DUPLICATE, Outcome.REJECTED: EVENTS_REJECTED}
@@ -61,3 +64,22 @@ class LagTracker:
         for tp in self._reported:
             CONSUMER_LAG.remove(tp.topic, str(tp.partition))
         self._reported = set()
+
+
+class AssignmentLog(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Logs which partitions this process gained and lost: the first thing to read when lag grows on
+    some partitions only, and how the scale-out test sees a dead consumer's partitions move on."""
+
+    def __init__(self, group: str) -> None:
+        self._group = group
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        if revoked:
+            log.info("partitions revoked", extra=self._describe(revoked))
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        log.info("partitions assigned", extra=self._describe(assigned))
+
+    def _describe(self, partitions: set[TopicPartition]) -> dict[str, object]:
+        topics = sorted({tp.topic for tp in partitions})
+        return {"group": self._group, "topics": topics, "partitions": sorted(tp.partition for tp in partitions)}

@@ -16,7 +16,7 @@ from aiokafka import ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError, MessageSizeTooLargeError
 from aiokafka.structs import OffsetAndMetadata
 
-from app.consumers.consumer_metrics import LagTracker, observe
+from app.consumers.consumer_metrics import AssignmentLog, LagTracker, observe
 from app.consumers.notice_handler import HandleResult, Outcome
 from app.consumers.transient import is_transient
 from app.messaging.kafka_clients import KafkaConnection
@@ -57,7 +57,6 @@ class ConsumerRunner:
         self._retry_initial_s = retry_initial_s
         self._retry_max_s = retry_max_s
         self._consumer = kafka.consumer(
-            topic,
             group_id=group_id,
             client_id=client_id,
             enable_auto_commit=False,
@@ -66,6 +65,7 @@ class ConsumerRunner:
             heartbeat_interval_ms=heartbeat_interval_ms,
             fetch_max_wait_ms=fetch_max_wait_ms,
         )
+        self._consumer.subscribe([topic], listener=AssignmentLog(group_id))
         self._lag = LagTracker(self._consumer)
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
