@@ -7,7 +7,7 @@ import asyncio
 import signal
 import sys
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
@@ -22,6 +22,7 @@ from app.settings import Settings, get_settings
 
 if TYPE_CHECKING:
     from app.ingest.roster_import import ImportOutcome, ImportRequest, RosterImporter
+    from app.runtime import Runtime
 
 cli = typer.Typer(help="carecoord: transition-of-care tasks from hospital event feeds.", no_args_is_help=True)
 roster_cli = typer.Typer(help="Enrollee files: import, diff, change reports, exports.", no_args_is_help=True)
@@ -50,6 +51,7 @@ def serve(
     if workers > 1:
         _prepare_multiprocess_metrics(settings)
     from app.api.app import create_app
+
     uvicorn.run(
         create_app(settings) if workers == 1 else "app.api.app:worker_app",
         factory=workers > 1,
@@ -76,6 +78,14 @@ def _prepare_multiprocess_metrics(settings: Settings) -> None:
     os.environ[MULTIPROC_ENV] = str(folder.resolve())
 
 
+def _ops_port(runtime: Runtime) -> AbstractAsyncContextManager[None]:
+    """Health and metrics over HTTP for processes without the API, when CARECOORD_OPS_PORT is set."""
+    from app.api.ops import ops_server
+
+    s = runtime.settings
+    return ops_server(runtime, s.ops_host, s.ops_port) if s.ops_port is not None else nullcontext()
+
+
 @cli.command()
 def consume() -> None:
     """Run the Kafka consumers only (scale these out by consumer group, up to the partition count)."""
@@ -89,7 +99,7 @@ def consume() -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        async with Runtime(settings, run_consumers=True):
+        async with Runtime(settings, run_consumers=True) as runtime, _ops_port(runtime):
             await stop.wait()
 
     asyncio.run(_main())
@@ -127,7 +137,11 @@ def mllp(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        async with Runtime(settings, run_consumers=run_consumers) as runtime, MllpServer(runtime, host=host, port=port):
+        async with (
+            Runtime(settings, run_consumers=run_consumers) as runtime,
+            _ops_port(runtime),
+            MllpServer(runtime, host=host, port=port),
+        ):
             await stop.wait()
 
     asyncio.run(_main())

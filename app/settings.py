@@ -271,6 +271,13 @@ class Settings(BaseSettings):
     )
     host: str = "127.0.0.1"
     port: int = 8000
+    ops_host: str = Field(default="127.0.0.1", description="bind address of the operations port")
+    ops_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="`consume` and `mllp` serve /healthz, /readyz and /metrics here; unset: no HTTP port",
+    )
     mllp_host: str = Field(default="127.0.0.1", description="bind address of `carecoord mllp`")
     mllp_port: int = Field(default=2575, ge=0, le=65535, description="MLLP port (2575 is registered for HL7 MLLP)")
     mllp_read_timeout_s: float = Field(

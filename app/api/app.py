@@ -59,13 +59,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
             await owned.stop()
 
     app = FastAPI(title="carecoord", version=__version__, lifespan=lifespan)
-    app.state.settings = settings
-    app.state.jwt_secret = hs_secret(settings)
-    app.state.jwks = (
-        JwksCache(settings.jwt_jwks_url, settings.jwt_jwks_ttl_s, settings.jwt_jwks_refetch_min_s)
-        if settings.jwt_jwks_url
-        else None
-    )
+    install_auth_state(app, settings)
     if runtime is not None:
         app.state.runtime = runtime
     install_problem_handlers(app)
@@ -92,6 +86,17 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.include_router(fhir_consents.router)
     app.include_router(fhir_audit_events.router)
     return app
+
+
+def install_auth_state(app: FastAPI, settings: Settings) -> None:
+    """What the bearer-token dependency reads: settings, the HS* secret, the identity provider's keys."""
+    app.state.settings = settings
+    app.state.jwt_secret = hs_secret(settings)
+    app.state.jwks = (
+        JwksCache(settings.jwt_jwks_url, settings.jwt_jwks_ttl_s, settings.jwt_jwks_refetch_min_s)
+        if settings.jwt_jwks_url
+        else None
+    )
 
 
 def worker_app() -> FastAPI:
