@@ -148,23 +148,55 @@ def mllp(
 
 
 @cli.command()
-def migrate() -> None:
-    """Upgrade the configured database to the newest schema (Alembic head)."""
-    from app.db.migrate import upgrade_to_head
+def migrate(
+    wait: Annotated[
+        float | None,
+        typer.Option(
+            "--wait",
+            help="do not migrate: wait up to this many seconds for the database to reach this code's schema "
+            "head (a Kubernetes initContainer's gate), exit 1 if it does not",
+        ),
+    ] = None,
+) -> None:
+    """Upgrade the configured database to the newest schema (Alembic head), or with --wait, wait for it."""
+    from app.db.migrate import schema_is_current, upgrade_to_head
     from app.db.session import create_engine
 
     settings = get_settings()
     configure_logging(settings.log_level)
 
-    async def _main() -> None:
+    async def _upgrade() -> bool:
         engine = create_engine(settings.effective_database_url)
         try:
             await upgrade_to_head(engine)
         finally:
             await engine.dispose()
+        return True
 
-    asyncio.run(_main())
-    typer.echo("database is at the newest schema")
+    async def _wait(timeout_s: float) -> bool:
+        engine = create_engine(settings.effective_database_url)
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        try:
+            while True:
+                try:
+                    if await schema_is_current(engine):
+                        return True
+                except Exception as exc:  # database not reachable yet: keep waiting
+                    typer.echo(f"database not ready: {type(exc).__name__}", err=True)
+                if asyncio.get_running_loop().time() >= deadline:
+                    return False
+                await asyncio.sleep(2)
+        finally:
+            await engine.dispose()
+
+    if wait is None:
+        asyncio.run(_upgrade())
+        typer.echo("database is at the newest schema")
+        return
+    if not asyncio.run(_wait(wait)):
+        typer.echo("database is not at this release's schema; run `carecoord migrate` (the migration Job)", err=True)
+        raise typer.Exit(1)
+    typer.echo("database is at this release's schema")
 
 
 @cli.command()

@@ -41,3 +41,18 @@ async def upgrade_to_head(engine: AsyncEngine) -> None:
 
     async with engine.begin() as conn:
         await conn.run_sync(_run)
+
+
+async def schema_is_current(engine: AsyncEngine) -> bool:
+    """True when the database is at this code's Alembic head: what a new release's pods wait for
+    before they start (docs/operations.md, "Upgrades and migrations"). Read-only."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    heads = set(ScriptDirectory.from_config(alembic_config()).get_heads())
+
+    def _current(connection) -> set[str]:  # type: ignore[no-untyped-def]
+        return set(MigrationContext.configure(connection).get_current_heads())
+
+    async with engine.connect() as conn:
+        return await conn.run_sync(_current) == heads

@@ -115,7 +115,12 @@ def test_serve_with_embedded_defaults_end_to_end(served: tuple[str, Path, subpro
 
 
 def test_migrate_creates_the_schema(tmp_path: Path) -> None:
+    waited = subprocess.run(
+        [CARECOORD, "migrate", "--wait", "0"], env=clean_env(), cwd=tmp_path, capture_output=True, text=True
+    )
+    assert waited.returncode == 1 and "not at this release's schema" in waited.stderr, "an empty database is not"
     out = run(["migrate"], clean_env(), tmp_path)
+    assert "this release's schema" in run(["migrate", "--wait", "5"], clean_env(), tmp_path)
     assert "newest schema" in out
     with sqlite3.connect(tmp_path / "var" / "carecoord.db") as conn:
         tables = {r[0] for r in conn.execute("select name from sqlite_master where type='table'")}
