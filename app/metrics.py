@@ -97,6 +97,8 @@ def type_label(value: str | None) -> str:
     sender's message, so a feed inventing types could otherwise grow the series without limit."""
     if not value:
         return "unknown"
+    if value in _seen_types:  # the common case, without the lock (sets are safe to read concurrently)
+        return value
     if not _LABEL_SHAPE.match(value):
         return OTHER
     with _types_lock:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 import time
+from functools import cache
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 
@@ -26,12 +28,23 @@ _BY_OUTCOME = {Outcome.APPLIED: EVENTS_APPLIED, Outcome.DUPLICATE: EVENTS_DUPLIC
 
 
 def observe(record: ConsumerRecord, result: HandleResult) -> None:
-    """Called once the record's outcome is durable (its transaction committed)."""
-    kind = type_label(result.message_type)
-    EVENTS_CONSUMED.labels(record.topic, kind).inc()
-    _BY_OUTCOME[result.outcome].labels(record.topic, kind).inc()
+    """Called once the record's outcome is durable (its transaction committed). Label children are
+    cached: this runs for every record, and resolving labels costs more than the increments."""
+    consumed, outcome = _children(record.topic, type_label(result.message_type), result.outcome)
+    consumed.inc()
+    outcome.inc()
     if result.outcome is Outcome.APPLIED and record.timestamp_type == CREATE_TIME and record.timestamp > 0:
-        EVENT_LATENCY.labels(record.topic).observe(max(0.0, time.time() - record.timestamp / 1000))
+        _latency(record.topic).observe(max(0.0, time.time() - record.timestamp / 1000))
+
+
+@cache
+def _children(topic: str, kind: str, outcome: Outcome) -> tuple[Any, Any]:
+    return EVENTS_CONSUMED.labels(topic, kind), _BY_OUTCOME[outcome].labels(topic, kind)
+
+
+@cache
+def _latency(topic: str) -> Any:
+    return EVENT_LATENCY.labels(topic)
 
 
 class LagTracker:
