@@ -8,28 +8,22 @@ from __future__ import annotations
 import time
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI
 from fastapi.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.api.auth import CurrentPrincipal, Principal
-from app.api.problems import Problem
+from app.api.auth import Principal, role_gate
 from app.metrics import HTTP_LATENCY, render
 
 router = APIRouter(tags=["operations"])
 UNMATCHED = "unmatched"  # 404s and probes of unknown paths: one series, not one per path
 
 
-async def metrics_principal(request: Request, principal: CurrentPrincipal) -> Principal:
-    settings = request.app.state.settings
-    allowed = [*settings.metrics_roles, *settings.admin_roles]
-    if not principal.has_any_role(allowed):
-        raise Problem(403, "Forbidden", f"metrics require one of the roles {allowed}")
-    return principal
+MetricsPrincipal = Annotated[Principal, Depends(role_gate("metrics_roles", "admin_roles", what="metrics"))]
 
 
 @router.get("/metrics", response_class=Response)
-async def metrics(principal: Annotated[Principal, Depends(metrics_principal)]) -> Response:
+async def metrics(principal: MetricsPrincipal) -> Response:
     """Prometheus text format: this process's metrics (all workers' with `serve --workers N`)."""
     body, content_type = render()
     return Response(body, media_type=content_type)

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from app.api.auth import CurrentPrincipal, Principal
+from app.api.auth import Principal, role_gate
 from app.api.problems import Problem
 from app.api.scopes import scoped
 from app.ingest.roster_files import EXPORT_KINDS, change_report_lines, export_lines, import_summary
@@ -28,15 +28,7 @@ UPLOAD_CHUNK = 1 << 20
 MAX_ERRORS_SHOWN = 1000
 
 
-async def roster_principal(request: Request, principal: CurrentPrincipal) -> Principal:
-    settings = request.app.state.settings
-    allowed = [*settings.roster_roles, *settings.admin_roles]
-    if not principal.has_any_role(allowed):
-        raise Problem(403, "Forbidden", f"enrollee files require one of the roles {allowed}")
-    return principal
-
-
-RosterPrincipal = Annotated[Principal, Depends(roster_principal)]
+RosterPrincipal = Annotated[Principal, Depends(role_gate("roster_roles", "admin_roles", what="enrollee files"))]
 
 
 def _importer(request: Request) -> RosterImporter:

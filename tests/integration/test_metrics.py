@@ -36,9 +36,10 @@ async def test_metrics_follow_events_tasks_and_requests(
     await produce(settings, adt("A03", mrn="MRN-METRICS-1").encode(), b"not hl7 at all")
 
     async def both_handled() -> bool:
-        return value("carecoord_events_consumed_total", topic=topic, type="unknown") >= 1 and value(
-            "carecoord_events_applied_total", topic=topic, type="ADT^A03"
-        ) == before["applied"] + 1
+        return (
+            value("carecoord_events_consumed_total", topic=topic, type="unknown") >= 1
+            and value("carecoord_events_applied_total", topic=topic, type="ADT^A03") == before["applied"] + 1
+        )
 
     assert await eventually(both_handled)
     assert value("carecoord_events_rejected_total", topic=topic, type="unknown") >= 1
