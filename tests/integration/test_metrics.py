@@ -3,18 +3,24 @@ type and role (counted on commit only), HTTP latency by route template; no ident
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import httpx
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.api.auth import mint_token
+from app.messaging.embedded_broker import free_loopback_port
 from app.metrics import sample
 from app.runtime import Runtime
 from app.settings import Settings
 from app.state.tasks import escalate_overdue, overdue_counts
-from tests.conftest import bearer, eventually
+from tests.conftest import TEST_JWT_SECRET, bearer, eventually
 from tests.hl7_builder import adt
 from tests.integration.test_adt_pipeline import produce
+from tests.integration.test_cli import CARECOORD, clean_env, wait_until_ready
 
 CONTACT = {"type": "post-discharge-contact", "role": "PMC"}
 
@@ -95,3 +101,50 @@ async def test_task_counters_count_commits_not_rollbacks(runtime: Runtime, setti
     async with runtime.sessions() as session, session.begin():
         count = await escalate_overdue(session, far_future)
     assert value("carecoord_tasks_escalated_total", **CONTACT) == escalated + count
+
+
+def test_serve_with_workers_reports_every_workers_requests(
+    settings: Settings, db: AsyncEngine, database_url: str, tmp_path: Path
+) -> None:
+    """`serve --workers 2`: whichever worker answers the scrape reports both workers' requests
+    (prometheus_client multiprocess mode); per-worker registries would each show about half."""
+    port = free_loopback_port()
+    env = clean_env(
+        CARECOORD_DATABASE_URL=database_url,
+        CARECOORD_KAFKA_BOOTSTRAP_SERVERS=settings.kafka_bootstrap_servers or "",
+        CARECOORD_RUN_CONSUMERS="false",
+        CARECOORD_JWT_SECRET=TEST_JWT_SECRET,
+        CARECOORD_AUTO_MIGRATE="false",
+    )
+    stale = tmp_path / "var" / "prometheus-multiproc" / "counter_999999.db"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"left over by an earlier run")
+    proc = subprocess.Popen(
+        [CARECOORD, "serve", "--workers", "2", "--port", str(port)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_ready(base, proc)
+        assert not stale.exists(), "the directory is emptied before the workers start"
+        token = bearer(mint_token(settings, "prometheus", ["METRICS"], [], 60))
+        # A new connection per request (no keep-alive), so requests and scrapes spread over the workers.
+        for _ in range(40):
+            assert httpx.get(f"{base}/healthz").status_code == 200
+        counts = set()
+        for _ in range(6):
+            scraped = httpx.get(f"{base}/metrics", headers=token).text
+            [line] = [
+                ln
+                for ln in scraped.splitlines()
+                if ln.startswith('carecoord_http_request_duration_seconds_count{method="GET",route="/healthz"')
+            ]
+            counts.add(float(line.rsplit(" ", 1)[1]))
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert counts == {40.0}, counts
