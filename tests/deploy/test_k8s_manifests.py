@@ -160,34 +160,41 @@ def test_base_secrets_are_placeholders_and_production_ships_none() -> None:
                         assert f"--from-literal={ref['key']}=" in operations, f"docs/operations.md: {ref}"
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
-def test_settings_in_the_manifests_are_real_and_start_a_production_process(variant: str) -> None:
-    docs = render(variant)
+SECRET_VALUES = {
+    "database-url": "postgresql+asyncpg://carecoord:pw@db:5432/carecoord",
+    "jwt-secret": "x" * 48,
+    "kafka-sasl-username": "carecoord",
+    "kafka-sasl-password": "pw",
+}
+
+
+def container_settings(docs: tuple[Doc, ...], container: Doc) -> Settings:
+    """The Settings a container starts with: the ConfigMap, its own env, Secret keys filled in."""
+    env = dict(env_config(docs))
+    for entry in container.get("env", []):
+        ref = entry.get("valueFrom", {}).get("secretKeyRef")
+        env[entry["name"]] = SECRET_VALUES[ref["key"]] if ref else entry["value"]
     known = {f"CARECOORD_{name.upper()}" for name in Settings.model_fields}
-    for spec in pod_specs(docs).values():
-        for container in spec["containers"]:
-            names = set(env_config(docs)) | {e["name"] for e in container.get("env", [])}
-            assert names <= known, f"unknown settings: {names - known}"
-    # The ConfigMap plus the Secrets' keys must pass the production start-up validation.
-    env = {name.removeprefix("CARECOORD_").lower(): value for name, value in env_config(docs).items()}
-    env |= {
-        "database_url": "postgresql+asyncpg://carecoord:pw@db:5432/carecoord",
-        "jwt_secret": "x" * 48,
-        "kafka_sasl_username": "carecoord",
-        "kafka_sasl_password": "pw",
-        "rules_file": str(DEFAULT_RULES_FILE),
-    }
-    settings = Settings(**env)
-    assert settings.environment == "production" and not settings.should_create_topics
+    assert set(env) <= known, f"unknown settings: {set(env) - known}"
+    fields = {name.removeprefix("CARECOORD_").lower(): value for name, value in env.items()}
+    return Settings(**fields | {"rules_file": str(DEFAULT_RULES_FILE)})
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_every_container_starts_with_valid_production_settings(variant: str) -> None:
+    """Every container, init containers included, must pass the production start-up validation with
+    the settings the manifests give it (a gate that cannot start would hold the rollout forever)."""
+    docs = render(variant)
+    for name, spec in pod_specs(docs).items():
+        for container in [*spec["containers"], *spec.get("initContainers", [])]:
+            settings = container_settings(docs, container)
+            assert settings.environment == "production" and not settings.should_create_topics, name
+    consumer = of_kind(docs, "Deployment")["carecoord-consumer"]["spec"]["template"]["spec"]["containers"][0]
+    settings = container_settings(docs, consumer)
     if variant == "production":
         assert settings.kafka_security_protocol == "SASL_SSL" and settings.kafka_sasl_mechanism.startswith("SCRAM")
         assert settings.kafka_replication_factor == 3
-        mounts = {
-            m["mountPath"]
-            for m in of_kind(docs, "Deployment")["carecoord-consumer"]["spec"]["template"]["spec"]["containers"][0][
-                "volumeMounts"
-            ]
-        }
+        mounts = {m["mountPath"] for m in consumer["volumeMounts"]}
         assert str(Path(str(settings.kafka_ssl_cafile)).parent) in mounts
 
 
