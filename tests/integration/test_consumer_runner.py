@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import ConsumerRecord, TopicPartition
 from sqlalchemy.exc import OperationalError
 
 from app.consumers.notice_handler import HandleResult, Outcome
@@ -76,9 +76,7 @@ def make_runner(settings: Settings, handler: ScriptedHandler, dead_letter: DeadL
 
 
 async def committed(settings: Settings) -> int | None:
-    probe = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap_servers, group_id=settings.consumer_group, enable_auto_commit=False
-    )
+    probe = KafkaConnection.from_settings(settings).consumer(group_id=settings.consumer_group, enable_auto_commit=False)
     await probe.start()
     try:
         return await probe.committed(TopicPartition(settings.topics.adt, 0))
