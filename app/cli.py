@@ -1,5 +1,5 @@
 """`carecoord` command line: serve, consume, mllp, migrate, token, rules (check, dry-run), roster (import,
-diff, report, export), inbox (watch)."""
+diff, report, export), inbox (watch), kafka (init, topics)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import asyncio
 import signal
 import sys
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
@@ -16,11 +16,13 @@ import typer
 import uvicorn
 
 from app.logging_config import configure_logging
+from app.messaging.commands import kafka_cli
 from app.rules.commands import rules_cli
 from app.settings import Settings, get_settings
 
 if TYPE_CHECKING:
     from app.ingest.roster_import import ImportOutcome, ImportRequest, RosterImporter
+    from app.runtime import Runtime
 
 cli = typer.Typer(help="carecoord: transition-of-care tasks from hospital event feeds.", no_args_is_help=True)
 roster_cli = typer.Typer(help="Enrollee files: import, diff, change reports, exports.", no_args_is_help=True)
@@ -28,6 +30,7 @@ inbox_cli = typer.Typer(help="Inbox folder of enrollee files: watch and process 
 cli.add_typer(rules_cli, name="rules")
 cli.add_typer(roster_cli, name="roster")
 cli.add_typer(inbox_cli, name="inbox")
+cli.add_typer(kafka_cli, name="kafka")
 
 
 @cli.command()
@@ -41,12 +44,14 @@ def serve(
     """Run the HTTP API and the Kafka consumers (embedded broker + SQLite when nothing is configured).
     With CARECOORD_RUN_CONSUMERS=false it serves the API only: replicas scale out behind a load balancer
     while `carecoord consume` processes apply the events."""
-    from app.api.app import create_app
-
     settings = get_settings()
     configure_logging(settings.log_level)
     if workers > 1 and settings.embedded_broker:
         raise typer.BadParameter("each worker would start its own embedded broker", param_hint="--workers")
+    if workers > 1:
+        _prepare_multiprocess_metrics(settings)
+    from app.api.app import create_app
+
     uvicorn.run(
         create_app(settings) if workers == 1 else "app.api.app:worker_app",
         factory=workers > 1,
@@ -56,6 +61,29 @@ def serve(
         log_config=None,
         proxy_headers=False,
     )
+
+
+def _prepare_multiprocess_metrics(settings: Settings) -> None:
+    """N workers answer /metrics on one port: each writes its values to a shared directory that any
+    of them aggregates (prometheus_client multiprocess mode). Stale files of an earlier run would be
+    added in, so the directory is emptied first; set before the workers import prometheus_client."""
+    import os
+
+    from app.metrics import MULTIPROC_ENV
+
+    folder = Path(os.environ.get(MULTIPROC_ENV) or settings.var_dir / "prometheus-multiproc")
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob("*.db"):
+        stale.unlink()
+    os.environ[MULTIPROC_ENV] = str(folder.resolve())
+
+
+def _ops_port(runtime: Runtime) -> AbstractAsyncContextManager[None]:
+    """Health and metrics over HTTP for processes without the API, when CARECOORD_OPS_PORT is set."""
+    from app.api.ops import ops_server
+
+    s = runtime.settings
+    return ops_server(runtime, s.ops_host, s.ops_port) if s.ops_port is not None else nullcontext()
 
 
 @cli.command()
@@ -71,7 +99,7 @@ def consume() -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        async with Runtime(settings, run_consumers=True):
+        async with Runtime(settings, run_consumers=True) as runtime, _ops_port(runtime):
             await stop.wait()
 
     asyncio.run(_main())
@@ -109,30 +137,66 @@ def mllp(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        async with Runtime(settings, run_consumers=run_consumers) as runtime, MllpServer(runtime, host=host, port=port):
+        async with (
+            Runtime(settings, run_consumers=run_consumers) as runtime,
+            _ops_port(runtime),
+            MllpServer(runtime, host=host, port=port),
+        ):
             await stop.wait()
 
     asyncio.run(_main())
 
 
 @cli.command()
-def migrate() -> None:
-    """Upgrade the configured database to the newest schema (Alembic head)."""
-    from app.db.migrate import upgrade_to_head
+def migrate(
+    wait: Annotated[
+        float | None,
+        typer.Option(
+            "--wait",
+            help="do not migrate: wait up to this many seconds for the database to reach this code's schema "
+            "head (a Kubernetes initContainer's gate), exit 1 if it does not",
+        ),
+    ] = None,
+) -> None:
+    """Upgrade the configured database to the newest schema (Alembic head), or with --wait, wait for it."""
+    from app.db.migrate import schema_is_current, upgrade_to_head
     from app.db.session import create_engine
 
     settings = get_settings()
     configure_logging(settings.log_level)
 
-    async def _main() -> None:
+    async def _upgrade() -> bool:
         engine = create_engine(settings.effective_database_url)
         try:
             await upgrade_to_head(engine)
         finally:
             await engine.dispose()
+        return True
 
-    asyncio.run(_main())
-    typer.echo("database is at the newest schema")
+    async def _wait(timeout_s: float) -> bool:
+        engine = create_engine(settings.effective_database_url)
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        try:
+            while True:
+                try:
+                    if await schema_is_current(engine):
+                        return True
+                except Exception as exc:  # database not reachable yet: keep waiting
+                    typer.echo(f"database not ready: {type(exc).__name__}", err=True)
+                if asyncio.get_running_loop().time() >= deadline:
+                    return False
+                await asyncio.sleep(2)
+        finally:
+            await engine.dispose()
+
+    if wait is None:
+        asyncio.run(_upgrade())
+        typer.echo("database is at the newest schema")
+        return
+    if not asyncio.run(_wait(wait)):
+        typer.echo("database is not at this release's schema; run `carecoord migrate` (the migration Job)", err=True)
+        raise typer.Exit(1)
+    typer.echo("database is at this release's schema")
 
 
 @cli.command()

@@ -1,58 +1,135 @@
-"""A minimal in-process metrics registry (counters and gauges with labels), rendered in the
-Prometheus text format at `GET /metrics`. Each process has its own; a long-running watcher
-also logs what it counts, so nothing depends on scraping it."""
+"""Prometheus metrics (prometheus_client), rendered at `GET /metrics`.
+
+Labels carry only bounded, non-identifying values: topic, partition, message type, task type, role,
+outcome, route template, status code, roster sender. Never a patient, an MRN, a path with an id, or a
+free-text reason: a label value is stored and shipped to whoever reads the monitoring system.
+
+Several processes: a `carecoord consume` or single-worker `serve` process exposes its own registry.
+`serve --workers N` shares one port among N processes, so it runs prometheus_client's multiprocess
+mode: the CLI points PROMETHEUS_MULTIPROC_DIR at a fresh directory before the workers start, each
+worker writes its values there, and whichever worker answers the scrape aggregates all of them
+(docs/operations.md, "Metrics").
+"""
 
 from __future__ import annotations
 
+import os
+import re
 import threading
-from collections import defaultdict
 
-LabelSet = tuple[tuple[str, str], ...]
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client import multiprocess as _multiprocess
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+# -- events (consumers) --------------------------------------------------------------------------
+EVENTS_CONSUMED = Counter(
+    "carecoord_events_consumed", "records taken from a topic and handled (any outcome)", ["topic", "type"]
+)
+EVENTS_APPLIED = Counter("carecoord_events_applied", "records applied to the database", ["topic", "type"])
+EVENTS_DUPLICATE = Counter(
+    "carecoord_events_duplicate", "records already applied before (redelivery or resend): no effect", ["topic", "type"]
+)
+EVENTS_REJECTED = Counter("carecoord_events_rejected", "records dead-lettered with a reason", ["topic", "type"])
+EVENT_LATENCY = Histogram(
+    "carecoord_event_processing_seconds",
+    "publish (Kafka record timestamp) to applied (database commit)",
+    ["topic"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600),
+)
+CONSUMER_LAG = Gauge(
+    "carecoord_consumer_lag",
+    "records on the partition not yet applied by this group (high-water mark - position)",
+    ["topic", "partition"],
+    multiprocess_mode="livemax",
+)
+
+# -- tasks -----------------------------------------------------------------------------------------
+TASKS_CREATED = Counter("carecoord_tasks_created", "tasks created (counted on commit)", ["type", "role"])
+TASKS_COMPLETED = Counter("carecoord_tasks_completed", "tasks completed (counted on commit)", ["type", "role"])
+TASKS_ESCALATED = Counter(
+    "carecoord_tasks_escalated", "tasks escalated once for being past due (counted on commit)", ["type", "role"]
+)
+TASKS_OVERDUE = Gauge(
+    "carecoord_tasks_overdue",
+    "open tasks past their due time, as of the last escalation pass (same value in every consumer process)",
+    ["type", "role"],
+    multiprocess_mode="livemax",
+)
+
+# -- HTTP ------------------------------------------------------------------------------------------
+HTTP_LATENCY = Histogram(
+    "carecoord_http_request_duration_seconds",
+    "HTTP request latency by route template (never the raw path), method and status",
+    ["method", "route", "status"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+
+# -- rosters and inbox (issue 7) ---------------------------------------------------------------------
+ROSTER_IMPORTS = Counter("carecoord_roster_imports", "roster files processed", ["status"])
+ROSTER_CHANGES = Counter("carecoord_roster_changes", "members changed", ["kind"])
+INBOX_FILES_REJECTED = Counter("carecoord_inbox_files_rejected", "inbox files refused")
+INBOX_MISSING_FILES = Counter("carecoord_inbox_missing_files", "expected files not received", ["sender"])
+INBOX_FILE_MISSING = Gauge(
+    "carecoord_inbox_file_missing",
+    "1 while an expected daily file is past its cutoff",
+    ["sender"],
+    multiprocess_mode="livemax",
+)
+
+OTHER = "other"
+_LABEL_SHAPE = re.compile(r"^[A-Za-z0-9^_.:/-]{1,40}$")
+_MAX_TYPES = 64
+_seen_types: set[str] = set()
+_types_lock = threading.Lock()
 
 
-class Registry:
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._counters: dict[str, dict[LabelSet, float]] = defaultdict(dict)
-        self._gauges: dict[str, dict[LabelSet, float]] = defaultdict(dict)
-        self._help: dict[str, str] = {}
-
-    def inc(self, name: str, amount: float = 1, help: str = "", **labels: str) -> None:
-        key = tuple(sorted(labels.items()))
-        with self._lock:
-            series = self._counters[name]
-            series[key] = series.get(key, 0) + amount
-            self._help.setdefault(name, help)
-
-    def set(self, name: str, value: float, help: str = "", **labels: str) -> None:
-        with self._lock:
-            self._gauges[name][tuple(sorted(labels.items()))] = value
-            self._help.setdefault(name, help)
-
-    def value(self, name: str, **labels: str) -> float | None:
-        key = tuple(sorted(labels.items()))
-        with self._lock:
-            for family in (self._counters, self._gauges):
-                if key in family.get(name, {}):
-                    return family[name][key]
-        return None
-
-    def render(self) -> str:
-        lines: list[str] = []
-        with self._lock:
-            for kind, family in (("counter", self._counters), ("gauge", self._gauges)):
-                for name in sorted(family):
-                    if self._help.get(name):
-                        lines.append(f"# HELP {name} {self._help[name]}")
-                    lines.append(f"# TYPE {name} {kind}")
-                    for labels, value in sorted(family[name].items()):
-                        rendered = ",".join(f'{k}="{_escape(v)}"' for k, v in labels)
-                        lines.append(f"{name}{{{rendered}}} {value:g}" if rendered else f"{name} {value:g}")
-        return "\n".join(lines) + "\n"
+def type_label(value: str | None) -> str:
+    """A message/resource type as a label: well-formed and bounded in number. The value comes from the
+    sender's message, so a feed inventing types could otherwise grow the series without limit."""
+    if not value:
+        return "unknown"
+    if value in _seen_types:  # the common case, without the lock (sets are safe to read concurrently)
+        return value
+    if not _LABEL_SHAPE.match(value):
+        return OTHER
+    with _types_lock:
+        if value in _seen_types:
+            return value
+        if len(_seen_types) >= _MAX_TYPES:
+            return OTHER
+        _seen_types.add(value)
+    return value
 
 
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+def show_overdue(counts: dict[tuple[str, str], int]) -> None:
+    """Replace the overdue gauge's series: a (type, role) no longer overdue drops to absent, not stale."""
+    TASKS_OVERDUE.clear()
+    for (task_type, role), count in counts.items():
+        TASKS_OVERDUE.labels(task_type, role).set(count)
 
 
-METRICS = Registry()
+def multiprocess_enabled() -> bool:
+    return bool(os.environ.get(MULTIPROC_ENV))
+
+
+def render() -> tuple[bytes, str]:
+    """The exposition text and its content type; all workers' values in multiprocess mode."""
+    if multiprocess_enabled():
+        registry = CollectorRegistry()
+        _multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+
+
+def sample(name: str, **labels: str) -> float | None:
+    """This process's current value of a sample (tests, and logs that mirror a metric)."""
+    return REGISTRY.get_sample_value(name, labels)

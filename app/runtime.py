@@ -28,12 +28,14 @@ from app.db.models import utcnow
 from app.db.session import create_engine, session_factory
 from app.encounters.sensitivity import SensitivityPolicy
 from app.messaging.embedded_broker import EmbeddedBroker
+from app.messaging.kafka_clients import KafkaConnection
 from app.messaging.producer import Publisher
-from app.messaging.topics import ensure_topics
+from app.messaging.topics import ensure_topics, min_insync_replicas, topic_specs
+from app.metrics import show_overdue
 from app.rules.config import load_rules
 from app.rules.engine import RuleEngine
 from app.settings import Settings
-from app.state.tasks import escalate_overdue
+from app.state.tasks import escalate_overdue, overdue_counts
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +53,7 @@ class Runtime:
         self.broker: EmbeddedBroker | None = None
         self.engine: AsyncEngine | None = None
         self.sessions: async_sessionmaker | None = None
+        self.kafka: KafkaConnection | None = None
         self.publisher: Publisher | None = None
         self.adt_handler: NoticeHandler | None = None
         self.ens_handler: NoticeHandler | None = None  # Da Vinci notifications (FHIR message Bundles)
@@ -79,21 +82,10 @@ class Runtime:
         if s.should_auto_migrate:
             await upgrade_to_head(self.engine)
         self.sessions = session_factory(self.engine)
-        if s.kafka_create_topics:
-            await ensure_topics(
-                self.bootstrap,
-                [
-                    s.topics.adt,
-                    s.topics.adt_dead_letter,
-                    s.topics.ens,
-                    s.topics.ens_dead_letter,
-                    s.topics.fhir,
-                    s.topics.fhir_dead_letter,
-                ],
-                s.kafka_partitions,
-                s.kafka_replication_factor,
-            )
-        self.publisher = Publisher(self.bootstrap, s)
+        self.kafka = KafkaConnection.from_settings(s, self.bootstrap)
+        if s.should_create_topics:
+            await ensure_topics(self.kafka, topic_specs(s), s.kafka_replication_factor, min_insync_replicas(s))
+        self.publisher = Publisher(self.kafka, s)
         await self.publisher.start()
         self.adt_handler = NoticeHandler(
             source="hl7v2",
@@ -129,7 +121,7 @@ class Runtime:
             )
             for topic, dead_letter_topic, group, name, handler in feeds:
                 runner = ConsumerRunner(
-                    bootstrap=self.bootstrap,
+                    kafka=self.kafka,
                     topic=topic,
                     group_id=group,
                     client_id=f"{s.kafka_client_id}-{name}",
@@ -164,6 +156,8 @@ class Runtime:
                     escalated = await escalate_overdue(session, utcnow())
                 if escalated:
                     log.info("overdue tasks escalated", extra={"tasks": escalated})
+                async with self.sessions() as session:
+                    show_overdue(await overdue_counts(session, utcnow()))
             except Exception:  # a database outage must not end the loop
                 log.warning("escalation pass failed; will retry", exc_info=True)
             await asyncio.sleep(self.settings.escalation_interval_s)

@@ -25,6 +25,9 @@ class Topics(BaseModel):
     ens_dead_letter: str = "carecoord.ens.dlq.v1"
     fhir: str = "carecoord.fhir.v1"  # FHIR clinical resources and Bundles (docs/fhir-clinical.md)
     fhir_dead_letter: str = "carecoord.fhir.dlq.v1"
+    # Task lifecycle events for downstream systems (transactional outbox, issue 9); `carecoord kafka init`
+    # creates it with kafka_task_events_partitions / kafka_task_events_retention_ms.
+    task_events: str = "task-events"
 
 
 class InboxSchedule(BaseModel):
@@ -65,9 +68,39 @@ class Settings(BaseSettings):
     )
     kafka_client_id: str = "carecoord"
     kafka_enable_idempotence: bool = False
-    kafka_create_topics: bool = True
-    kafka_partitions: int = Field(default=6, ge=1)
+    kafka_create_topics: bool | None = Field(
+        default=None,
+        description="create missing topics on start; default true in development, false in production, "
+        "where `carecoord kafka init` creates them (docs/operations.md)",
+    )
+    kafka_partitions: int = Field(
+        default=6, ge=1, description="partitions of the input topics (ADT, ENS, FHIR): the most consumers a feed uses"
+    )
+    kafka_dead_letter_partitions: int = Field(default=1, ge=1, description="partitions of each dead-letter topic")
+    kafka_task_events_partitions: int = Field(default=6, ge=1, description="partitions of the task-events topic")
     kafka_replication_factor: int = Field(default=1, ge=1)
+    kafka_min_insync_replicas: int | None = Field(
+        default=None, ge=1, description="topic min.insync.replicas; default: replication factor - 1 (at least 1)"
+    )
+    kafka_retention_ms: int = Field(
+        default=7 * 24 * 3600 * 1000, ge=-1, description="retention of the input topics (-1: keep forever)"
+    )
+    kafka_dead_letter_retention_ms: int = Field(
+        default=30 * 24 * 3600 * 1000,
+        ge=-1,
+        description="retention of the dead-letter topics (rejected_events keeps all)",
+    )
+    kafka_task_events_retention_ms: int = Field(default=7 * 24 * 3600 * 1000, ge=-1)
+    # Production security (docs/operations.md): SASL/SCRAM over TLS, or mutual TLS with a client certificate.
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"] = "SCRAM-SHA-512"
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: Path | None = Field(default=None, description="CA bundle that signed the brokers' certificates")
+    kafka_ssl_certfile: Path | None = Field(default=None, description="client certificate (mTLS)")
+    kafka_ssl_keyfile: Path | None = Field(default=None, description="client private key (mTLS)")
+    kafka_ssl_key_password: SecretStr | None = None
+    kafka_ssl_check_hostname: bool = True
     kafka_request_timeout_ms: int = Field(default=15000, ge=1000)
     topics: Topics = Topics()
     consumer_group: str = "carecoord-adt"
@@ -99,6 +132,9 @@ class Settings(BaseSettings):
     dev_token_ttl_s: int = Field(default=12 * 3600, gt=0)
     ingest_roles: list[str] = ["INTEGRATION"]
     supervisor_roles: list[str] = ["SUPERVISOR"]
+    metrics_roles: list[str] = Field(
+        default=["METRICS"], description="roles that read GET /metrics (the Prometheus scraper's token)"
+    )
     admin_roles: list[str] = ["ADMIN"]  # dead-letter administration: list, read payloads, replay, discard
     part2_roles: list[str] = Field(
         default=["PART2"],
@@ -142,6 +178,7 @@ class Settings(BaseSettings):
             "AUDITOR": ["user/AuditEvent.rs"],
             "DATA": ["user/Group.cruds"],
             "ADMIN": ["user/Group.cruds"],  # dead letters are role-gated; rosters need Group
+            "METRICS": [],  # the scraper reads /metrics only
         },
         description="scopes `carecoord token` grants a role when no --scope is given; unlisted roles get "
         "the care scopes (care_default_scopes)",
@@ -242,6 +279,13 @@ class Settings(BaseSettings):
     )
     host: str = "127.0.0.1"
     port: int = 8000
+    ops_host: str = Field(default="127.0.0.1", description="bind address of the operations port")
+    ops_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="`consume` and `mllp` serve /healthz, /readyz and /metrics here; unset: no HTTP port",
+    )
     mllp_host: str = Field(default="127.0.0.1", description="bind address of `carecoord mllp`")
     mllp_port: int = Field(default=2575, ge=0, le=65535, description="MLLP port (2575 is registered for HL7 MLLP)")
     mllp_read_timeout_s: float = Field(
@@ -264,6 +308,15 @@ class Settings(BaseSettings):
             ]
             if missing:
                 raise ValueError(f"production requires {', '.join(missing)}")
+        if self.kafka_security_protocol.startswith("SASL") and not (
+            self.kafka_sasl_username and self.kafka_sasl_password
+        ):
+            raise ValueError(
+                f"CARECOORD_KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} requires "
+                "CARECOORD_KAFKA_SASL_USERNAME and CARECOORD_KAFKA_SASL_PASSWORD"
+            )
+        if bool(self.kafka_ssl_certfile) != bool(self.kafka_ssl_keyfile):
+            raise ValueError("mutual TLS needs both CARECOORD_KAFKA_SSL_CERTFILE and CARECOORD_KAFKA_SSL_KEYFILE")
         return self
 
     def _missing_key_settings(self) -> list[tuple[str, object]]:
@@ -280,6 +333,13 @@ class Settings(BaseSettings):
     @property
     def scopes_required(self) -> bool:
         return self.environment == "production" if self.require_scopes is None else self.require_scopes
+
+    @property
+    def should_create_topics(self) -> bool:
+        """Production topics are created deliberately (`carecoord kafka init`), never as a side effect."""
+        if self.embedded_broker:
+            return True  # the embedded broker starts empty every time
+        return self.environment == "development" if self.kafka_create_topics is None else self.kafka_create_topics
 
     @property
     def embedded_broker(self) -> bool:

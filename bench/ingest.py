@@ -32,7 +32,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from rich.console import Console
 from rich.progress import Progress
 from sqlalchemy import func, select
@@ -44,6 +43,7 @@ from app.db.migrate import recreate_schema
 from app.db.models import InboundEvent, Task
 from app.db.session import create_engine
 from app.messaging.embedded_broker import EmbeddedBroker
+from app.messaging.kafka_clients import KafkaConnection
 from app.messaging.keys import patient_partition_key
 from app.runtime import Runtime
 from app.settings import Settings, Topics
@@ -154,7 +154,7 @@ def corpus(n: int, seed: int = 7) -> list[Message]:
 
 async def produce(bootstrap: str, topic: str, messages: list[Message], rate: float | None = None) -> dict[str, float]:
     """Returns the send instant (epoch s) per control id. rate=None sends as fast as acks allow."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks="all")
+    producer = KafkaConnection(bootstrap).producer(linger_ms=5, acks="all")
     await producer.start()
     sent: dict[str, float] = {}
     try:
@@ -306,9 +306,8 @@ async def consumer_processes(s: Settings, n: int) -> AsyncIterator[None]:
 
 
 async def raw(bootstrap: str, topic: str, n: int) -> dict:
-    consumer = AIOKafkaConsumer(
+    consumer = KafkaConnection(bootstrap).consumer(
         topic,
-        bootstrap_servers=bootstrap,
         group_id=f"raw-{uuid.uuid4().hex[:6]}",
         auto_offset_reset="earliest",
         enable_auto_commit=False,

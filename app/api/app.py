@@ -14,6 +14,7 @@ from app.api import (
     dead_letters,
     health,
     ingest,
+    metrics,
     referrals,
     rosters,
     screenings,
@@ -23,6 +24,7 @@ from app.api import (
 )
 from app.api.auth import hs_secret
 from app.api.jwks import JwksCache
+from app.api.metrics import install_http_metrics
 from app.api.openapi import install_openapi
 from app.api.problems import install_problem_handlers
 from app.fhir import audit_events as fhir_audit_events
@@ -57,18 +59,14 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
             await owned.stop()
 
     app = FastAPI(title="carecoord", version=__version__, lifespan=lifespan)
-    app.state.settings = settings
-    app.state.jwt_secret = hs_secret(settings)
-    app.state.jwks = (
-        JwksCache(settings.jwt_jwks_url, settings.jwt_jwks_ttl_s, settings.jwt_jwks_refetch_min_s)
-        if settings.jwt_jwks_url
-        else None
-    )
+    install_auth_state(app, settings)
     if runtime is not None:
         app.state.runtime = runtime
     install_problem_handlers(app)
     install_openapi(app)
+    install_http_metrics(app)
     app.include_router(health.router)
+    app.include_router(metrics.router)
     app.include_router(tasks.router)
     app.include_router(referrals.router)
     app.include_router(task_actions.router)
@@ -88,6 +86,17 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.include_router(fhir_consents.router)
     app.include_router(fhir_audit_events.router)
     return app
+
+
+def install_auth_state(app: FastAPI, settings: Settings) -> None:
+    """What the bearer-token dependency reads: settings, the HS* secret, the identity provider's keys."""
+    app.state.settings = settings
+    app.state.jwt_secret = hs_secret(settings)
+    app.state.jwks = (
+        JwksCache(settings.jwt_jwks_url, settings.jwt_jwks_ttl_s, settings.jwt_jwks_refetch_min_s)
+        if settings.jwt_jwks_url
+        else None
+    )
 
 
 def worker_app() -> FastAPI:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -184,3 +185,18 @@ async def current_principal(request: Request) -> Principal:
 
 
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
+
+
+def role_gate(*role_settings: str, what: str) -> Callable[..., Awaitable[Principal]]:
+    """A dependency admitting callers who hold a role listed in any of the named settings (e.g.
+    `"roster_roles", "admin_roles"`); anyone else gets 403 naming the roles. Read at request time, so
+    the settings of the app serving the request apply."""
+
+    async def gate(request: Request, principal: CurrentPrincipal) -> Principal:
+        settings = request.app.state.settings
+        allowed = [role for name in role_settings for role in getattr(settings, name)]
+        if not principal.has_any_role(allowed):
+            raise Problem(403, "Forbidden", f"{what} require one of the roles {allowed}")
+        return principal
+
+    return gate

@@ -24,7 +24,7 @@ from pydantic import BaseModel, StringConstraints
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.api.access import part2_instrument_codes
-from app.api.auth import CurrentPrincipal, Principal, may_see_part2
+from app.api.auth import Principal, may_see_part2, role_gate
 from app.api.part2_payloads import payload_is_part2
 from app.api.problems import Problem
 from app.consumers.notice_handler import Outcome
@@ -55,14 +55,7 @@ PATH = "/admin/dead-letters"
 AUDIT_RESOURCE = "RejectedEvent"
 
 
-async def admin_principal(request: Request, principal: CurrentPrincipal) -> Principal:
-    roles = request.app.state.settings.admin_roles
-    if not principal.has_any_role(roles):
-        raise Problem(403, "Forbidden", f"dead-letter administration requires one of the roles {roles}")
-    return principal
-
-
-AdminPrincipal = Annotated[Principal, Depends(admin_principal)]
+AdminPrincipal = Annotated[Principal, Depends(role_gate("admin_roles", what="dead letters"))]
 
 
 class DeadLetterOut(BaseModel):

@@ -11,14 +11,13 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
-from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 
-from app.api.auth import CurrentPrincipal, Principal
+from app.api.auth import Principal, role_gate
 from app.api.problems import Problem
 from app.api.scopes import scoped
 from app.ingest.roster_files import EXPORT_KINDS, change_report_lines, export_lines, import_summary
 from app.ingest.roster_import import ImportRequest, RosterImporter
-from app.metrics import METRICS
 from app.roster.mapping import MappingError
 from app.state import rosters as store
 from app.state.audit import AuditAction, record_audit
@@ -29,15 +28,7 @@ UPLOAD_CHUNK = 1 << 20
 MAX_ERRORS_SHOWN = 1000
 
 
-async def roster_principal(request: Request, principal: CurrentPrincipal) -> Principal:
-    settings = request.app.state.settings
-    allowed = [*settings.roster_roles, *settings.admin_roles]
-    if not principal.has_any_role(allowed):
-        raise Problem(403, "Forbidden", f"enrollee files require one of the roles {allowed}")
-    return principal
-
-
-RosterPrincipal = Annotated[Principal, Depends(roster_principal)]
+RosterPrincipal = Annotated[Principal, Depends(role_gate("roster_roles", "admin_roles", what="enrollee files"))]
 
 
 def _importer(request: Request) -> RosterImporter:
@@ -186,9 +177,3 @@ async def get_roster_export(
         media_type=media,
         headers={"Content-Disposition": f'attachment; filename="{name}"'},
     )
-
-
-@router.get("/metrics", response_class=PlainTextResponse)
-async def metrics(principal: RosterPrincipal) -> str:
-    """Prometheus text format: this process's counters and gauges."""
-    return METRICS.render()

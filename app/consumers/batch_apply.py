@@ -24,6 +24,7 @@ from sqlalchemy.orm.exc import StaleDataError
 from app.db.bulk import insert_rows
 from app.db.keyed import restrict_to_keys
 from app.db.models import Encounter, EncounterEvent, InboundEvent, Patient, PatientIdentifier, Task, TaskHistory, utcnow
+from app.db.task_metrics import TaskAction, note_task_actions
 from app.encounters.notice import EncounterNotice
 from app.encounters.sensitivity import SensitivityPolicy
 from app.encounters.state import EncounterFacts, Folded, fold_all, fold_next
@@ -85,6 +86,8 @@ class _TaskRow:
     business_status: str | None = None  # a referral loop's milestone
     completed_by: uuid.UUID | None = None  # the visit that completed it as evidence
     loaded_version: int | None = None  # an existing task's version as read: its UPDATE is guarded by it
+    type: str = ""  # task type and role: metrics labels only
+    role: str = ""
 
 
 @dataclass(slots=True)
@@ -114,6 +117,7 @@ class _Batch:
     encounter_events: list[dict[str, Any]] = field(default_factory=list)
     ledger: list[dict[str, Any]] = field(default_factory=list)
     task_history: list[dict[str, Any]] = field(default_factory=list)
+    task_actions: list[TaskAction] = field(default_factory=list)  # for the task counters, on commit
 
 
 class BatchApplier:
@@ -225,6 +229,8 @@ class BatchApplier:
                     anchor_of(t.due_basis),
                     business_status=t.business_status,
                     loaded_version=t.version,
+                    type=t.type,
+                    role=t.role,
                 )
                 for t in tasks
             ]
@@ -332,6 +338,8 @@ class BatchApplier:
                 True,
                 encounter["id"],
                 anchor_of(effect.due_basis),
+                type=effect.type,
+                role=effect.role,
             )
             task.values = {
                 "type": effect.type,
@@ -369,6 +377,7 @@ class BatchApplier:
                     },
                 }
             )
+            b.task_actions.append(("created", task.type, task.role))
             result.tasks_created += 1
             if effect.completed_by:
                 actor = f"rule:{effect.rule_id}@{effect.rule_version}"
@@ -413,6 +422,7 @@ class BatchApplier:
                 "detail": detail,
             }
         )
+        b.task_actions.append((status, task.type, task.role))
         task.status = status
         task.version += 1
         open_tasks.remove(task)
@@ -529,6 +539,7 @@ class BatchApplier:
             await _check_versions(session, b.closed_existing, result.rowcount)  # type: ignore[attr-defined]
         await insert_rows(session, TaskHistory.__table__, b.task_history)
         await insert_rows(session, InboundEvent.__table__, b.ledger)
+        note_task_actions(session, b.task_actions)
 
 
 async def _check_versions(session: AsyncSession, closed: list[_TaskRow], rowcount: int) -> None:

@@ -12,12 +12,14 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError, MessageSizeTooLargeError
 from aiokafka.structs import OffsetAndMetadata
 
+from app.consumers.consumer_metrics import AssignmentLog, LagTracker, observe
 from app.consumers.notice_handler import HandleResult, Outcome
 from app.consumers.transient import is_transient
+from app.messaging.kafka_clients import KafkaConnection
 from app.state.inbound import Position
 
 log = logging.getLogger(__name__)
@@ -31,7 +33,7 @@ class ConsumerRunner:
     def __init__(
         self,
         *,
-        bootstrap: str,
+        kafka: KafkaConnection,
         topic: str,
         group_id: str,
         client_id: str,
@@ -54,9 +56,7 @@ class ConsumerRunner:
         self._poll_timeout_ms = poll_timeout_ms
         self._retry_initial_s = retry_initial_s
         self._retry_max_s = retry_max_s
-        self._consumer = AIOKafkaConsumer(
-            topic,
-            bootstrap_servers=bootstrap,
+        self._consumer = kafka.consumer(
             group_id=group_id,
             client_id=client_id,
             enable_auto_commit=False,
@@ -65,6 +65,8 @@ class ConsumerRunner:
             heartbeat_interval_ms=heartbeat_interval_ms,
             fetch_max_wait_ms=fetch_max_wait_ms,
         )
+        self._consumer.subscribe([topic], listener=AssignmentLog(group_id))
+        self._lag = LagTracker(self._consumer)
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.healthy = False
@@ -79,6 +81,7 @@ class ConsumerRunner:
         if self._task is not None:
             await self._task
         await self._consumer.stop()  # leaves the group so partitions move on promptly
+        self._lag.clear()
         self.healthy = False
 
     @property
@@ -106,19 +109,26 @@ class ConsumerRunner:
                 log.warning("poll failed; retrying", exc_info=True)
                 await asyncio.sleep(self._retry_initial_s)
                 continue
-            # One transaction for the whole poll (every partition, each in its own order) when the batch
-            # path can take it; the offsets of all its partitions are committed after that commit.
-            if (
-                self._batch_handler is not None
-                and batch
-                and await self._try_batch([r for records in batch.values() for r in records])
-            ):
-                await self._commit_many({tp: records[-1].offset + 1 for tp, records in batch.items()})
-                continue
-            for tp, records in batch.items():
-                await self._process_partition(tp, records)
-                if self._stopping.is_set():
-                    break
+            await self._apply_polled(batch)
+            try:
+                await self._lag.update()
+            except Exception:  # a metric must never stop the consumer
+                log.debug("lag update failed", exc_info=True)
+
+    async def _apply_polled(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+        # One transaction for the whole poll (every partition, each in its own order) when the batch
+        # path can take it; the offsets of all its partitions are committed after that commit.
+        if (
+            self._batch_handler is not None
+            and batch
+            and await self._try_batch([r for records in batch.values() for r in records])
+        ):
+            await self._commit_many({tp: records[-1].offset + 1 for tp, records in batch.items()})
+            return
+        for tp, records in batch.items():
+            await self._process_partition(tp, records)
+            if self._stopping.is_set():
+                break
 
     async def _process_partition(self, tp: TopicPartition, records: list[ConsumerRecord]) -> None:
         """Apply records one transaction each, in order, then commit up to the last durable one.
@@ -151,6 +161,8 @@ class ConsumerRunner:
         except Exception:  # the per-record path retries, backs off and dead-letters as needed
             log.info("batch path failed; processing records one by one", exc_info=True)
             return False
+        for record, result in zip(records, results, strict=True):
+            observe(record, result)
         self.healthy = True
         return True
 
@@ -163,6 +175,7 @@ class ConsumerRunner:
                 result = await self._handler(record.value or b"", position)
                 if result.outcome is Outcome.REJECTED:
                     await self._publish_dead_letter(record, result)
+                observe(record, result)
                 self.healthy = True
                 return True
             except Exception as exc:

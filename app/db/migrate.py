@@ -41,3 +41,25 @@ async def upgrade_to_head(engine: AsyncEngine) -> None:
 
     async with engine.begin() as conn:
         await conn.run_sync(_run)
+
+
+async def schema_is_current(engine: AsyncEngine) -> bool:
+    """True when the database is at this code's Alembic head, or at a revision this code does not know
+    (a newer release migrated it: releases are backwards compatible for one release, so a rolled-back
+    image may run on it). False while it is empty or behind: what a new release's pods wait for before
+    they start (docs/operations.md, "Upgrades and migrations"). Read-only."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory.from_config(alembic_config())
+    heads = set(script.get_heads())
+    known = {rev.revision for rev in script.walk_revisions()}
+
+    def _current(connection) -> set[str]:  # type: ignore[no-untyped-def]
+        return set(MigrationContext.configure(connection).get_current_heads())
+
+    async with engine.connect() as conn:
+        current = await conn.run_sync(_current)
+    if current == heads:
+        return True
+    return bool(current) and not (current & known)

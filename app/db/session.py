@@ -43,4 +43,7 @@ def create_engine(url: str, echo: bool = False, pool_size: int = 20, max_overflo
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker:
+    from app.db import task_metrics
+
+    task_metrics.install()  # tasks created/completed/escalated are counted as their transactions commit
     return async_sessionmaker(engine, expire_on_commit=False)

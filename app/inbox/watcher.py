@@ -23,7 +23,7 @@ from pathlib import Path
 from app.db.models import Task
 from app.inbox.schedule import entry_for, overdue
 from app.ingest.roster_import import ImportOutcome, ImportRequest, RosterImporter
-from app.metrics import METRICS
+from app.metrics import INBOX_FILE_MISSING, INBOX_FILES_REJECTED, INBOX_MISSING_FILES
 from app.rules.engine import CreateTask
 from app.state.rosters import COMPLETED, last_completed_import
 from app.state.tasks import create_task_once
@@ -135,7 +135,7 @@ class InboxWatcher:
                 {"policy": "inbox", "file": name, "import_id": str(outcome.import_id), "reason": outcome.reason},
                 datetime.now(UTC),
             )
-            METRICS.inc("carecoord_inbox_files_rejected_total", help="inbox files refused")
+            INBOX_FILES_REJECTED.inc()
         log.info("inbox file done", extra={"import_id": str(outcome.import_id), "status": outcome.status})
         return outcome
 
@@ -153,12 +153,7 @@ class InboxWatcher:
             sender = expected.entry.sender
             async with self.importer.sessions() as session:
                 arrived = await last_completed_import(session, sender, expected.day_start.astimezone(UTC))
-            METRICS.set(
-                "carecoord_inbox_file_missing",
-                0 if arrived else 1,
-                sender=sender,
-                help="1 while an expected daily file is past its cutoff",
-            )
+            INBOX_FILE_MISSING.labels(sender).set(0 if arrived else 1)
             if arrived:
                 continue
             created = await self._alert(
@@ -173,7 +168,7 @@ class InboxWatcher:
                 now,
             )
             if created is not None:
-                METRICS.inc("carecoord_inbox_missing_files_total", sender=sender, help="expected files not received")
+                INBOX_MISSING_FILES.labels(sender).inc()
                 log.warning("expected roster file missing", extra={"sender": sender, "task_id": str(created.id)})
 
     async def _alert(self, key: str, task_type: str, basis: dict[str, object], now: datetime) -> Task | None:

@@ -26,7 +26,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from app.db.models import RosterImport, utcnow
-from app.metrics import METRICS
+from app.metrics import ROSTER_CHANGES, ROSTER_IMPORTS
 from app.roster.atr import read_atr
 from app.roster.delimited import RosterFileError, read_delimited
 from app.roster.mapping import DEFAULT_MAPPING_NAME, MappingError, RosterMapping, load_mappings
@@ -173,10 +173,10 @@ class RosterImporter:
                 await store.finish_import(
                     session, import_id, store.FAILED, reason=f"internal error: {type(exc).__name__}"
                 )
-            METRICS.inc("carecoord_roster_imports_total", status=store.FAILED, help="roster files processed")
+            ROSTER_IMPORTS.labels(store.FAILED).inc()
             log.exception("roster import failed", extra={"import_id": str(import_id)})
             raise
-        METRICS.inc("carecoord_roster_imports_total", status=outcome.status, help="roster files processed")
+        ROSTER_IMPORTS.labels(outcome.status).inc()
         log.info(
             "roster import finished",
             extra={
@@ -286,7 +286,7 @@ class RosterImporter:
                 await self._reject(job.id, job.as_of, outcome, req)
             return outcome
         for kind in ("added", "terminated", "changed"):
-            METRICS.inc("carecoord_roster_changes_total", getattr(outcome, kind), kind=kind, help="members changed")
+            ROSTER_CHANGES.labels(kind).inc(getattr(outcome, kind))
         return outcome
 
     async def _reject(self, import_id: uuid.UUID, as_of: date, outcome: ImportOutcome, req: ImportRequest) -> None:

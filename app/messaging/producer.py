@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-from aiokafka import AIOKafkaProducer
 from aiokafka.structs import RecordMetadata
 
+from app.messaging.kafka_clients import KafkaConnection
 from app.settings import Settings
 
 
 class Publisher:
-    def __init__(self, bootstrap: str, settings: Settings) -> None:
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap,
-            client_id=settings.kafka_client_id,
-            acks="all",
-            enable_idempotence=settings.kafka_enable_idempotence,
-            request_timeout_ms=settings.kafka_request_timeout_ms,
-        )
+    def __init__(self, kafka: KafkaConnection, settings: Settings) -> None:
+        self._producer = kafka.producer(acks="all", enable_idempotence=settings.kafka_enable_idempotence)
 
     async def start(self) -> None:
         await self._producer.start()

@@ -54,6 +54,7 @@ from app.db.models import (
     TaskHistory,
     utcnow,
 )
+from app.db.task_metrics import note_task_actions
 from app.db.types import UTCDateTime
 from app.roster.reconcile import COMPARED_FIELDS, ChangeKind, MemberStatus, absent_member_end, member_status
 from app.roster.records import FIELDS, MemberRecord, RowError
@@ -458,7 +459,9 @@ async def _create_member_tasks(
         "created_at",
         "updated_at",
     ]
-    created = (await session.execute(insert(t).from_select(columns, added))).rowcount  # type: ignore[attr-defined]
+    roles = (await session.execute(insert(t).from_select(columns, added).returning(t.c.role))).scalars().all()
+    note_task_actions(session, (("created", plan.type, role) for role in roles))
+    created = len(roles)
     if created:
         history = select(
             t.c.id,

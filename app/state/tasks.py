@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ColumnElement, String, and_, cast, insert, literal, select, update
+from sqlalchemy import JSON, ColumnElement, String, and_, cast, func, insert, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.models import Encounter, Task, TaskHistory, utcnow
@@ -226,6 +226,16 @@ async def escalate_overdue(session: AsyncSession, now: datetime, *, limit: int =
         )
         count += 1
     return count
+
+
+async def overdue_counts(session: AsyncSession, now: datetime) -> dict[tuple[str, str], int]:
+    """Open tasks past due by (type, role): what the overdue gauge shows and its runbook starts from."""
+    rows = await session.execute(
+        select(Task.type, Task.role, func.count())
+        .where(Task.status.in_(ACTIVE_STATUSES), Task.due_at <= now)
+        .group_by(Task.type, Task.role)
+    )
+    return {(task_type, role): count for task_type, role, count in rows.all()}
 
 
 def _history(

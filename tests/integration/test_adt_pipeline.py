@@ -7,12 +7,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 import httpx
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.db.models import AuditEvent, Encounter, InboundEvent, Patient, RejectedEvent, Task, TaskHistory
 from app.db.session import create_engine
+from app.messaging.kafka_clients import KafkaConnection
 from app.messaging.keys import patient_partition_key
 from app.runtime import Runtime
 from app.settings import Settings
@@ -24,7 +24,7 @@ from tests.hl7_builder import adt
 async def produce(settings: Settings, *payloads: bytes, key: bytes | None = None) -> None:
     """Publish as a hospital integration engine would: straight to the ADT topic."""
     # Room for oversize test messages: the consumer, not the producer, must be the one to refuse them.
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, max_request_size=4 * 1024 * 1024)
+    producer = KafkaConnection.from_settings(settings).producer(max_request_size=4 * 1024 * 1024)
     await producer.start()
     try:
         for payload in payloads:
@@ -132,9 +132,8 @@ async def test_garbage_is_dead_lettered_and_consumer_keeps_going(
     assert "MSH-10 is required" in rejected[1].reason
     assert rejected[1].topic == settings.topics.adt and rejected[1].status == "open"
 
-    dlq = AIOKafkaConsumer(
+    dlq = KafkaConnection.from_settings(settings).consumer(
         settings.topics.adt_dead_letter,
-        bootstrap_servers=settings.kafka_bootstrap_servers,
         auto_offset_reset="earliest",
         enable_auto_commit=False,
     )

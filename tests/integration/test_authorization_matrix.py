@@ -82,7 +82,7 @@ MATRIX: dict[tuple[str, str], Access] = {
     ("GET", "/rosters/imports/{import_id}"): Access(("DATA",), 200, ("BHCF",), 403, "Group"),
     ("GET", "/rosters/imports/{import_id}/changes"): Access(("DATA",), 200, ("BHCF",), 403, "Group"),
     ("GET", "/rosters/exports/{kind}"): Access(("DATA",), 200, ("BHCF",), 403, "Group"),
-    ("GET", "/metrics"): Access(("DATA",), 200, ("BHCF",), 403, None),
+    ("GET", "/metrics"): Access(("METRICS",), 200, ("DATA",), 403, None),
     ("GET", "/fhir/Encounter/{resource_id}"): care(scope="Encounter"),
     ("GET", "/fhir/Encounter"): care(scope="Encounter"),
     ("POST", "/fhir/$process-message"): Access(("INTEGRATION",), 202, ("BHCF",), 403, "Bundle"),

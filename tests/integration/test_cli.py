@@ -18,6 +18,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.api.auth import mint_token
 from app.db.migrate import alembic_config
 from app.db.models import Task
 from app.messaging.embedded_broker import free_loopback_port
@@ -114,7 +115,12 @@ def test_serve_with_embedded_defaults_end_to_end(served: tuple[str, Path, subpro
 
 
 def test_migrate_creates_the_schema(tmp_path: Path) -> None:
+    waited = subprocess.run(
+        [CARECOORD, "migrate", "--wait", "0"], env=clean_env(), cwd=tmp_path, capture_output=True, text=True
+    )
+    assert waited.returncode == 1 and "not at this release's schema" in waited.stderr, "an empty database is not"
     out = run(["migrate"], clean_env(), tmp_path)
+    assert "this release's schema" in run(["migrate", "--wait", "5"], clean_env(), tmp_path)
     assert "newest schema" in out
     with sqlite3.connect(tmp_path / "var" / "carecoord.db") as conn:
         tables = {r[0] for r in conn.execute("select name from sqlite_master where type='table'")}
@@ -172,6 +178,7 @@ async def test_consume_applies_events_and_stops_cleanly_on_sigterm(
         CARECOORD_CONSUMER_SESSION_TIMEOUT_MS="2000",
         CARECOORD_CONSUMER_HEARTBEAT_INTERVAL_MS="500",
         CARECOORD_JWT_SECRET=TEST_JWT_SECRET,
+        CARECOORD_OPS_PORT=str(ops_port := free_loopback_port()),
     )
     proc = await asyncio.create_subprocess_exec(
         CARECOORD,
@@ -190,6 +197,14 @@ async def test_consume_applies_events_and_stops_cleanly_on_sigterm(
                 tasks = int(await conn.scalar(select(func.count()).select_from(Task)) or 0)
             await asyncio.sleep(0.2)
         assert tasks == 1
+        # The operations port: probes, and the consumer's own metrics for Prometheus (authenticated).
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{ops_port}") as ops:
+            assert (await ops.get("/healthz")).status_code == 200
+            assert (await ops.get("/readyz")).json()["checks"]["consumers"] is True
+            assert (await ops.get("/metrics")).status_code == 401
+            scraped = await ops.get("/metrics", headers=bearer(mint_token(settings, "prometheus", ["METRICS"], [], 60)))
+            assert f'carecoord_events_applied_total{{topic="{settings.topics.adt}",type="ADT^A03"}} 1.0' in scraped.text
+            assert 'carecoord_tasks_created_total{role="PMC",type="post-discharge-contact"} 1.0' in scraped.text
     finally:
         proc.send_signal(signal.SIGTERM)
         output, _ = await asyncio.wait_for(proc.communicate(), 60)

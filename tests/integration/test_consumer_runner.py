@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import ConsumerRecord, TopicPartition
 from sqlalchemy.exc import OperationalError
 
 from app.consumers.notice_handler import HandleResult, Outcome
 from app.consumers.runner import ConsumerRunner
-from app.messaging.topics import ensure_topics
+from app.messaging.kafka_clients import KafkaConnection
+from app.messaging.topics import TopicSpec, ensure_topics
 from app.settings import Settings
 from app.state.inbound import Position
 from tests.conftest import eventually
@@ -40,7 +41,9 @@ class ScriptedHandler:
 @pytest.fixture
 async def topics(settings: Settings) -> Settings:
     await ensure_topics(
-        settings.kafka_bootstrap_servers or "", [settings.topics.adt, settings.topics.adt_dead_letter], 1, 1
+        KafkaConnection.from_settings(settings),
+        [TopicSpec(name, 1, 3_600_000, "test") for name in (settings.topics.adt, settings.topics.adt_dead_letter)],
+        1,
     )
     return settings
 
@@ -57,7 +60,7 @@ class DeadLetterSink:
 
 def make_runner(settings: Settings, handler: ScriptedHandler, dead_letter: DeadLetterSink) -> ConsumerRunner:
     return ConsumerRunner(
-        bootstrap=settings.kafka_bootstrap_servers or "",
+        kafka=KafkaConnection.from_settings(settings),
         topic=settings.topics.adt,
         group_id=settings.consumer_group,
         client_id="test",
@@ -73,9 +76,7 @@ def make_runner(settings: Settings, handler: ScriptedHandler, dead_letter: DeadL
 
 
 async def committed(settings: Settings) -> int | None:
-    probe = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap_servers, group_id=settings.consumer_group, enable_auto_commit=False
-    )
+    probe = KafkaConnection.from_settings(settings).consumer(group_id=settings.consumer_group, enable_auto_commit=False)
     await probe.start()
     try:
         return await probe.committed(TopicPartition(settings.topics.adt, 0))

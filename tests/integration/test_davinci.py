@@ -12,11 +12,11 @@ from typing import Any
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.db.models import AuditEvent, Encounter, InboundEvent, Patient, RejectedEvent, Task
+from app.messaging.kafka_clients import KafkaConnection
 from app.messaging.keys import patient_partition_key
 from app.runtime import Runtime
 from app.settings import Settings
@@ -56,7 +56,7 @@ def encode(bundle: dict[str, Any]) -> bytes:
 
 async def produce_ens(settings: Settings, *payloads: bytes, key: bytes | None = None) -> None:
     """Publish as an ENS intermediary's integration engine would: straight to the ENS topic."""
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    producer = KafkaConnection.from_settings(settings).producer()
     await producer.start()
     try:
         for payload in payloads:
@@ -218,9 +218,8 @@ async def test_invalid_bundle_is_refused_over_http_and_dead_lettered_on_the_topi
     assert rejected.field == "Bundle.entry[0].resource.eventCoding" and rejected.status == "open"
     assert rejected.payload == encode(bad)
 
-    dlq = AIOKafkaConsumer(
+    dlq = KafkaConnection.from_settings(settings).consumer(
         settings.topics.ens_dead_letter,
-        bootstrap_servers=settings.kafka_bootstrap_servers,
         auto_offset_reset="earliest",
         enable_auto_commit=False,
     )

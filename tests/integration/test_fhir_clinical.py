@@ -10,7 +10,6 @@ from typing import Any
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -26,6 +25,7 @@ from app.db.models import (
     ScreeningEvent,
     Task,
 )
+from app.messaging.kafka_clients import KafkaConnection
 from app.runtime import Runtime
 from app.settings import Settings
 from tests.access_builder import in_scope
@@ -44,7 +44,7 @@ def settings(settings: Settings) -> Settings:
 
 
 async def produce_fhir(settings: Settings, *payloads: bytes) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    producer = KafkaConnection.from_settings(settings).producer()
     await producer.start()
     try:
         for payload in payloads:
@@ -295,9 +295,8 @@ async def test_unusable_payloads_on_the_topic_are_dead_lettered_with_the_element
     assert "unsupported Observation.code (http://loinc.org|8867-4)" in unknown.reason
     assert await eventually(lambda: n_rows(db, ScreeningEvent, 1))
 
-    consumer = AIOKafkaConsumer(
+    consumer = KafkaConnection.from_settings(settings).consumer(
         settings.topics.fhir_dead_letter,
-        bootstrap_servers=settings.kafka_bootstrap_servers,
         auto_offset_reset="earliest",
         group_id=f"dlq-reader-{uuid.uuid4().hex[:6]}",
     )

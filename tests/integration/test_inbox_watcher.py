@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.db.models import RosterImport, RosterMember, Task
 from app.inbox.schedule import WEEKDAYS
 from app.inbox.watcher import InboxWatcher
-from app.metrics import METRICS
+from app.metrics import sample
 from app.settings import InboxSchedule
 from app.state import rosters as store
 from tests.roster_builder import csv_text, make_importer, member
@@ -109,15 +109,15 @@ async def test_missing_daily_file_raises_one_alert_and_a_metric(db: AsyncEngine,
     after_cutoff = datetime(2026, 11, 3, 15, 0, tzinfo=UTC)
     await w.check_schedule(before_cutoff)
     assert await count(db, Task) == 0
-    missed = METRICS.value("carecoord_inbox_missing_files_total", sender="ACME") or 0
+    missed = sample("carecoord_inbox_missing_files_total", sender="ACME") or 0
     await w.check_schedule(after_cutoff)
     await w.check_schedule(after_cutoff)
     async with db.connect() as conn:
         [alert] = (await conn.execute(select(Task))).all()
     assert (alert.type, alert.role, alert.priority, alert.patient_id) == ("roster-file-missing", "DATA", "urgent", None)
     assert alert.due_basis["sender"] == "ACME"
-    assert METRICS.value("carecoord_inbox_missing_files_total", sender="ACME") == missed + 1
-    assert METRICS.value("carecoord_inbox_file_missing", sender="ACME") == 1
+    assert sample("carecoord_inbox_missing_files_total", sender="ACME") == missed + 1
+    assert sample("carecoord_inbox_file_missing", sender="ACME") == 1
     await w.check_schedule(datetime(2026, 11, 4, 15, 0, tzinfo=UTC))  # Wednesday: not expected
     assert await count(db, Task) == 1
 

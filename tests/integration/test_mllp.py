@@ -13,7 +13,7 @@ from pathlib import Path
 
 import hl7
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 from aiokafka.errors import KafkaTimeoutError
 from hl7.client import MLLPClient
 from hl7.mllp import open_hl7_connection
@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.db.models import Task
 from app.ingest.mllp import MllpServer, frame
 from app.messaging.embedded_broker import free_loopback_port
+from app.messaging.kafka_clients import KafkaConnection
 from app.runtime import Runtime
 from app.settings import Settings
 from tests.conftest import TEST_JWT_SECRET, eventually
@@ -42,7 +43,7 @@ async def task_count(engine: AsyncEngine) -> int:
 
 
 async def records_on(settings: Settings, topic: str) -> int:
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False)
+    consumer = KafkaConnection.from_settings(settings).consumer(enable_auto_commit=False)
     await consumer.start()
     try:
         await consumer.topics()

@@ -83,7 +83,7 @@ async def test_upload_then_status_report_and_exports(
         audited = await s.scalar(select(func.count()).select_from(AuditEvent).where(AuditEvent.actor == "tester"))
     assert audited >= 9
 
-    metrics = await client.get("/metrics", headers=bearer(data))
+    metrics = await client.get("/metrics", headers=bearer(token_for("METRICS")))
     assert 'carecoord_roster_imports_total{status="completed"}' in metrics.text
 
 

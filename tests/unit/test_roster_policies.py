@@ -1,4 +1,4 @@
-"""Pure pieces around rosters: the expected-file schedule, the metrics registry, roster rules."""
+"""Pure pieces around rosters: the expected-file schedule, roster rules."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from app.inbox.schedule import entry_for, overdue
-from app.metrics import Registry
 from app.rules.config import RulesFileError, load_rules
 from app.rules.engine import RuleEngine
 from app.settings import DEFAULT_RULES_FILE, InboxSchedule
@@ -39,17 +38,6 @@ def test_overdue_after_the_local_cutoff_on_expected_days_only() -> None:
 def test_schedule_cutoff_is_validated() -> None:
     with pytest.raises(ValueError, match="cutoff"):
         InboxSchedule(sender="X", pattern="*", cutoff="25:00")
-
-
-def test_metrics_render_prometheus_text() -> None:
-    registry = Registry()
-    registry.inc("files_total", help="files", status="completed")
-    registry.inc("files_total", 2, status="completed")
-    registry.set("file_missing", 1, sender='A"B')
-    text = registry.render()
-    assert '# TYPE files_total counter\nfiles_total{status="completed"} 3' in text
-    assert 'file_missing{sender="A\\"B"} 1' in text
-    assert registry.value("files_total", status="completed") == 3 and registry.value("nope") is None
 
 
 def test_new_member_outreach_plan_from_the_default_rules() -> None:
