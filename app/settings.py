@@ -58,7 +58,9 @@ class MeasureSettings(BaseModel):
         },
         description="measure key -> target rate (0..1); a measure without one shows no target line",
     )
-    drilldown_max: int = Field(default=1000, ge=1, description="largest patient list a drill-down returns")
+    drilldown_max: int = Field(default=1000, ge=1, description="most case rows (tasks) a drill-down reads")
+    default_period_days: int = Field(default=30, ge=1, description="period when none is given: ending today")
+    max_period_days: int = Field(default=366, ge=1, description="longest period a caller may ask for")
 
 
 class Settings(BaseSettings):

@@ -23,9 +23,12 @@ FUH_FOLLOW_UP = "fuh-follow-up"
 BH_REFERRAL = "bh-referral"
 ADMISSION_NOTIFICATION = "admission-notification"
 
-# A cancelled task is an exclusion (discharge or admission cancelled, death, disenrollment, a readmission
-# superseding it); one entered in error never existed.
-EXCLUDED_STATUSES = ("cancelled", "entered-in-error")
+# A task entered in error never existed. A cancelled one is an exclusion for work measures (discharge
+# cancelled, death, disenrollment, a readmission superseding it); for admission notifications only a
+# cancelled stay (A11) is, since the discharge routinely ends the in-reach task once it has done its job.
+ENTERED_IN_ERROR = "entered-in-error"
+CANCELLED = "cancelled"
+CANCELLED_STAY_STATUSES = ("cancelled", "entered-in-error")
 
 
 class Kind(StrEnum):

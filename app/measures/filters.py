@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 
@@ -39,7 +39,7 @@ class MeasureFilter:
 
 @dataclass(frozen=True, slots=True)
 class Instants:
-    """A period as the half-open instant range [start, end) that SQL compares timestamps against."""
+    """A period as the half-open UTC instant range [start, end) that SQL compares timestamps against."""
 
     start: datetime
     end: datetime
@@ -48,4 +48,10 @@ class Instants:
 def period_instants(flt: MeasureFilter, zone: ZoneInfo) -> Instants:
     """Local midnight of period_start to local midnight after period_end (DST days are 23 or 25 h)."""
     following = flt.period_end + timedelta(days=1)
-    return Instants(datetime.combine(flt.period_start, time(), zone), datetime.combine(following, time(), zone))
+    start = datetime.combine(flt.period_start, time(), zone)
+    return Instants(start.astimezone(UTC), datetime.combine(following, time(), zone).astimezone(UTC))
+
+
+def default_period(today: date, days: int) -> tuple[date, date]:
+    """The `days` days ending today (inclusive), for a dashboard opened without a period."""
+    return today - timedelta(days=days - 1), today

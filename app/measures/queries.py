@@ -14,6 +14,7 @@ from sqlalchemy import (
     ColumnElement,
     Float,
     Select,
+    Uuid,
     and_,
     case,
     exists,
@@ -28,9 +29,16 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import aliased
 from sqlalchemy.sql.functions import FunctionElement
 
-from app.db.models import Encounter, Patient, RosterMember, ScreeningEvent, Task, TaskHistory
+from app.db.models import Encounter, FhirResource, Patient, RosterMember, ScreeningEvent, Task, TaskHistory
 from app.db.types import UTCDateTime
-from app.measures.definitions import EXCLUDED_STATUSES, Anchor, MeasureDefinition, Part
+from app.measures.definitions import (
+    CANCELLED,
+    CANCELLED_STAY_STATUSES,
+    ENTERED_IN_ERROR,
+    Anchor,
+    MeasureDefinition,
+    Part,
+)
 from app.measures.filters import Instants
 from app.state.worklists import status_in
 from app.tasks.lifecycle import ACTIVE_STATUSES
@@ -66,23 +74,50 @@ def _seconds_sqlite(element: seconds_between, compiler: Any, **kw: Any) -> str:
 Stay = aliased(Encounter, name="stay")  # the hospital stay a task is about
 Visit = aliased(Encounter, name="evidence_visit")  # the visit that completed it
 
+
+class uuid_of_text(FunctionElement[uuid.UUID]):
+    """A uuid written as text (a JSON value) in the form the dialect stores Uuid columns, or NULL when
+    the text is not one: PostgreSQL a uuid, SQLite 32 hex digits (SQLAlchemy's non-native Uuid)."""
+
+    type = Uuid()
+    inherit_cache = True
+
+
+@compiles(uuid_of_text)
+def _uuid_pg(element: uuid_of_text, compiler: Any, **kw: Any) -> str:
+    (text_,) = list(element.clauses)
+    value = compiler.process(text_, **kw)
+    return f"(CASE WHEN {value} ~ '^[0-9a-fA-F-]{{36}}$' THEN CAST({value} AS UUID) END)"
+
+
+@compiles(uuid_of_text, "sqlite")
+def _uuid_sqlite(element: uuid_of_text, compiler: Any, **kw: Any) -> str:
+    (text_,) = list(element.clauses)
+    return f"lower(replace({compiler.process(text_, **kw)}, '-', ''))"
+
+
 PATIENT_DISPLAY = (Patient.given_name, Patient.family_name, Patient.birth_date)
 
 
-def last_completed_at() -> ColumnElement[datetime]:
+def last_completed_at(*, performed: bool = False) -> ColumnElement[datetime]:
     """When the task was (last) completed: its history row. A scalar lookup per row, on task_history's
-    task_id index, read only for completed tasks."""
+    task_id index. `performed`: when a coded record (a medication-reconciliation Procedure) completed
+    it, the record's own time (its `effective_at`), which may be days before it reached us."""
+    at: ColumnElement[datetime] = TaskHistory.at
+    if performed:
+        evidence_id = uuid_of_text(TaskHistory.detail["evidence_event_id"].as_string())
+        record_at = select(FhirResource.effective_at).where(FhirResource.id == evidence_id).scalar_subquery()
+        at = func.coalesce(record_at, TaskHistory.at, type_=UTCDateTime())
     return (
-        select(func.max(TaskHistory.at))
-        .where(TaskHistory.task_id == Task.id, TaskHistory.to_status == COMPLETED)
-        .scalar_subquery()
+        select(func.max(at)).where(TaskHistory.task_id == Task.id, TaskHistory.to_status == COMPLETED).scalar_subquery()
     )
 
 
 def work_done_at() -> ColumnElement[datetime]:
     """When the work happened: the evidence visit's start when a visit completed the task (its message
-    may arrive days later), else when the task was completed."""
-    return func.coalesce(Visit.admit_at, last_completed_at(), type_=UTCDateTime())
+    may arrive days later), the evidence record's time when a coded record did, else when a person
+    completed the task."""
+    return func.coalesce(Visit.admit_at, last_completed_at(performed=True), type_=UTCDateTime())
 
 
 def anchor_column(anchor: Anchor) -> ColumnElement[datetime]:
@@ -110,7 +145,7 @@ class CaseConditions:
 def case_conditions(d: MeasureDefinition, now: datetime) -> CaseConditions:
     assert d.task_type is not None and d.anchor is not None
     anchor = anchor_column(d.anchor)
-    of_type = Task.type == d.task_type
+    of_type = and_(Task.type == d.task_type, Task.status != CANCELLED)
     match d.kind.value:
         case "work-within":
             assert d.window_s is not None
@@ -122,7 +157,8 @@ def case_conditions(d: MeasureDefinition, now: datetime) -> CaseConditions:
         case "notified-within":
             assert d.window_s is not None
             elapsed = seconds_between(Task.created_at, anchor)
-            return CaseConditions(anchor, of_type, and_(of_type, elapsed <= d.window_s), false(), elapsed)
+            admitted = and_(Task.type == d.task_type, Stay.status.not_in(CANCELLED_STAY_STATUSES))
+            return CaseConditions(anchor, admitted, and_(admitted, elapsed <= d.window_s), false(), elapsed)
         case "loop-closed":
             elapsed = seconds_between(last_completed_at(), anchor)
             numerator = and_(of_type, Task.status == COMPLETED)
@@ -145,7 +181,7 @@ def _task_cases(
         query = query.outerjoin(Visit, Visit.id == Task.completed_by_encounter_id)
     where = [
         Task.type.in_(sorted({d.task_type for d in defs if d.task_type})),
-        Task.status.not_in(EXCLUDED_STATUSES),
+        Task.status != ENTERED_IN_ERROR,
         anchor >= period.start,
         anchor < period.end,
         *scope,
