@@ -32,6 +32,9 @@ from app.state.audit import AuditAction
 
 router = APIRouter(tags=["measures"])
 CSV_MEDIA = "text/csv; charset=utf-8"
+CSV_RESPONSE: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"text/csv": {"schema": {"type": "string"}}}, "description": "JSON, or CSV when asked for"}
+}
 
 
 class MeasureOut(BaseModel):
@@ -142,7 +145,9 @@ def _out(request: Request, r: MeasureResult) -> MeasureOut:
     )
 
 
-@router.get("/measures", response_model=MeasuresOut, dependencies=scoped("Task", interaction="s"))
+@router.get(
+    "/measures", response_model=MeasuresOut, responses=CSV_RESPONSE, dependencies=scoped("Task", interaction="s")
+)
 async def list_measures(
     request: Request,
     principal: CurrentPrincipal,
@@ -202,6 +207,7 @@ def _cut(patients: list[MeasurePatient], cap: int) -> tuple[list[MeasurePatient]
 @router.get(
     "/measures/{key}/patients",
     response_model=MeasurePatientsOut,
+    responses=CSV_RESPONSE,
     dependencies=scoped("Task", "Patient", interaction="s"),
 )
 async def measure_patient_list(
