@@ -84,7 +84,12 @@ class Encounter(Base):
     """
 
     __tablename__ = "encounters"
-    __table_args__ = (UniqueConstraint("facility", "visit_number"),)
+    __table_args__ = (
+        UniqueConstraint("facility", "visit_number"),
+        # Quality measures (docs/measures.md): the stays of a period, by discharge or admission.
+        Index("ix_encounters_discharge_at", "discharge_at"),
+        Index("ix_encounters_admit_at", "admit_at"),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     patient_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("patients.id"), index=True)
@@ -177,6 +182,7 @@ class Task(Base):
         Index("ix_tasks_role_status_due", "role", "status", "due_at"),
         Index("ix_tasks_patient_status", "patient_id", "status"),
         Index("ix_tasks_encounter_status", "encounter_id", "status"),
+        Index("ix_tasks_type_created", "type", "created_at"),  # measures: referrals raised in a period
         # Worklists (docs/worklists.md): open tasks in due order, per role queue, per owner, all roles.
         # One ordered range per (role, team) of a facilitator's scope (app/api/access.scope_branches); PostgreSQL
         # also keeps encounter_id in the index, so the capped total is an index-only scan.
@@ -406,7 +412,11 @@ class RosterMember(Base):
     """
 
     __tablename__ = "roster_members"
-    __table_args__ = (UniqueConstraint("sender", "member_id"), Index("ix_roster_members_patient", "patient_id"))
+    __table_args__ = (
+        UniqueConstraint("sender", "member_id"),
+        Index("ix_roster_members_patient", "patient_id"),
+        Index("ix_roster_members_practice_status", "practice", "status"),  # measures: a team's members
+    )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     sender: Mapped[str] = mapped_column(String(64))

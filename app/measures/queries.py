@@ -268,23 +268,21 @@ async def task_measure_rows(
 
 # --- screening reach -------------------------------------------------------------------------------
 
-# An alias: patient_condition's own EXISTS on roster_members must not correlate to the members counted.
+# An alias, so a roster_members subquery in a caller's condition never correlates to the members counted.
 Member = aliased(RosterMember, name="member")
 
 
 def _targeted_members(
-    period: Instants, first_day: Any, last_day: Any, team: str | None, patient_scope: ColumnElement[bool]
+    first_day: Any, last_day: Any, team: str | None, caller_teams: Sequence[str]
 ) -> list[ColumnElement[bool]]:
-    """Roster members enrolled at any time in the period (terminated members keep their dates), in the
-    caller's patient scope."""
-    enrolled = and_(
+    """Members attributed now to one of the caller's teams (the API's attributed-patient scope:
+    app/api/access.patient_condition) whose enrollment overlaps the period."""
+    conditions = [
+        Member.status == "active",
+        Member.practice.in_(sorted(caller_teams)) if caller_teams else false(),
         or_(Member.enrollment_start.is_(None), Member.enrollment_start <= last_day),
-        or_(
-            and_(Member.enrollment_end.is_(None), Member.status == "active"),
-            Member.enrollment_end >= first_day,
-        ),
-    )
-    conditions = [enrolled, patient_scope]
+        or_(Member.enrollment_end.is_(None), Member.enrollment_end >= first_day),
+    ]
     if team is not None:
         conditions.append(Member.practice == team)
     return conditions
@@ -308,13 +306,12 @@ async def screening_reach_counts(
     first_day: Any,
     last_day: Any,
     team: str | None,
-    patient_scope: ColumnElement[bool],
+    caller_teams: Sequence[str],
     screening_scope: ColumnElement[bool],
 ) -> Counts:
     members = (
         select(Member.patient_id, func.max(case((_screened(period, screening_scope), 1), else_=0)).label("s"))
-        .join(Patient, Patient.id == Member.patient_id)
-        .where(*_targeted_members(period, first_day, last_day, team, patient_scope))
+        .where(*_targeted_members(first_day, last_day, team, caller_teams))
         .group_by(Member.patient_id)
         .subquery()
     )
@@ -330,7 +327,7 @@ async def screening_reach_rows(
     first_day: Any,
     last_day: Any,
     team: str | None,
-    patient_scope: ColumnElement[bool],
+    caller_teams: Sequence[str],
     screening_scope: ColumnElement[bool],
     limit: int,
 ) -> list[tuple[uuid.UUID, uuid.UUID | None, str | None, str | None, Any]]:
@@ -348,11 +345,7 @@ async def screening_reach_rows(
         .limit(1)
         .scalar_subquery()
     )
-    members = (
-        select(Member.patient_id)
-        .join(Patient, Patient.id == Member.patient_id)
-        .where(*_targeted_members(period, first_day, last_day, team, patient_scope))
-    )
+    members = select(Member.patient_id).where(*_targeted_members(first_day, last_day, team, caller_teams))
     if part is Part.NUMERATOR:
         members = members.where(_screened(period, screening_scope))
     query = (

@@ -4,7 +4,8 @@ behind one measure's numerator or denominator.
 Scoping is the API's (app/api/access.py): task measures count the tasks `task_conditions` lets the
 caller see (their roles, or every role for a supervisor; their teams plus the unattributed pool; Part 2
 tasks only with the Part 2 permission and the patient's active consent), screening reach the patients
-`patient_condition` and the screenings `screening_part2_condition` let them see. The numbers are
+attributed to their teams (the attributed branch of `patient_condition`) and the screenings
+`screening_part2_condition` lets them see. The numbers are
 therefore the caller's numbers: a Part 2 case hidden from them is in neither count nor list."""
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import ColumnElement
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.api.access import patient_condition, screening_part2_condition, task_conditions
+from app.api.access import screening_part2_condition, task_conditions
 from app.api.auth import Principal
 from app.db.models import Task, utcnow
 from app.measures import queries
@@ -136,7 +137,7 @@ async def compute_measures(
                 flt.period_start,
                 flt.period_end,
                 flt.team,
-                patient_condition(principal, settings),
+                sorted(principal.teams),
                 screening_part2_condition(principal, settings),
             )
             extras = {"role_filter_applied": False} if flt.role is not None else {}
@@ -207,7 +208,7 @@ async def measure_patients(
             flt.period_start,
             flt.period_end,
             flt.team,
-            patient_condition(principal, settings),
+            sorted(principal.teams),
             screening_part2_condition(principal, settings),
             cap,
         )
