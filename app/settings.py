@@ -59,6 +59,12 @@ class MeasureSettings(BaseModel):
         description="measure key -> target rate (0..1); a measure without one shows no target line",
     )
     drilldown_max: int = Field(default=1000, ge=1, description="most case rows (tasks) a drill-down reads")
+    event_lead_days: int = Field(
+        default=2,
+        ge=0,
+        description="a stay's recorded discharge/admission may lie this far after its task was raised (a feed's "
+        "clock ahead); cases further off are not found (docs/measures.md)",
+    )
     default_period_days: int = Field(default=30, ge=1, description="period when none is given: ending today")
     max_period_days: int = Field(default=366, ge=1, description="longest period a caller may ask for")
 

@@ -167,6 +167,9 @@ class DashboardData:
                 part2 = rng.random() < PART2_SHARE
                 stays.append(self._stay(task, discharge - timedelta(days=3), discharge, part2))
                 task["part2"] = part2
+                # Raised when the A03 is applied: minutes to hours after the discharge, a late feed days after.
+                late = timedelta(days=rng.randrange(1, 10)) if rng.random() < 0.02 else timedelta(0)
+                task["created_at"] = task["updated_at"] = discharge + late + timedelta(minutes=rng.randrange(240))
                 if task["status"] == "completed":
                     done_at = discharge + window * rng.uniform(0.05, 2.0)
                     if kind in VISIT_COMPLETES and rng.random() < 0.3:
@@ -300,6 +303,7 @@ async def main() -> None:
             timings.append((time.perf_counter() - started) * 1000)
         explained = []
         async with engine.connect() as conn:
+            await conn.exec_driver_sql("SET jit = off")  # as the service does (app/measures/service.py)
             for statement, parameters in log.statements:
                 plan = (
                     await conn.exec_driver_sql(f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {statement}", parameters)

@@ -89,6 +89,7 @@ class Encounter(Base):
         # Quality measures (docs/measures.md): the stays of a period, by discharge or admission.
         Index("ix_encounters_discharge_at", "discharge_at"),
         Index("ix_encounters_admit_at", "admit_at"),
+        Index("ix_encounters_part2", "id", postgresql_where=text("part2"), sqlite_where=text("part2")),  # the few
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
@@ -182,7 +183,22 @@ class Task(Base):
         Index("ix_tasks_role_status_due", "role", "status", "due_at"),
         Index("ix_tasks_patient_status", "patient_id", "status"),
         Index("ix_tasks_encounter_status", "encounter_id", "status"),
-        Index("ix_tasks_type_created", "type", "created_at"),  # measures: referrals raised in a period
+        # Quality measures: a type's tasks raised since a day, with what the measures read (index-only on PG).
+        Index(
+            "ix_tasks_type_created",
+            "type",
+            "created_at",
+            postgresql_include=[
+                "role",
+                "team",
+                "status",
+                "part2",
+                "id",
+                "patient_id",
+                "encounter_id",
+                "completed_by_encounter_id",
+            ],
+        ),
         # Worklists (docs/worklists.md): open tasks in due order, per role queue, per owner, all roles.
         # One ordered range per (role, team) of a facilitator's scope (app/api/access.scope_branches); PostgreSQL
         # also keeps encounter_id in the index, so the capped total is an index-only scan.

@@ -99,6 +99,19 @@ def _uuid_sqlite(element: uuid_of_text, compiler: Any, **kw: Any) -> str:
 PATIENT_DISPLAY = (Patient.given_name, Patient.family_name, Patient.birth_date)
 
 
+def stay_part2_label() -> ColumnElement[bool]:
+    """app/api/access.task_part2_label for a query that has joined the task's stay (Stay.id ==
+    Task.encounter_id): the same label, read from the joined row instead of a second lookup per task."""
+    return or_(Task.part2, Stay.part2)
+
+
+def part2_encounter_label() -> ColumnElement[bool]:
+    """app/api/access.task_part2_label as an EXISTS on the few Part 2 stays (partial index
+    ix_encounters_part2): for scans over many tasks (all open work), a probe into a small index, or a
+    hashed set, instead of a lookup into every task's stay."""
+    return or_(Task.part2, exists(select(Encounter.id).where(Encounter.id == Task.encounter_id, Encounter.part2)))
+
+
 def last_completed_at(*, performed: bool = False) -> ColumnElement[datetime]:
     """When the task was (last) completed: its history row. A scalar lookup per row, on task_history's
     task_id index. `performed`: when a coded record (a medication-reconciliation Procedure) completed
@@ -166,26 +179,40 @@ def case_conditions(d: MeasureDefinition, now: datetime) -> CaseConditions:
     raise ValueError(f"{d.key} is not a task measure")
 
 
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """The caller's task conditions, by the shape of the query they go into (app/measures/service.py
+    builds them from app/api/access.py): `joined` for queries that join the task's stay (Part 2 label
+    from the joined row), `tasks` for the others."""
+
+    joined: Sequence[ColumnElement[bool]]
+    tasks: Sequence[ColumnElement[bool]]
+
+
 def _task_cases(
-    defs: Sequence[MeasureDefinition], period: Instants, scope: Sequence[ColumnElement[bool]]
+    defs: Sequence[MeasureDefinition], period: Instants, scope: Scope, lead: timedelta
 ) -> tuple[Select[Any], list[ColumnElement[bool]]]:
-    """FROM and WHERE shared by measures with one anchor: tasks of their types, not excluded, anchored in
-    the period, in the caller's scope. Encounters are joined for discharge/admit anchors only."""
+    """FROM and WHERE shared by measures with one anchor: tasks of their types, not entered in error,
+    anchored in the period, in the caller's scope.
+
+    A stay's task is raised when its event is applied, never much before the event's recorded instant:
+    `created_at >= period start - lead` lets the database find a period's cases among the tasks raised
+    since (index ix_tasks_type_created) rather than probe the tasks of every stay in the period."""
     anchors = {d.anchor for d in defs}
     assert len(anchors) == 1, "measures of one query share their anchor"
-    anchor = anchor_column(next(iter(anchors)))  # type: ignore[arg-type]
+    only = next(iter(anchors))
+    assert only is not None
+    anchor = anchor_column(only)
     query = select().select_from(Task)
-    if next(iter(anchors)) is not Anchor.RAISED:
+    where = [Task.type.in_(sorted({d.task_type for d in defs if d.task_type})), Task.status != ENTERED_IN_ERROR]
+    if only is Anchor.RAISED:
+        where += list(scope.tasks)
+    else:
         query = query.join(Stay, Stay.id == Task.encounter_id)
+        where += [Task.created_at >= period.start - lead, *scope.joined]
     if any(d.kind.value == "work-within" for d in defs):
         query = query.outerjoin(Visit, Visit.id == Task.completed_by_encounter_id)
-    where = [
-        Task.type.in_(sorted({d.task_type for d in defs if d.task_type})),
-        Task.status != ENTERED_IN_ERROR,
-        anchor >= period.start,
-        anchor < period.end,
-        *scope,
-    ]
+    where += [anchor >= period.start, anchor < period.end]
     return query, where
 
 
@@ -204,11 +231,12 @@ async def task_measure_counts(
     session: AsyncSession,
     defs: Sequence[MeasureDefinition],
     period: Instants,
-    scope: Sequence[ColumnElement[bool]],
+    scope: Scope,
     now: datetime,
+    lead: timedelta,
 ) -> dict[str, Counts]:
     """Numerator, denominator and pending of several measures sharing an anchor, in one pass."""
-    query, where = _task_cases(defs, period, scope)
+    query, where = _task_cases(defs, period, scope, lead)
     columns: list[ColumnElement[int]] = []
     for d in defs:
         c = case_conditions(d, now)
@@ -221,13 +249,14 @@ async def elapsed_of_numerator(
     session: AsyncSession,
     d: MeasureDefinition,
     period: Instants,
-    scope: Sequence[ColumnElement[bool]],
+    scope: Scope,
     now: datetime,
+    lead: timedelta,
 ) -> list[float]:
     """Seconds from anchor to outcome of each numerator case (a loop's days to closure)."""
     c = case_conditions(d, now)
     assert c.elapsed is not None
-    query, where = _task_cases([d], period, scope)
+    query, where = _task_cases([d], period, scope, lead)
     rows = await session.execute(query.add_columns(c.elapsed).where(*where, c.denominator, c.numerator))
     return [float(v) for (v,) in rows.all() if v is not None]
 
@@ -247,13 +276,14 @@ async def task_measure_rows(
     d: MeasureDefinition,
     part: Part,
     period: Instants,
-    scope: Sequence[ColumnElement[bool]],
+    scope: Scope,
     now: datetime,
+    lead: timedelta,
     limit: int,
 ) -> list[CaseRow]:
     """The tasks (with their patient's display fields) behind a numerator or denominator."""
     c = case_conditions(d, now)
-    query, where = _task_cases([d], period, scope)
+    query, where = _task_cases([d], period, scope, lead)
     wanted = [c.denominator, c.numerator] if part is Part.NUMERATOR else [c.denominator]
     event = Task.encounter_id
     query = (

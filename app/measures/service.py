@@ -17,10 +17,10 @@ from datetime import datetime, timedelta
 from typing import Literal
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import ColumnElement
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.api.access import screening_part2_condition, task_conditions
+from app.api.access import part2_condition, screening_part2_condition, task_conditions
 from app.api.auth import Principal
 from app.db.models import Task, utcnow
 from app.measures import queries
@@ -73,14 +73,27 @@ def _context(context: MeasureContext | None) -> MeasureContext:
     return context if context is not None else MeasureContext.from_settings(get_settings())
 
 
-def task_scope(principal: Principal, settings: Settings, flt: MeasureFilter) -> list[ColumnElement[bool]]:
-    """The caller's task scope (exactly the API's) narrowed by the dashboard's team and role."""
-    scope = task_conditions(principal, settings)
+async def _no_jit(session: AsyncSession) -> None:
+    """PostgreSQL's JIT compiles a plan whose estimated cost is high; these aggregates over a period of
+    stays are estimated high but run in milliseconds, and compiling them took a second
+    (docs/benchmarks.md "Dashboard"). Transaction-local, so nothing else is affected."""
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(text("SET LOCAL jit = off"))
+
+
+def task_scope(principal: Principal, settings: Settings, flt: MeasureFilter) -> queries.Scope:
+    """The caller's task scope, exactly the API's (role and team `task_conditions`, Part 2
+    `part2_condition` on the task's label), narrowed by the dashboard's team and role. The Part 2
+    label is the API's (`task_part2_label`), read in the form each query shape runs fastest."""
+    common = task_conditions(principal, settings, part2_gate=False)
     if flt.team is not None:
-        scope.append(Task.team == flt.team)
+        common.append(Task.team == flt.team)
     if flt.role is not None:
-        scope.append(Task.role == flt.role)
-    return scope
+        common.append(Task.role == flt.role)
+    return queries.Scope(
+        joined=[*common, part2_condition(principal, settings, queries.stay_part2_label(), Task.patient_id)],
+        tasks=[*common, part2_condition(principal, settings, queries.part2_encounter_label(), Task.patient_id)],
+    )
 
 
 def _result(d: MeasureDefinition, numerator: int, denominator: int, extras: dict[str, object]) -> MeasureResult:
@@ -108,14 +121,16 @@ async def compute_measures(
     settings, now = ctx.settings, ctx.now or utcnow()
     period = period_instants(flt, ctx.zone)
     scope = task_scope(principal, settings, flt)
+    lead = timedelta(days=settings.measures.event_lead_days)
     defs = definitions(settings.measures)
     results: dict[str, MeasureResult] = {}
+    await _no_jit(session)
 
     for anchor in (Anchor.DISCHARGE, Anchor.ADMIT, Anchor.RAISED):
         group = [d for d in defs if d.anchor is anchor]
         if not group:
             continue
-        counts = await queries.task_measure_counts(session, group, period, scope, now)
+        counts = await queries.task_measure_counts(session, group, period, scope, now, lead)
         for d in group:
             c = counts[d.key]
             extras: dict[str, object] = {}
@@ -124,7 +139,7 @@ async def compute_measures(
             elif d.kind is Kind.NOTIFIED_WITHIN:
                 extras = {"window_hours": (d.window_s or 0) / 3600}
             elif d.kind is Kind.LOOP_CLOSED:
-                elapsed = await queries.elapsed_of_numerator(session, d, period, scope, now)
+                elapsed = await queries.elapsed_of_numerator(session, d, period, scope, now, lead)
                 middle = median(days(s) for s in elapsed)
                 extras = {"open": c.pending, "median_days": None if middle is None else round(middle, 2)}
             results[d.key] = _result(d, c.numerator, c.denominator, extras)
@@ -143,7 +158,7 @@ async def compute_measures(
             extras = {"role_filter_applied": False} if flt.role is not None else {}
             results[d.key] = _result(d, c.numerator, c.denominator, extras)
         elif d.kind is Kind.OVERDUE:
-            load = await queries.open_task_load(session, scope, now, ctx.due_soon)
+            load = await queries.open_task_load(session, scope.tasks, now, ctx.due_soon)
             overdue, open_ = sum(q.overdue for q in load), sum(q.open for q in load)
             results[d.key] = _result(d, overdue, open_, _load_extras(load, now))
     return [results[d.key] for d in defs]
@@ -200,6 +215,8 @@ async def measure_patients(
     cap = limit if limit is not None else settings.measures.drilldown_max
     period = period_instants(flt, ctx.zone)
     scope = task_scope(principal, settings, flt)
+    lead = timedelta(days=settings.measures.event_lead_days)
+    await _no_jit(session)
     if d.kind is Kind.SCREENING_REACH:
         rows = await queries.screening_reach_rows(
             session,
@@ -217,5 +234,5 @@ async def measure_patients(
             for pid, event, given, family, born in rows
         ]
     if d.kind is Kind.OVERDUE:
-        return _group(await queries.open_task_rows(session, which, scope, now, cap))
-    return _group(await queries.task_measure_rows(session, d, which, period, scope, now, cap))
+        return _group(await queries.open_task_rows(session, which, scope.tasks, now, cap))
+    return _group(await queries.task_measure_rows(session, d, which, period, scope, now, lead, cap))
