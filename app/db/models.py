@@ -87,8 +87,8 @@ class Encounter(Base):
     __table_args__ = (
         UniqueConstraint("facility", "visit_number"),
         # Quality measures (docs/measures.md): the stays of a period, by discharge or admission.
-        Index("ix_encounters_discharge_at", "discharge_at"),
-        Index("ix_encounters_admit_at", "admit_at"),
+        Index("ix_encounters_discharge_at", "discharge_at", postgresql_include=["id", "part2", "status"]),
+        Index("ix_encounters_admit_at", "admit_at", postgresql_include=["id", "part2", "status"]),
         Index("ix_encounters_part2", "id", postgresql_where=text("part2"), sqlite_where=text("part2")),  # the few
     )
 
@@ -212,6 +212,15 @@ class Task(Base):
             **OPEN_TASK_INDEX_WHERE,
         ),
         Index("ix_tasks_open_owner_due", "owner", "due_at", "id", **OPEN_TASK_INDEX_WHERE),
+        # Quality measures (overdue-tasks): open work per team and role with its Part 2 label, index-only.
+        Index(
+            "ix_tasks_open_team_role",
+            "team",
+            "role",
+            "due_at",
+            postgresql_include=["part2", "encounter_id", "patient_id"],
+            **OPEN_TASK_INDEX_WHERE,
+        ),
         Index(
             "ix_tasks_open_due",
             "due_at",

@@ -318,15 +318,14 @@ def _targeted_members(
     return conditions
 
 
-def _screened(period: Instants, screening_scope: ColumnElement[bool]) -> ColumnElement[bool]:
-    return exists(
-        select(ScreeningEvent.id).where(
-            ScreeningEvent.patient_id == Member.patient_id,
-            ScreeningEvent.status == "active",
-            ScreeningEvent.effective_at >= period.start,
-            ScreeningEvent.effective_at < period.end,
-            screening_scope,
-        )
+def _screened_patients(period: Instants, screening_scope: ColumnElement[bool]) -> Select[Any]:
+    """Patients with an active screening dated in the period that the caller may see: uncorrelated, so
+    PostgreSQL hashes the (small) set once instead of probing it per member."""
+    return select(ScreeningEvent.patient_id).where(
+        ScreeningEvent.status == "active",
+        ScreeningEvent.effective_at >= period.start,
+        ScreeningEvent.effective_at < period.end,
+        screening_scope,
     )
 
 
@@ -339,13 +338,10 @@ async def screening_reach_counts(
     caller_teams: Sequence[str],
     screening_scope: ColumnElement[bool],
 ) -> Counts:
-    members = (
-        select(Member.patient_id, func.max(case((_screened(period, screening_scope), 1), else_=0)).label("s"))
-        .where(*_targeted_members(first_day, last_day, team, caller_teams))
-        .group_by(Member.patient_id)
-        .subquery()
-    )
-    query = select(func.coalesce(func.sum(members.c.s), 0), func.count()).select_from(members)
+    screened = Member.patient_id.in_(_screened_patients(period, screening_scope))
+    query = select(
+        func.count(func.distinct(case((screened, Member.patient_id)))), func.count(func.distinct(Member.patient_id))
+    ).where(*_targeted_members(first_day, last_day, team, caller_teams))
     row = (await session.execute(query)).one()
     return Counts(int(row[0]), int(row[1]), 0)
 
@@ -377,7 +373,7 @@ async def screening_reach_rows(
     )
     members = select(Member.patient_id).where(*_targeted_members(first_day, last_day, team, caller_teams))
     if part is Part.NUMERATOR:
-        members = members.where(_screened(period, screening_scope))
+        members = members.where(Member.patient_id.in_(_screened_patients(period, screening_scope)))
     query = (
         select(Patient.id, first_screen, *PATIENT_DISPLAY)
         .where(Patient.id.in_(members))

@@ -28,18 +28,28 @@ TASK_MEASURE_COLUMNS = [
     "completed_by_encounter_id",
 ]
 
+STAY_MEASURE_COLUMNS = ["id", "part2", "status"]
+# The open statuses, as app/db/models.OPEN_TASK_STATUSES_SQL (a migration does not import the models).
+OPEN_TASKS = "status IN ('accepted', 'in-progress', 'on-hold', 'ready', 'received', 'requested')"
+OPEN_TASK_INDEX_WHERE = {"postgresql_where": sa.text(OPEN_TASKS), "sqlite_where": sa.text(OPEN_TASKS)}
+
 # table -> index name -> (key columns, options)
 INDEXES: dict[str, dict[str, tuple[list[str], dict[str, object]]]] = {
     "encounters": {
-        "ix_encounters_discharge_at": (["discharge_at"], {}),
-        "ix_encounters_admit_at": (["admit_at"], {}),
+        "ix_encounters_discharge_at": (["discharge_at"], {"postgresql_include": STAY_MEASURE_COLUMNS}),
+        "ix_encounters_admit_at": (["admit_at"], {"postgresql_include": STAY_MEASURE_COLUMNS}),
         "ix_encounters_part2": (["id"], {"postgresql_where": sa.text("part2"), "sqlite_where": sa.text("part2")}),
     },
     "tasks": {
         "ix_tasks_type_created": (
             ["type", "created_at"],
             {"postgresql_include": TASK_MEASURE_COLUMNS},
-        )
+        ),
+        # Open work per team and role (overdue-tasks): the caller's teams' ranges, index-only.
+        "ix_tasks_open_team_role": (
+            ["team", "role", "due_at"],
+            {"postgresql_include": ["part2", "encounter_id", "patient_id"], **OPEN_TASK_INDEX_WHERE},
+        ),
     },
     "roster_members": {"ix_roster_members_practice_status": (["practice", "status"], {})},
 }
