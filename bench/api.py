@@ -28,163 +28,25 @@ import socket
 import sys
 import tempfile
 import time
-import uuid
-from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
-from alembic.script import ScriptDirectory
 from rich.console import Console
-from rich.progress import Progress
-from sqlalchemy import func, make_url, select, text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import make_url
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from app.api.auth import mint_token
-from app.db.bulk import insert_rows
-from app.db.migrate import alembic_config, recreate_schema
-from app.db.models import Patient, Task
-from app.db.session import create_engine, session_factory
+from app.db.session import create_engine
 from app.messaging.embedded_broker import EmbeddedBroker
 from app.settings import Settings
+from bench.dataset import ROLES, Load, load_data, loaded_counts, teams
 
 console = Console(stderr=True)
 ROOT = Path(__file__).resolve().parents[1]
 
-ROLES = ("PMC", "BHCF", "PCF", "RN", "PHARMD")
-# task type -> (role, share of all tasks)
-TYPES = (
-    ("post-discharge-contact", "PMC", 0.34),
-    ("medication-reconciliation", "RN", 0.24),
-    ("post-ed-contact", "PMC", 0.14),
-    ("fuh-follow-up", "BHCF", 0.05),
-    ("bh-referral", "BHCF", 0.06),
-    ("new-member-outreach", "PCF", 0.12),
-    ("admission-notification", "PMC", 0.05),
-)
-CLOSED = (("completed", 0.70), ("cancelled", 0.11), ("failed", 0.04))
-OPEN = (("ready", 0.10), ("in-progress", 0.04), ("requested", 0.01))
-PRIORITIES = ("routine", "urgent", "asap")
-CHUNK = 50_000
 JWT_SECRET = "bench-only-" + "k" * 40  # a throwaway key for a local benchmark
-
-
-@dataclass(frozen=True)
-class Load:
-    tasks: int
-    patients: int
-    teams: int
-    seed: int
-
-
-def teams(n: int) -> list[str]:
-    return [f"PRACTICE-{i:03d}" for i in range(n)]
-
-
-def _pick(rng: random.Random, weighted: tuple[tuple[str, float], ...]) -> str:
-    return rng.choices([v for v, _ in weighted], weights=[w for _, w in weighted])[0]
-
-
-def task_rows(load: Load, patient_ids: list[uuid.UUID], start: int, count: int, now: datetime) -> list[dict[str, Any]]:
-    rng = random.Random(load.seed * 1_000_003 + start)
-    team_names = teams(load.teams)
-    statuses = (*CLOSED, *OPEN)
-    rows = []
-    for n in range(start, start + count):
-        task_type, role, _ = rng.choices(TYPES, weights=[t[2] for t in TYPES])[0]
-        if task_type == "medication-reconciliation" and rng.random() < 0.2:
-            role = "PHARMD"
-        status = _pick(rng, statuses)
-        open_ = status in ("ready", "in-progress", "requested")
-        due = (
-            now + timedelta(minutes=rng.randint(-60 * 24 * 14, 60 * 24 * 30))
-            if open_
-            else now - timedelta(minutes=rng.randint(60, 60 * 24 * 365))
-        )
-        created = due - timedelta(days=7)
-        rows.append(
-            {
-                "id": uuid.UUID(int=rng.getrandbits(128), version=4),
-                "dedupe_key": f"bench:{n}",
-                "type": task_type,
-                "status": status,
-                "priority": rng.choices(PRIORITIES, weights=(0.85, 0.12, 0.03))[0],
-                "role": role,
-                "team": None if rng.random() < 0.02 else rng.choice(team_names),
-                "owner": f"user-{rng.randrange(400)}" if status == "in-progress" or rng.random() < 0.1 else None,
-                "patient_id": rng.choice(patient_ids),
-                "encounter_id": None,
-                "due_at": due,
-                "due_basis": {"policy": "calendar", "anchor": "discharge", "days": 7},
-                "route_basis": {"population": "adult", "role": role},
-                "failed_attempts": rng.choice((0, 0, 0, 1, 2)),
-                "escalated_at": due if open_ and due < now and rng.random() < 0.5 else None,
-                "superseded_by_encounter_id": None,
-                "rule_id": task_type,
-                "rule_version": "1",
-                "triggering_event_ids": [str(uuid.UUID(int=rng.getrandbits(128), version=4))],
-                "version": 1,
-                "created_at": created,
-                "updated_at": created,
-            }
-        )
-    return rows
-
-
-async def loaded_counts(engine: AsyncEngine) -> tuple[int, int] | None:
-    """(tasks, patients) of a database loaded at the current schema; None otherwise."""
-    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
-    try:
-        async with engine.connect() as conn:
-            if (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalar() != head:
-                return None
-            tasks = (await conn.execute(select(func.count()).select_from(Task))).scalar_one()
-            patients = (await conn.execute(select(func.count()).select_from(Patient))).scalar_one()
-    except Exception:  # no schema yet
-        return None
-    return tasks, patients
-
-
-async def load_data(engine: AsyncEngine, load: Load) -> float:
-    started = time.perf_counter()
-    await recreate_schema(engine)
-    sessions = session_factory(engine)
-    rng = random.Random(load.seed)
-    now = datetime.now(UTC)
-    patient_ids = [uuid.UUID(int=rng.getrandbits(128), version=4) for _ in range(load.patients)]
-    with Progress(console=console) as progress:
-        p = progress.add_task("patients", total=load.patients)
-        for start in range(0, load.patients, CHUNK):
-            ids = patient_ids[start : start + CHUNK]
-            rows = [
-                {
-                    "id": pid,
-                    "family_name": f"FAMILY{i}",
-                    "given_name": f"GIVEN{i}",
-                    "birth_date": date(1940, 1, 1) + timedelta(days=rng.randrange(80 * 365)),
-                    "sex": rng.choice(("F", "M")),
-                    "deceased": False,
-                    "created_at": now,
-                    "updated_at": now,
-                }
-                for i, pid in enumerate(ids, start)
-            ]
-            async with sessions() as session, session.begin():
-                await insert_rows(session, Patient.__table__, rows)
-            progress.advance(p, len(rows))
-        t = progress.add_task("tasks", total=load.tasks)
-        for start in range(0, load.tasks, CHUNK):
-            rows = task_rows(load, patient_ids, start, min(CHUNK, load.tasks - start), now)
-            async with sessions() as session, session.begin():
-                await insert_rows(session, Task.__table__, rows)
-            progress.advance(t, len(rows))
-    async with engine.connect() as conn:
-        await conn.execution_options(isolation_level="AUTOCOMMIT")
-        await conn.execute(text("VACUUM ANALYZE"))
-    return time.perf_counter() - started
 
 
 def free_port() -> int:

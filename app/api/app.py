@@ -14,6 +14,7 @@ from app.api import (
     dead_letters,
     health,
     ingest,
+    measures,
     metrics,
     referrals,
     rosters,
@@ -71,6 +72,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.include_router(referrals.router)
     app.include_router(task_actions.router)
     app.include_router(worklists.router)
+    app.include_router(measures.router)
     app.include_router(ingest.router)
     app.include_router(dead_letters.router)
     app.include_router(rosters.router)

@@ -84,7 +84,13 @@ class Encounter(Base):
     """
 
     __tablename__ = "encounters"
-    __table_args__ = (UniqueConstraint("facility", "visit_number"),)
+    __table_args__ = (
+        UniqueConstraint("facility", "visit_number"),
+        # Quality measures (docs/measures.md): the stays of a period, by discharge or admission.
+        Index("ix_encounters_discharge_at", "discharge_at", postgresql_include=["id", "part2", "status"]),
+        Index("ix_encounters_admit_at", "admit_at", postgresql_include=["id", "part2", "status"]),
+        Index("ix_encounters_part2", "id", postgresql_where=text("part2"), sqlite_where=text("part2")),  # the few
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     patient_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("patients.id"), index=True)
@@ -177,6 +183,22 @@ class Task(Base):
         Index("ix_tasks_role_status_due", "role", "status", "due_at"),
         Index("ix_tasks_patient_status", "patient_id", "status"),
         Index("ix_tasks_encounter_status", "encounter_id", "status"),
+        # Quality measures: a type's tasks raised since a day, with what the measures read (index-only on PG).
+        Index(
+            "ix_tasks_type_created",
+            "type",
+            "created_at",
+            postgresql_include=[
+                "role",
+                "team",
+                "status",
+                "part2",
+                "id",
+                "patient_id",
+                "encounter_id",
+                "completed_by_encounter_id",
+            ],
+        ),
         # Worklists (docs/worklists.md): open tasks in due order, per role queue, per owner, all roles.
         # One ordered range per (role, team) of a facilitator's scope (app/api/access.scope_branches); PostgreSQL
         # also keeps what the Part 2 gate reads in the index, so the capped total is an index-only scan.
@@ -201,6 +223,15 @@ class Task(Base):
             sqlite_where=text(f"team IS NULL AND {OPEN_TASK_STATUSES_SQL}"),
         ),
         Index("ix_tasks_open_owner_due", "owner", "due_at", "id", **OPEN_TASK_INDEX_WHERE),
+        # Quality measures (overdue-tasks): open work per team and role with its Part 2 label, index-only.
+        Index(
+            "ix_tasks_open_team_role",
+            "team",
+            "role",
+            "due_at",
+            postgresql_include=["part2", "encounter_id", "patient_id"],
+            **OPEN_TASK_INDEX_WHERE,
+        ),
         Index(
             "ix_tasks_open_due",
             "due_at",
@@ -417,7 +448,11 @@ class RosterMember(Base):
     """
 
     __tablename__ = "roster_members"
-    __table_args__ = (UniqueConstraint("sender", "member_id"), Index("ix_roster_members_patient", "patient_id"))
+    __table_args__ = (
+        UniqueConstraint("sender", "member_id"),
+        Index("ix_roster_members_patient", "patient_id"),
+        Index("ix_roster_members_practice_status", "practice", "status"),  # measures: a team's members
+    )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     sender: Mapped[str] = mapped_column(String(64))

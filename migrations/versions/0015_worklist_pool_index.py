@@ -8,7 +8,7 @@
   capped total stays an index-only scan.
 
 Revision ID: 0015_worklist_pool_index
-Revises: 0010_consent_audit
+Revises: 0012_measures
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0015_worklist_pool_index"
-down_revision: str | None = "0010_consent_audit"
+down_revision: str | None = "0012_measures"
 branch_labels = None
 depends_on = None
 

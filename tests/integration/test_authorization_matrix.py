@@ -131,6 +131,9 @@ MATRIX: dict[tuple[str, str], Access] = {
     ("GET", "/fhir/CarePlan/{resource_id}/_history/{version_id}"): Access(("BHCF",), 200, ("PMC",), 404, "CarePlan"),
     ("GET", "/fhir/Patient"): Access(("BHCF",), 200, None, 403, "Patient"),  # searches within scope
     ("GET", "/fhir/Patient/{resource_id}"): Access(("BHCF",), 200, ("PMC",), 404, "Patient"),
+    # quality measures (SMART Task search; the drill-down also Patient): care roles, numbers of their own scope
+    ("GET", "/measures"): care(scope="Task"),
+    ("GET", "/measures/{key}/patients"): care(scope="Patient"),
     # evidence feeds (rules): interface engines only
     ("POST", "/fhir/Procedure"): Access(("INTEGRATION",), 202, ("BHCF",), 403, "Procedure"),
     ("POST", "/fhir/DocumentReference"): Access(("INTEGRATION",), 202, ("BHCF",), 403, "DocumentReference"),
@@ -292,6 +295,7 @@ def request_for(method: str, path: str, w: World) -> dict[str, Any]:
         care_plan_id=w.draft_plan_id if method == "PUT" else w.plan_id,
         role="BHCF",
         version_id=1,
+        key="overdue-tasks",
     )
     kw: dict[str, Any] = {}
     if path in ("/fhir/Observation", "/fhir/QuestionnaireResponse", "/fhir/Consent") and method == "GET":
