@@ -38,6 +38,29 @@ class InboxSchedule(BaseModel):
     days: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] = ["mon", "tue", "wed", "thu", "fri"]
 
 
+class MeasureSettings(BaseModel):
+    """Quality-measure windows and targets (docs/measures.md); e.g. `CARECOORD_MEASURES__CONTACT_DAYS=7`.
+
+    Windows are the measures' own definitions (seed 003, HEDIS), independent of the rules' due policies:
+    a practice on the 2-business-day TCM rule is still measured on contact within 7 days."""
+
+    contact_days: int = Field(default=7, ge=1, description="seed 003 BB9.Y2.1: contact within 7 days of discharge")
+    ed_contact_days: int = Field(default=7, ge=1, description="ED follow-up within 7 days (seed 003; HEDIS FUM/FUA)")
+    med_rec_hours: int = Field(default=72, ge=1, description="seed 003 BB9.Y2.3: medication reconciliation in 72 h")
+    fuh_days: list[int] = Field(default=[7, 30], min_length=1, description="HEDIS FUH follow-up windows")
+    notification_hours: int = Field(default=24, ge=1, description="HEDIS TRC: admission notification within 1 day")
+    targets: dict[str, float] = Field(
+        default_factory=lambda: {
+            "post-discharge-contact-7d": 0.5,  # seed 003 BB9.Y2.1 (SIM year 2)
+            "post-ed-contact-7d": 0.5,  # the same milestone: "hospitalization or ED visit"
+            "bh-referral-loop-closure": 0.5,  # seed 003 BB7.Y2.3
+            "screening-reach": 0.5,  # seed 003 BB7.Y2.1 (year 1, BB7.Y1.2: 0.25)
+        },
+        description="measure key -> target rate (0..1); a measure without one shows no target line",
+    )
+    drilldown_max: int = Field(default=1000, ge=1, description="largest patient list a drill-down returns")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="CARECOORD_", env_nested_delimiter="__", env_file=".env", extra="ignore"
@@ -62,6 +85,7 @@ class Settings(BaseSettings):
     kafka_replication_factor: int = Field(default=1, ge=1)
     kafka_request_timeout_ms: int = Field(default=15000, ge=1000)
     topics: Topics = Topics()
+    measures: MeasureSettings = MeasureSettings()
     consumer_group: str = "carecoord-adt"
     consumer_session_timeout_ms: int = Field(default=10000, ge=1000)
     consumer_heartbeat_interval_ms: int = Field(default=3000, ge=100)
