@@ -20,23 +20,35 @@ from tests.conftest import bearer, eventually
 from tests.hl7_builder import adt
 
 
-async def discharge(served: str, token_for: Callable[..., str], db: AsyncEngine, mrn: str = "MRN12345") -> Task:
+async def discharge(
+    served: str,
+    token_for: Callable[..., str],
+    db: AsyncEngine,
+    mrn: str = "MRN12345",
+    visit: str = "V0001",
+    **times: str,
+) -> Task:
     """An A03 through POST /ingest/hl7v2; the consumer raises the post-discharge contact task."""
+    before = {t.id for t in await contact_tasks(db)}
     async with httpx.AsyncClient(base_url=served) as client:
         sent = await client.post(
             "/ingest/hl7v2",
-            content=adt(control_id=f"MSG-{mrn}", mrn=mrn).encode(),
+            content=adt(control_id=f"MSG-{mrn}", mrn=mrn, visit_number=visit, **times).encode(),
             headers={**bearer(token_for("INTEGRATION", sub="adt-feed")), "Content-Type": "application/hl7-v2"},
         )
         assert sent.status_code == 202, sent.text
 
-    async def raised() -> Task | None:
-        async with AsyncSession(db) as session:
-            return (await session.execute(select(Task).where(Task.type == "post-discharge-contact"))).scalar()
+    async def raised() -> list[Task]:
+        return [t for t in await contact_tasks(db) if t.id not in before]
 
-    task = await eventually(raised)
-    assert task is not None, "the consumer raised no task"
-    return task
+    new = await eventually(raised)
+    assert len(new) == 1, "the consumer raised no task"
+    return new[0]
+
+
+async def contact_tasks(db: AsyncEngine) -> list[Task]:
+    async with AsyncSession(db) as session:
+        return list((await session.execute(select(Task).where(Task.type == "post-discharge-contact"))).scalars())
 
 
 async def test_facilitator_claims_logs_an_attempt_and_completes_a_task(
