@@ -17,6 +17,7 @@ from app.ui.session import (
     SIGN_IN_COOKIE_TTL_S,
     UI_PATH,
     UiFormPrincipal,
+    UiPrincipal,
     clear_cookie,
     new_sign_in_nonce,
     seconds_left,
@@ -98,5 +99,5 @@ async def sign_out(request: Request, principal: UiFormPrincipal) -> Response:
 
 
 @router.get("", summary="The UI's start page")
-async def start(request: Request) -> Response:
+async def start(request: Request, principal: UiPrincipal) -> Response:
     return RedirectResponse(f"{UI_PATH}/worklist", status_code=303)
