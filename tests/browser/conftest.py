@@ -5,42 +5,21 @@ looks at are saved under test-artifacts/browser/ (gitignored) at 1280x800 and at
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import uvicorn
 from playwright.async_api import Browser, Page, async_playwright
 
-from app.api.app import create_app
-from app.messaging.embedded_broker import free_loopback_port
-from app.runtime import Runtime
+from tests.integration.test_fhir_tasks import served  # noqa: F401 - the real-server fixture, shared
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "browser"
 DESKTOP = {"width": 1280, "height": 800}
 TABLET = {"width": 768, "height": 1024}
-
-
-@pytest.fixture
-async def served(runtime: Runtime) -> AsyncIterator[str]:
-    """The app on a real uvicorn server on a free loopback port, in this event loop."""
-    port = free_loopback_port()
-    app = create_app(runtime=runtime)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_level="warning"))
-    serving = asyncio.create_task(server.serve())
-    while not server.started:
-        assert not serving.done(), "uvicorn did not start"
-        await asyncio.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    with contextlib.suppress(asyncio.CancelledError):
-        await serving
 
 
 def _require_chromium() -> None:
@@ -84,7 +63,7 @@ def shots(request: pytest.FixtureRequest) -> Shots:
 
 
 @pytest.fixture
-async def page(browser: Browser, served: str) -> AsyncIterator[Page]:
+async def page(browser: Browser, served: str) -> AsyncIterator[Page]:  # noqa: F811
     context = await browser.new_context(base_url=served, viewport=DESKTOP)
     opened = await context.new_page()
     yield opened
