@@ -211,11 +211,9 @@ def token(
     ] = None,
 ) -> None:
     """Mint a development JWT signed with the configured (or generated development) secret."""
-    from app.api.auth import default_scopes, mint_token
+    from app.api.auth import dev_token
 
-    settings = get_settings()
-    scopes = scope or default_scopes(settings, role)
-    typer.echo(mint_token(settings, sub, role, team or [], ttl or settings.dev_token_ttl_s, scopes=scopes))
+    typer.echo(dev_token(get_settings(), sub, role, team or [], ttl_s=ttl, scopes=scope))
 
 
 @asynccontextmanager

@@ -39,6 +39,7 @@ from app.fhir import task_routes as fhir_task_routes
 from app.logging_config import configure_logging
 from app.runtime import Runtime
 from app.settings import Settings, get_settings
+from app.ui.install import install_ui
 
 
 def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> FastAPI:
@@ -87,6 +88,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.include_router(consents.router)
     app.include_router(fhir_consents.router)
     app.include_router(fhir_audit_events.router)
+    install_ui(app)  # the web UI under /ui (docs/ui.md)
     return app
 
 

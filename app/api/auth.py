@@ -104,6 +104,21 @@ def default_scopes(settings: Settings, roles: list[str]) -> list[str]:
     return found
 
 
+def dev_token(
+    settings: Settings,
+    subject: str,
+    roles: list[str],
+    teams: list[str],
+    *,
+    ttl_s: int | None = None,
+    scopes: list[str] | None = None,
+) -> str:
+    """What `carecoord token` and the web UI's development sign-in mint: the roles' default scopes
+    unless scopes are given, the configured development lifetime unless a ttl is."""
+    granted = scopes or default_scopes(settings, roles)
+    return mint_token(settings, subject, roles, teams, ttl_s or settings.dev_token_ttl_s, scopes=granted)
+
+
 def _unauthorized(detail: str) -> Problem:
     return Problem(401, "Unauthorized", detail, headers={"WWW-Authenticate": 'Bearer realm="carecoord"'})
 

@@ -118,6 +118,7 @@ class QueueSummaryRow(BaseModel):
     open: int
     due_today: int = Field(description="due on today's date on the facility clock")
     overdue: int
+    unassigned: int = Field(description="open tasks nobody has claimed (no owner)")
 
 
 class QueueSummary(BaseModel):

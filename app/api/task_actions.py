@@ -90,7 +90,7 @@ async def respond(
 _TITLES = {403: "Forbidden", 409: "Conflict", 412: "Precondition Failed", 422: "Request is not valid"}
 
 
-def _request(
+def action_request(
     request: Request, principal: Principal, action: Action, if_match: str | None, **extra: str
 ) -> ActionRequest:
     return ActionRequest(
@@ -114,7 +114,7 @@ async def claim(
     request: Request, principal: CurrentPrincipal, task_id: uuid.UUID, if_match: IfMatch = None
 ) -> JSONResponse:
     """Take an unclaimed task (claiming your own again changes nothing)."""
-    return await respond(request, principal, task_id, _request(request, principal, Action.CLAIM, if_match))
+    return await respond(request, principal, task_id, action_request(request, principal, Action.CLAIM, if_match))
 
 
 @router.post("/tasks/{task_id}/release", response_model=TaskOut, responses=_RESPONSES)
@@ -122,7 +122,7 @@ async def release(
     request: Request, principal: CurrentPrincipal, task_id: uuid.UUID, if_match: IfMatch = None
 ) -> JSONResponse:
     """Give a task back to the queue (the owner, or a supervisor)."""
-    return await respond(request, principal, task_id, _request(request, principal, Action.RELEASE, if_match))
+    return await respond(request, principal, task_id, action_request(request, principal, Action.RELEASE, if_match))
 
 
 @router.post("/tasks/{task_id}/assign", response_model=TaskOut, responses=_RESPONSES)
@@ -131,7 +131,7 @@ async def assign(
 ) -> JSONResponse:
     """Supervisors: give the task to `owner`, replacing any owner."""
     return await respond(
-        request, principal, task_id, _request(request, principal, Action.ASSIGN, if_match, owner=body.owner)
+        request, principal, task_id, action_request(request, principal, Action.ASSIGN, if_match, owner=body.owner)
     )
 
 
@@ -140,7 +140,7 @@ async def start(
     request: Request, principal: CurrentPrincipal, task_id: uuid.UUID, if_match: IfMatch = None
 ) -> JSONResponse:
     """Begin work (status in-progress); an unclaimed task becomes the caller's."""
-    return await respond(request, principal, task_id, _request(request, principal, Action.START, if_match))
+    return await respond(request, principal, task_id, action_request(request, principal, Action.START, if_match))
 
 
 @router.post("/tasks/{task_id}/complete", response_model=TaskOut, responses=_RESPONSES)
@@ -148,7 +148,7 @@ async def complete(
     request: Request, principal: CurrentPrincipal, task_id: uuid.UUID, body: CompleteIn, if_match: IfMatch = None
 ) -> JSONResponse:
     """Finish with an outcome (kept as the task's business status and in its history)."""
-    action = _request(request, principal, Action.COMPLETE, if_match, outcome=body.outcome)
+    action = action_request(request, principal, Action.COMPLETE, if_match, outcome=body.outcome)
     return await respond(request, principal, task_id, action, note=body.note)
 
 
@@ -158,5 +158,5 @@ async def cancel(
 ) -> JSONResponse:
     """Cancel with a reason. The task keeps its dedupe key, so the rule that raised it does not raise it
     again for the same event."""
-    action = _request(request, principal, Action.CANCEL, if_match, reason=body.reason)
+    action = action_request(request, principal, Action.CANCEL, if_match, reason=body.reason)
     return await respond(request, principal, task_id, action)

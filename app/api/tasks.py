@@ -167,6 +167,16 @@ def worklist_filters(
     )
 
 
+def queue_roles(request: Request, principal: Principal, role: list[str] | None) -> list[str]:
+    """The role queues a worklist reads: those asked for, else the caller's own (a supervisor's: all,
+    which is the empty list). A facilitator asking for another role's queue is refused."""
+    is_supervisor = principal.has_any_role(request.app.state.settings.supervisor_roles)
+    roles = _split(role, "role") or ([] if is_supervisor else sorted(principal.roles))
+    if not is_supervisor and not set(roles) <= principal.roles:
+        raise Problem(403, "Forbidden", "you may only read the queues of your own roles", field="role")
+    return roles
+
+
 def page_request(request: Request, sort: SortKey, order: Order, limit: int | None, cursor: str | None) -> PageRequest:
     settings = request.app.state.settings
     size = settings.worklist_page_size if limit is None else limit
@@ -240,11 +250,7 @@ async def list_tasks(
     cursor: Annotated[str | None, Query(max_length=512, description="`next_cursor` of the previous page")] = None,
     limit: Annotated[int | None, Query(ge=0, description="page size; 0 = total only")] = None,
 ) -> Response:
-    settings = request.app.state.settings
-    is_supervisor = principal.has_any_role(settings.supervisor_roles)
-    roles = _split(role, "role") or ([] if is_supervisor else sorted(principal.roles))
-    if not is_supervisor and not set(roles) <= principal.roles:
-        raise Problem(403, "Forbidden", "you may only read the queues of your own roles", field="role")
+    roles = queue_roles(request, principal, role)
     filters = worklist_filters(
         principal,
         status=status,
@@ -450,15 +456,20 @@ async def escalated_queue(
     )
 
 
+async def visible_task_out(request: Request, principal: Principal, task_id: uuid.UUID, what: str) -> TaskOut | None:
+    """One task as the API shows it, when in the caller's scope (else None); audited either way."""
+    async with request.app.state.runtime.sessions() as session, session.begin():
+        task = await _visible_task(session, request, principal, task_id, what)
+        if task is None:
+            return None
+        patient = await session.get(Patient, task.patient_id) if task.patient_id else None
+        return _task_out(task, patient, utcnow(), _due_soon(request))
+
+
 @router.get("/tasks/{task_id}", response_model=TaskOut)
 async def read_task(request: Request, principal: CurrentPrincipal, task_id: uuid.UUID) -> JSONResponse:
     """One task, with `ETag: W/"<version>"` for If-Match on the actions."""
-    out: TaskOut | None = None
-    async with request.app.state.runtime.sessions() as session, session.begin():
-        task = await _visible_task(session, request, principal, task_id, f"GET /tasks/{task_id}")
-        if task is not None:
-            patient = await session.get(Patient, task.patient_id) if task.patient_id else None
-            out = _task_out(task, patient, utcnow(), _due_soon(request))
+    out = await visible_task_out(request, principal, task_id, f"GET /tasks/{task_id}")
     if out is None:
         raise Problem(404, "Not Found", "no such task", field="task_id")
     return JSONResponse(out.model_dump(mode="json"), headers={"ETag": etag(out.version)})

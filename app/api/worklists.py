@@ -37,7 +37,7 @@ def local_day(now: datetime, zone: ZoneInfo) -> tuple[datetime, datetime]:
 
 @router.get("/worklists/summary", response_model=QueueSummary)
 async def summary(request: Request, principal: CurrentPrincipal) -> QueueSummary:
-    """Per role and team in the caller's scope: open tasks, due today, overdue."""
+    """Per role and team in the caller's scope: open tasks, due today, overdue, unassigned (no owner)."""
     settings = request.app.state.settings
     zone = ZoneInfo(settings.facility_timezone)
     now = utcnow()
@@ -56,7 +56,9 @@ async def summary(request: Request, principal: CurrentPrincipal) -> QueueSummary
         as_of=now,
         timezone=settings.facility_timezone,
         queues=[
-            QueueSummaryRow(role=r.role, team=r.team, open=r.open, due_today=r.due_today, overdue=r.overdue)
+            QueueSummaryRow(
+                role=r.role, team=r.team, open=r.open, due_today=r.due_today, overdue=r.overdue, unassigned=r.unassigned
+            )
             for r in rows
         ],
     )

@@ -286,6 +286,7 @@ class QueueCounts:
     open: int
     due_today: int
     overdue: int
+    unassigned: int  # open tasks nobody has claimed (no owner)
 
 
 async def queue_summary(
@@ -296,16 +297,18 @@ async def queue_summary(
     day_start: datetime,
     day_end: datetime,
 ) -> list[QueueCounts]:
-    """Open tasks per (role, team): all, due today on the facility clock [day_start, day_end), overdue."""
+    """Open tasks per (role, team): all, due today on the facility clock [day_start, day_end), overdue,
+    unassigned (no owner)."""
     due_today = func.sum(case((and_(Task.due_at >= day_start, Task.due_at < day_end), 1), else_=0))
     overdue = func.sum(case((Task.due_at <= now, 1), else_=0))
+    unowned = func.sum(case((Task.owner.is_(None), 1), else_=0))
     query = (
-        select(Task.role, Task.team, func.count(), due_today, overdue)
+        select(Task.role, Task.team, func.count(), due_today, overdue, unowned)
         .where(status_in(ACTIVE_STATUSES), *conditions)
         .group_by(Task.role, Task.team)
         .order_by(Task.role, Task.team)
     )
     return [
-        QueueCounts(role, team, int(n), int(today or 0), int(late or 0))
-        for role, team, n, today, late in (await session.execute(query)).all()
+        QueueCounts(role, team, int(n), int(today or 0), int(late or 0), int(free or 0))
+        for role, team, n, today, late, free in (await session.execute(query)).all()
     ]

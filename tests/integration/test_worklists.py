@@ -155,11 +155,11 @@ async def test_total_is_capped_on_a_long_queue(
     assert (result["total"], result["total_exact"], result["count"]) == (3, False, 2)
 
 
-async def test_summary_counts_open_due_today_and_overdue_per_queue(
+async def test_summary_counts_open_due_today_overdue_and_unassigned_per_queue(
     runtime: Runtime, client: httpx.AsyncClient, token_for: Callable[..., str]
 ) -> None:
     await seed(runtime, due_in=timedelta(minutes=-10))
-    await seed(runtime, due_in=timedelta(days=3))
+    await seed(runtime, due_in=timedelta(days=3), owner="pmc-1")
     await seed(runtime, team=None, due_in=timedelta(days=400))
     await seed(runtime, team="T2")
     await seed(runtime, role="RN", due_in=timedelta(days=-3))
@@ -170,6 +170,8 @@ async def test_summary_counts_open_due_today_and_overdue_per_queue(
     assert queues[("PMC", "T1")][0::2] == (2, 1) and queues[("PMC", "T1")][1] in (0, 1)
     assert queues[("PMC", None)] == (1, 0, 0) and queues[("RN", "T1")] == (1, 0, 1)
     assert ("PMC", "T2") not in queues
+    unassigned = {(q["role"], q["team"]): q["unassigned"] for q in summary["queues"]}
+    assert unassigned == {("PMC", "T1"): 1, ("PMC", None): 1, ("RN", "T1"): 1}  # the claimed one is not
     pmc_view = await page(client, token_for("PMC", teams=("T1",)), "/worklists/summary")
     assert {q["role"] for q in pmc_view["queues"]} == {"PMC"}
 

@@ -1,0 +1,82 @@
+"""The quality dashboard in a real browser for a seeded scenario: two discharges through the HTTP front
+door, one contacted (completed in the UI) within 7 days, one whose 7-day window closed uncontacted.
+The 7-day contact chart shows 1 of 2 (50%), the numerator drills down to the contacted patient only,
+and every number on the page equals what app/measures/service computes for the same caller and filter
+(the function GET /measures serves)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from playwright.async_api import Page, expect
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.api.auth import verify_token
+from app.db.models import utcnow
+from app.measures.filters import MeasureFilter
+from app.measures.service import MeasureContext, compute_measures
+from app.runtime import Runtime
+from tests.browser.conftest import Shots, sign_in
+from tests.browser.test_facilitator_day import discharge
+
+CONTACT = "post-discharge-contact-7d"
+
+
+async def test_dashboard_shows_the_seeded_numbers_and_drills_down(
+    runtime: Runtime, served: str, page: Page, shots: Shots, token_for: Callable[..., str], db: AsyncEngine
+) -> None:
+    contacted = await discharge(served, token_for, db, mrn="MRN-A")
+
+    # Discharged on 10 November: its 7-day window has closed uncontacted (a window still open would
+    # leave it pending, out of the denominator).
+    other = await discharge(
+        served, token_for, db, mrn="MRN-B", visit="V0002", admit_time="20261105083000-0500",
+        discharge_time="20261110140000-0500", event_time="20261110142500-0500", message_time="20261110143000-0500",
+    )  # fmt: skip
+    assert other.patient_id != contacted.patient_id
+    await sign_in(page, "sup-1", "SUPERVISOR", "T1")
+    await page.goto(f"/ui/tasks/{contacted.id}")
+    await page.locator("summary", has_text="Complete").click()
+    await page.get_by_label("Outcome").nth(1).fill("reached, visit booked")
+    await page.get_by_role("button", name="Complete task").click()
+    await expect(page.get_by_test_id("flash")).to_have_text("Task completed.")
+
+    await page.goto("/ui/dashboard")
+    card = page.locator(f'section[data-measure="{CONTACT}"]')
+    await expect(card.get_by_test_id("numerator")).to_have_text("1")
+    await expect(card.get_by_test_id("denominator")).to_have_text("2")
+    await expect(card.get_by_test_id("rate")).to_contain_text("50.0% (target 50%: met)")
+    await expect(card.locator("svg")).to_have_count(1)
+    assert await card.locator("svg").get_attribute("role") == "img"
+    await shots.take(page, "1-dashboard")
+
+    # Every card equals the service's numbers for the same caller and the page's default filter.
+    settings = runtime.settings
+    today = utcnow().astimezone(ZoneInfo(settings.facility_timezone)).date()
+    token = _cookie_token(await page.context.cookies())
+    principal = verify_token(settings, settings.jwt_secret.get_secret_value(), token)  # type: ignore[union-attr]
+    async with runtime.sessions() as session:
+        expected = await compute_measures(
+            session, MeasureFilter(today - timedelta(days=29), today), principal, context=MeasureContext.of(runtime)
+        )
+    for result in expected:
+        shown = page.locator(f'section[data-measure="{result.key}"]')
+        await expect(shown.get_by_test_id("numerator")).to_have_text(str(result.numerator))
+        await expect(shown.get_by_test_id("denominator")).to_have_text(str(result.denominator))
+
+    await card.get_by_test_id("numerator").click()
+    await expect(page.get_by_test_id("drill-down").locator("tbody tr")).to_have_count(1)
+    await expect(page.get_by_test_id("drill-down")).to_contain_text("JANE DOE")
+    assert str(contacted.patient_id) in await page.get_by_test_id("drill-down").inner_html()
+    await shots.take(page, "2-drill-down")
+    async with page.expect_download() as download:
+        await page.get_by_test_id("patients-csv").click()
+    csv_text = Path(await (await download.value).path()).read_text(encoding="utf-8")  # noqa: ASYNC240
+    assert csv_text.splitlines()[0].startswith("patient_id") and str(contacted.patient_id) in csv_text
+
+
+def _cookie_token(cookies: list) -> str:  # type: ignore[type-arg]
+    return next(c["value"] for c in cookies if c["name"] == "carecoord_session")
