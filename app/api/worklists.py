@@ -101,4 +101,5 @@ async def role_queue(
     )
     filters.roles = [role]
     page = page_request(request, sort, order, limit, cursor)
-    return await worklist_page(request, principal, filters, page, f"GET /worklists/{role[:32]}?{request.url.query}")
+    what = f"GET /worklists/{role[:32]}?{request.url.query}"
+    return (await worklist_page(request, principal, filters, page, what)).response()
