@@ -1,8 +1,7 @@
 """The quality dashboard in a real browser for a seeded scenario: two discharges through the HTTP front
 door, one contacted (completed in the UI) within 7 days, one whose 7-day window closed uncontacted.
 The 7-day contact chart shows 1 of 2 (50%), the numerator drills down to the contacted patient only,
-and every number on the page equals what app/measures/service computes for the same caller and filter
-(the function GET /measures serves)."""
+and every number on the page equals what GET /measures answers the same caller for the same period."""
 
 from __future__ import annotations
 
@@ -11,13 +10,11 @@ from datetime import timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import httpx
 from playwright.async_api import Page, expect
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.api.auth import verify_token
 from app.db.models import utcnow
-from app.measures.filters import MeasureFilter
-from app.measures.service import MeasureContext, compute_measures
 from app.runtime import Runtime
 from tests.browser.conftest import Shots, sign_in
 from tests.browser.test_facilitator_day import discharge
@@ -53,19 +50,19 @@ async def test_dashboard_shows_the_seeded_numbers_and_drills_down(
     assert await card.locator("svg").get_attribute("role") == "img"
     await shots.take(page, "1-dashboard")
 
-    # Every card equals the service's numbers for the same caller and the page's default filter.
-    settings = runtime.settings
-    today = utcnow().astimezone(ZoneInfo(settings.facility_timezone)).date()
+    # Every card equals what GET /measures answers the same caller for the page's default period.
+    today = utcnow().astimezone(ZoneInfo(runtime.settings.facility_timezone)).date()
     token = _cookie_token(await page.context.cookies())
-    principal = verify_token(settings, settings.jwt_secret.get_secret_value(), token)  # type: ignore[union-attr]
-    async with runtime.sessions() as session:
-        expected = await compute_measures(
-            session, MeasureFilter(today - timedelta(days=29), today), principal, context=MeasureContext.of(runtime)
-        )
+    period = {"period_start": str(today - timedelta(days=29)), "period_end": str(today)}
+    async with httpx.AsyncClient(base_url=served) as api:
+        answer = await api.get("/measures", params=period, headers={"Authorization": f"Bearer {token}"})
+    assert answer.status_code == 200, answer.text
+    expected = answer.json()["measures"]
+    assert any(m["key"] == CONTACT and (m["numerator"], m["denominator"]) == (1, 2) for m in expected)
     for result in expected:
-        shown = page.locator(f'section[data-measure="{result.key}"]')
-        await expect(shown.get_by_test_id("numerator")).to_have_text(str(result.numerator))
-        await expect(shown.get_by_test_id("denominator")).to_have_text(str(result.denominator))
+        shown = page.locator(f'section[data-measure="{result["key"]}"]')
+        await expect(shown.get_by_test_id("numerator")).to_have_text(str(result["numerator"]))
+        await expect(shown.get_by_test_id("denominator")).to_have_text(str(result["denominator"]))
 
     await card.get_by_test_id("numerator").click()
     await expect(page.get_by_test_id("drill-down").locator("tbody tr")).to_have_count(1)
