@@ -20,6 +20,7 @@ def _configure_and_run(connection: Connection) -> None:
         target_metadata=target_metadata,
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
+        transaction_per_migration=True,  # a migration may commit and build indexes concurrently (0015)
     )
     with context.begin_transaction():
         context.run_migrations()

@@ -119,6 +119,7 @@ async def _task_list(
     return TaskList(items=items, count=len(items))
 
 
+MAX_FILTER_VALUES = 20  # per filter of a worklist request
 UNASSIGNED = "none"  # team=none: the unattributed pool; owner=none: unclaimed
 ME = "me"  # owner=me: the caller
 
@@ -144,6 +145,10 @@ def worklist_filters(
     overdue: bool | None,
     due_soon: bool | None,
 ) -> TaskFilters:
+    for name, given in (("status", status), ("type", type_), ("team", team), ("owner", owner), ("patient", patient)):
+        # Each count of values is a statement shape of its own (app/api/worklist_query.py): bounded.
+        if given and sum(len(str(v).split(",")) for v in given) > MAX_FILTER_VALUES:
+            raise Problem(422, "Request is not valid", f"at most {MAX_FILTER_VALUES} values", field=name)
     statuses = _split(status, "status") or list(ACTIVE_STATUSES)
     unknown = sorted(set(statuses) - STATUSES)
     if unknown:
@@ -213,7 +218,7 @@ async def worklist_page(
             patient_ids=[str(item["patient"]["id"]) for item in items if item["patient"]],
         )
         await AUDIT_INSERT.execute(conn, audit)
-        await conn.commit()
+        await conn.commit()  # SQLite; on PostgreSQL each statement above committed on its own
     return WorklistBody(
         items=items,
         count=len(items),

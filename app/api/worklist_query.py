@@ -90,6 +90,8 @@ class PageQuery:
         limit: int,
     ) -> PageQuery:
         """The request of `principal`, scoped as app/api/access.py scopes every task query."""
+        if filters.extra:
+            raise ValueError("a worklist shape has no place for extra conditions: use state.worklists.task_page")
         return cls(
             filters=filters,
             ranges=scope_ranges(

@@ -39,8 +39,11 @@ async def upgrade_to_head(engine: AsyncEngine) -> None:
         cfg.attributes["connection"] = connection
         command.upgrade(cfg, "head")
 
-    async with engine.begin() as conn:
+    # No outer transaction: Alembic runs one per migration, and a migration may step outside it
+    # (CREATE INDEX CONCURRENTLY, migrations/versions/0015_worklist_pool_index.py).
+    async with engine.connect() as conn:
         await conn.run_sync(_run)
+        await conn.commit()
 
 
 async def schema_is_current(engine: AsyncEngine) -> bool:

@@ -200,7 +200,7 @@ class Task(Base):
             ],
         ),
         # Worklists (docs/worklists.md): open tasks in due order, per role queue, per owner, all roles.
-        # One ordered range per (role, team) of a facilitator's scope (app/api/access.scope_branches); PostgreSQL
+        # One ordered range per (role, team) of a facilitator's scope (app/api/access.scope_ranges); PostgreSQL
         # also keeps what the Part 2 gate reads in the index, so the capped total is an index-only scan.
         Index(
             "ix_tasks_open_role_due",

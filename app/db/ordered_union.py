@@ -12,13 +12,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, Subquery, func, select, union_all
+from sqlalchemy import ColumnElement, CompoundSelect, Select, Subquery, func, select, union_all
 
 
-def _union(parts: Sequence[Select[Any]], name: str) -> Subquery:
+def _union(parts: Sequence[Select[Any]]) -> Select[Any] | CompoundSelect:
     # SQLite allows ORDER BY/LIMIT only on a whole compound select: each branch is wrapped.
     wrapped = [select(*part.subquery().c) for part in parts]
-    return (union_all(*wrapped) if len(wrapped) > 1 else wrapped[0]).subquery(name)
+    return union_all(*wrapped) if len(wrapped) > 1 else wrapped[0]
 
 
 def ordered_union(
@@ -37,9 +37,8 @@ def ordered_union(
         [
             select(key_column.label("key"), *labelled).where(*common, branch).order_by(*ordering).limit(limit)
             for branch in branches
-        ],
-        "branches",
-    )
+        ]
+    ).subquery("branches")
     sort_refs = [merged.c[f"sort_{i}"] for i in range(len(sort_columns))]
     outer_order = [c.desc() if descending else c.asc() for c in sort_refs]
     return select(*merged.c).order_by(*outer_order).limit(limit).subquery("first_rows")
@@ -54,8 +53,7 @@ def union_count(
     """count(*) of `common AND (any branch)`, up to `cap` rows (None: all): one index range per branch
     instead of a filtered walk over the union of them, and the walk stops at `cap` rows in all."""
     parts = [select(key_column.label("key")).where(*common, branch) for branch in branches]
-    wrapped = [select(*part.subquery().c) for part in parts]
-    merged = union_all(*wrapped) if len(wrapped) > 1 else wrapped[0]
+    merged = _union(parts)
     if cap is not None:
         merged = merged.limit(cap)
     return select(func.count()).select_from(merged.subquery("counted"))

@@ -5,13 +5,16 @@ database spent running it (bench/api.py, docs/benchmarks.md). A statement built 
 filters, how many scope ranges, which sort), with named bind parameters for every value, is compiled
 once per dialect; a request then only binds values.
 
-On PostgreSQL the compiled text runs on the asyncpg connection itself (asyncpg prepares it once per
-connection and keeps it in its statement cache); SQLAlchemy's type processing is applied to values and
-results, so both paths return the same Python values. Other dialects run through SQLAlchemy.
+On PostgreSQL (asyncpg) the compiled text runs on the asyncpg connection itself (asyncpg prepares it
+once per connection and keeps it in its statement cache), each statement in autocommit; SQLAlchemy's
+type processing is applied to values and results, so both paths return the same Python values. Other
+dialects run through SQLAlchemy. `CARECOORD_DATABASE_ECHO` does not log the asyncpg path.
 """
 
 from __future__ import annotations
 
+import asyncio
+import sys
 from collections import namedtuple
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -65,13 +68,13 @@ class Prepared:
             params = tuple(_param(name, binds[name], dialect) for name in compiled.positiontup or [])
             columns = compiled._result_columns  # (key, name, objects, type) per result column
             row = namedtuple("Row", [c[0] for c in columns], rename=True)  # type: ignore[misc]
-            results = tuple(c[3].result_processor(dialect, None) for c in columns)
+            results = tuple(c[3].dialect_impl(dialect).result_processor(dialect, None) for c in columns)
             found = self._compiled[dialect.name] = _Compiled(compiled.string, params, row, results)
         return found
 
     async def rows(self, conn: AsyncConnection, values: Mapping[str, Any]) -> Sequence[Any]:
         """Rows with attribute access by column label, values typed as SQLAlchemy would type them."""
-        if conn.dialect.name != "postgresql":
+        if not _on_asyncpg(conn):
             return (await conn.execute(self.statement, dict(values))).all()  # type: ignore[arg-type]
         compiled = self._compile(conn.dialect)
         records = await _run(conn, "fetch", compiled.sql, _bind(compiled, values))
@@ -79,27 +82,46 @@ class Prepared:
         return [make([v if p is None or v is None else p(v) for v, p in zip(r, results, strict=True)]) for r in records]
 
     async def execute(self, conn: AsyncConnection, values: Mapping[str, Any]) -> None:
-        """Run a statement that returns no rows (an INSERT), in the connection's current transaction."""
-        if conn.dialect.name != "postgresql":
+        """Run a statement that returns no rows (an INSERT). On asyncpg it commits on its own (as every
+        statement here: see `_run`); elsewhere it joins the connection's transaction, for the caller to commit."""
+        if not _on_asyncpg(conn):
             await conn.execute(self.statement, dict(values))  # type: ignore[arg-type]
             return
         compiled = self._compile(conn.dialect)
         await _run(conn, "execute", compiled.sql, _bind(compiled, values))
 
 
+def _on_asyncpg(conn: AsyncConnection) -> bool:
+    return conn.dialect.name == "postgresql" and conn.dialect.driver == "asyncpg"
+
+
 async def _run(conn: AsyncConnection, method: str, sql: str, args: list[Any]) -> Any:
+    """One statement on the asyncpg connection under `conn`, outside SQLAlchemy: it runs in autocommit,
+    so a connection in a SQLAlchemy transaction is refused (the statement would not be part of it)."""
+    if conn.in_transaction():
+        raise RuntimeError("Prepared runs outside SQLAlchemy's transactions: use a connection that has none")
     raw = await conn.get_raw_connection()
     driver = raw.driver_connection
     try:
         return await getattr(driver, method)(sql, *args)
+    except asyncpg.exceptions.DataError:
+        raise  # a value that does not encode: the connection is fine
     except (OSError, asyncpg.exceptions.ConnectionDoesNotExistError, asyncpg.exceptions.InterfaceError):
         # SQLAlchemy invalidates a broken connection on its own path; on this one, here.
         await conn.invalidate()
         raise
+    except BaseException:
+        # Cancelled mid-statement (a client gone, a timeout): the protocol is mid-exchange, so the
+        # connection must not go back to the pool (SQLAlchemy's own path does the same).
+        if not isinstance(sys.exc_info()[1], Exception):
+            driver.terminate()  # type: ignore[union-attr]
+            await asyncio.shield(conn.invalidate())
+        raise
 
 
 def _param(name: str, bind: BindParameter[Any], dialect: Dialect) -> _Param:
-    return _Param(name, bind.type.bind_processor(dialect), bind.required, bind.effective_value)
+    processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
+    return _Param(name, processor, bind.required, bind.effective_value)
 
 
 def _bind(compiled: _Compiled, values: Mapping[str, Any]) -> list[Any]:

@@ -8,6 +8,8 @@ from sqlalchemy import event, make_url
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
+POOL_RECYCLE_S = 1800
+
 
 def create_engine(url: str, echo: bool = False, pool_size: int = 20, max_overflow: int = 10) -> AsyncEngine:
     parsed = make_url(url)
@@ -28,7 +30,10 @@ def create_engine(url: str, echo: bool = False, pool_size: int = 20, max_overflo
         return engine
     # A connection opened past the pool is closed when returned, and a new one costs a handshake, type
     # introspection and asyncpg's statements prepared again: the pool is sized to the requests in flight.
-    engine = create_async_engine(url, echo=echo, pool_size=pool_size, max_overflow=max_overflow)
+    # Replaced after 30 minutes: NATs and load balancers cut idle sockets silently (often after an hour).
+    engine = create_async_engine(
+        url, echo=echo, pool_size=pool_size, max_overflow=max_overflow, pool_recycle=POOL_RECYCLE_S
+    )
 
     @event.listens_for(engine.sync_engine.pool, "checkout")
     def _drop_closed(dbapi_conn, _record, _proxy) -> None:  # type: ignore[no-untyped-def]
@@ -36,7 +41,7 @@ def create_engine(url: str, echo: bool = False, pool_size: int = 20, max_overflo
         # the pool then takes another. SQLAlchemy's pre-ping cost three round trips per checkout (BEGIN, a
         # ping, ROLLBACK): a third of a worklist page's Python time (docs/benchmarks.md). A connection that
         # fails mid-statement is invalidated where it failed (app/db/prepared.py; SQLAlchemy's own path).
-        if dbapi_conn.driver_connection.is_closed():
+        if parsed.get_driver_name() == "asyncpg" and dbapi_conn.driver_connection.is_closed():
             raise DisconnectionError("connection closed by the server")
 
     return engine

@@ -93,4 +93,6 @@ def audit_values(
 
 # One audit record, for reads that run outside an ORM session (the worklist page, app/api/worklist_query.py).
 _AUDIT_COLUMNS = [c for c in AuditEvent.__table__.c if not c.primary_key]
-AUDIT_INSERT = Prepared(insert(AuditEvent).values({c.name: bindparam(c.name, type_=c.type) for c in _AUDIT_COLUMNS}))
+AUDIT_INSERT = Prepared(
+    insert(AuditEvent).values({c.name: bindparam(c.name, type_=c.type) for c in _AUDIT_COLUMNS}).inline()
+)

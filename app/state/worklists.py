@@ -212,7 +212,7 @@ def page_statement(
 def count_statement(
     conditions: Sequence[ColumnElement[bool]], branches: Sequence[ColumnElement[bool]], limit: Any
 ) -> Select[Any]:
-    """count(*) of the matches, reading at most `limit` rows (per branch; None: all)."""
+    """count(*) of the matches, reading at most `limit` rows over all branches (None: all)."""
     if branches:
         return union_count(Task.id, conditions, branches, limit)
     inner = select(Task.id).where(*conditions)
@@ -258,23 +258,19 @@ async def task_page(
     cursor: Cursor | None,
     count_cap: int | None,
     with_patient: bool = True,
-    branches: Sequence[ColumnElement[bool]] = (),
 ) -> TaskPage:
     """One page in (sort, order) after `cursor`, and the total matching `conditions` counted up to
-    `count_cap` rows (None: exact). Limit 0 returns the total only.
-
-    `branches` (optional, non-overlapping) split the rows into index ranges, e.g. one per (role, team)
-    of the caller's scope: each is read in order up to the page size and the pages merged
-    (app/db/ordered_union.py), which keeps a page a few index reads however long the queue."""
+    `count_cap` rows (None: exact). Limit 0 returns the total only. The generic path (FHIR Task search);
+    a worklist reads its scope one index range at a time (app/api/worklist_query.py)."""
     rows: Sequence[Any] = []
     if limit > 0:
         after = None if cursor is None else cursor.key
         query = page_statement(
-            conditions, branches, sort=sort, order=order, after=after, limit=limit + 1, with_patient=with_patient
+            conditions, (), sort=sort, order=order, after=after, limit=limit + 1, with_patient=with_patient
         )
         rows = (await session.execute(query)).all()
     # With a cap, counting stops after cap+1 rows: a busy queue's "500+" costs a 500-row index scan.
-    count = count_statement(conditions, branches, None if count_cap is None else count_cap + 1)
+    count = count_statement(conditions, (), None if count_cap is None else count_cap + 1)
     counted = int(await session.scalar(count) or 0)
     return page_of(rows, counted, sort=sort, order=order, limit=limit, cap=count_cap, with_patient=with_patient)
 

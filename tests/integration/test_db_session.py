@@ -32,6 +32,7 @@ async def test_a_connection_the_server_closed_is_replaced(database_url: str) -> 
         for _ in range(3):  # through SQLAlchemy and through the prepared path
             async with engine.connect() as conn:
                 assert (await conn.execute(text("SELECT 1"))).scalar_one() == 1
+            async with engine.connect() as conn:
                 assert (await ping.rows(conn, {}))[0][0] == 1
     finally:
         await engine.dispose()
