@@ -132,6 +132,8 @@ async def test_filters_sorts_and_pages_within_scope(
     assert forged.status_code == 422 and forged.json()["field"] == "cursor"
     naive = await client.get("/tasks", params={"due_before": "2026-11-30T10:00:00"}, headers=bearer(pmc))
     assert naive.status_code == 422 and naive.json()["field"] == "due_before"
+    many = await client.get("/tasks", params={"type": ",".join(f"t{i}" for i in range(21))}, headers=bearer(pmc))
+    assert many.status_code == 422 and many.json()["field"] == "type"  # each count of values is a shape
 
     # The role queue is the same list; another role's queue is refused; a supervisor sees all roles.
     queue = await page(client, pmc, "/worklists/PMC", limit=50)
