@@ -30,6 +30,7 @@ from app.encounters.sensitivity import SensitivityPolicy
 from app.messaging.embedded_broker import EmbeddedBroker
 from app.messaging.producer import Publisher
 from app.messaging.topics import ensure_topics
+from app.outbox.relay import OutboxRelay
 from app.rules.config import load_rules
 from app.rules.engine import RuleEngine
 from app.settings import Settings
@@ -57,6 +58,7 @@ class Runtime:
         self.fhir_handler: FhirHandler | None = None  # FHIR clinical resources (Encounter, Observation, ...)
         self.consumers: list[ConsumerRunner] = []
         self._escalation: asyncio.Task[None] | None = None
+        self.relay: OutboxRelay | None = None
 
     @property
     def bootstrap(self) -> str:
@@ -84,12 +86,25 @@ class Runtime:
                     s.topics.ens_dead_letter,
                     s.topics.fhir,
                     s.topics.fhir_dead_letter,
+                    s.topics.task_events,
                 ],
                 s.kafka_partitions,
                 s.kafka_replication_factor,
             )
         self.publisher = Publisher(self.bootstrap, s)
         await self.publisher.start()
+        if s.outbox_relay_enabled:
+            # API actions change tasks too: every serve and consume process relays (they share the work).
+            self.relay = OutboxRelay(
+                sessions=self.sessions,
+                publisher=self.publisher,
+                topic=s.topics.task_events,
+                batch=s.outbox_relay_batch,
+                idle_s=s.outbox_relay_idle_s,
+                retry_initial_s=s.consumer_db_retry_initial_s,
+                retry_max_s=s.outbox_relay_retry_max_s,
+            )
+            self.relay.start()
         self.adt_handler = NoticeHandler(
             source="hl7v2",
             decode=partial(decode_hl7v2, options=self.decode_options()),
@@ -142,6 +157,7 @@ class Runtime:
                     fetch_max_wait_ms=s.consumer_fetch_max_wait_ms,
                     retry_initial_s=s.consumer_db_retry_initial_s,
                     retry_max_s=s.consumer_db_retry_max_s,
+                    shutdown_timeout_s=s.consumer_shutdown_timeout_s,
                 )
                 self.consumers.append(runner)
             # Each start waits out a group join (about half the session timeout): join them together.
@@ -173,6 +189,9 @@ class Runtime:
         for runner in self.consumers:
             await runner.stop()
         self.consumers.clear()
+        if self.relay is not None:
+            await self.relay.stop(self.settings.consumer_shutdown_timeout_s)
+            self.relay = None
         if self.publisher is not None:
             await self.publisher.stop()
         if self.engine is not None:

@@ -25,6 +25,7 @@ class Topics(BaseModel):
     ens_dead_letter: str = "carecoord.ens.dlq.v1"
     fhir: str = "carecoord.fhir.v1"  # FHIR clinical resources and Bundles (docs/fhir-clinical.md)
     fhir_dead_letter: str = "carecoord.fhir.dlq.v1"
+    task_events: str = "carecoord.task-events.v1"  # task changes as CloudEvents, from the outbox (docs/reliability.md)
 
 
 class InboxSchedule(BaseModel):
@@ -78,6 +79,15 @@ class Settings(BaseSettings):
     run_consumers: bool = Field(
         default=True, description="serve runs the consumers in-process; false for API-only replicas (scale-out)"
     )
+    consumer_shutdown_timeout_s: float = Field(
+        default=30.0, gt=0, description="on SIGTERM, how long an in-flight batch may take before it is abandoned"
+    )
+    outbox_relay_enabled: bool = Field(
+        default=True, description="serve/consume publish task changes from the outbox to the task-events topic"
+    )
+    outbox_relay_batch: int = Field(default=500, ge=1, description="outbox rows claimed and published per pass")
+    outbox_relay_idle_s: float = Field(default=0.5, gt=0, description="wait between passes when the outbox is empty")
+    outbox_relay_retry_max_s: float = Field(default=30.0, gt=0, description="longest backoff after a failed pass")
     shutdown_drain_timeout_s: float = Field(
         default=10.0, ge=0, description="embedded mode: wait this long for consumers to catch up on stop"
     )

@@ -9,6 +9,7 @@ same message with backoff, and the consumer reports not-ready meanwhile, so noth
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -45,6 +46,7 @@ class ConsumerRunner:
         fetch_max_wait_ms: int = 500,
         retry_initial_s: float,
         retry_max_s: float,
+        shutdown_timeout_s: float = 30.0,
     ) -> None:
         self.topic = topic
         self._handler = handler
@@ -54,6 +56,7 @@ class ConsumerRunner:
         self._poll_timeout_ms = poll_timeout_ms
         self._retry_initial_s = retry_initial_s
         self._retry_max_s = retry_max_s
+        self._shutdown_timeout_s = shutdown_timeout_s
         self._consumer = AIOKafkaConsumer(
             topic,
             bootstrap_servers=bootstrap,
@@ -75,10 +78,19 @@ class ConsumerRunner:
         self._task = asyncio.create_task(self._run(), name=f"consumer:{self.topic}")
 
     async def stop(self) -> None:
+        """Graceful: the batch in flight finishes and its offsets are committed; one that outlasts the
+        shutdown timeout is cancelled, which rolls its transaction back (abandoned whole, left uncommitted
+        for the next owner). Then the consumer leaves the group, so its partitions move on at once."""
         self._stopping.set()
         if self._task is not None:
-            await self._task
-        await self._consumer.stop()  # leaves the group so partitions move on promptly
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), self._shutdown_timeout_s)
+            except TimeoutError:
+                log.warning("in-flight batch abandoned at shutdown", extra={"topic": self.topic})
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
+        await self._consumer.stop()
         self.healthy = False
 
     @property
