@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError, MessageSizeTooLargeError
+from aiokafka.protocol.group import LeaveGroupRequest
 from aiokafka.structs import OffsetAndMetadata
 
 from app.consumers.notice_handler import HandleResult, Outcome
@@ -90,8 +91,25 @@ class ConsumerRunner:
                 self._task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._task
+        await self._leave_group()
         await self._consumer.stop()
         self.healthy = False
+
+    async def _leave_group(self) -> None:
+        """Leave the group explicitly, so the partitions move to another member now, not after the session
+        timeout. aiokafka leaves only from a generation above 0 (Kafka counts from 1); Tansu counts from 0,
+        so its first generation is left here (tests/reliability/test_crash_recovery.py proves the newcomer's
+        prompt join). Uses aiokafka internals, pinned by the dependency range."""
+        coordinator = getattr(self._consumer, "_coordinator", None)
+        if coordinator is None:
+            return
+        member, generation = coordinator.member_id, coordinator.generation
+        await coordinator.close()  # stops heartbeats; sends LeaveGroup itself from generation 1 on
+        if generation == 0 and member:
+            try:
+                await coordinator._send_req(LeaveGroupRequest(coordinator.group_id, member))
+            except KafkaError as exc:
+                log.warning("leaving the consumer group failed", extra={"error": type(exc).__name__})
 
     @property
     def ready(self) -> bool:
