@@ -266,7 +266,8 @@ class Runtime:
         if self.engine is None:
             return False
         try:
-            async with self.engine.connect() as conn:
+            # Bounded: a partitioned network answers nothing, and a probe that hangs is no answer either.
+            async with asyncio.timeout(self.settings.readiness_check_timeout_s), self.engine.connect() as conn:
                 await conn.execute(text("SELECT 1"))
         except Exception:
             return False

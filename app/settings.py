@@ -88,6 +88,9 @@ class Settings(BaseSettings):
     outbox_relay_batch: int = Field(default=500, ge=1, description="outbox rows claimed and published per pass")
     outbox_relay_idle_s: float = Field(default=0.5, gt=0, description="wait between passes when the outbox is empty")
     outbox_relay_retry_max_s: float = Field(default=30.0, gt=0, description="longest backoff after a failed pass")
+    readiness_check_timeout_s: float = Field(
+        default=2.0, gt=0, description="/readyz: a database that does not answer within this is not ready"
+    )
     shutdown_drain_timeout_s: float = Field(
         default=10.0, ge=0, description="embedded mode: wait this long for consumers to catch up on stop"
     )

@@ -115,10 +115,21 @@ async def test_sigkilled_consumer_ends_like_a_clean_run(
         clean_run.start()
         crashing.start()
         stream = asyncio.create_task(publish(bootstrap, _topics(settings), messages, pause_s=0.5))
+        applied = select(func.count()).select_from(InboundEvent)
+        progress = 0
+        share = len(messages) // (CRASH_KILLS + 2)
         for _ in range(CRASH_KILLS):
-            await asyncio.sleep(rng.uniform(1.5, 5.0))
+            # Each restarted process applies a random share of the stream, then dies at a random instant.
+            target = progress + rng.randint(share // 4, share)
+
+            async def progressed(target: int = target) -> bool:
+                return await _count(db, applied) >= target
+
+            await eventually(progressed, timeout_s=120, interval_s=0.05)
+            await asyncio.sleep(rng.uniform(0, 0.3))
             crashing.kill()
-            applied_at_kill.append(await _count(db, select(func.count()).select_from(InboundEvent)))
+            progress = await _count(db, applied)
+            applied_at_kill.append(progress)
             crashing.start()
         await stream
         groups = _groups(settings) | _groups(clean)
@@ -133,7 +144,8 @@ async def test_sigkilled_consumer_ends_like_a_clean_run(
 
     print(f"applied events when each kill landed: {applied_at_kill}")
     assert len(applied_at_kill) >= CRASH_KILLS
-    assert applied_at_kill[-1] < len(messages), "every kill landed before the stream was fully applied"
+    assert applied_at_kill[0] > 0 and applied_at_kill[-1] < len(messages), "every kill landed mid-stream"
+    assert len(set(applied_at_kill)) == len(applied_at_kill), "each restarted process applied events before dying"
     crashed, expected = await outcome(db), await outcome(clean_engine)
     assert sum(expected["tasks"].values()) > CRASH_EVENTS // 10 and sum(expected["encounters"].values()) > 1000
     for table in expected:
@@ -156,7 +168,7 @@ def _discharges(n: int, prefix: str) -> list[Message]:
         Message(
             "adt",
             f"{prefix}-{i}".encode(),
-            adt(control_id=f"{prefix}{i}", mrn=f"{prefix}{i}", visit_number=f"V{i}").encode(),
+            adt(control_id=f"{prefix}{i}", mrn=f"{prefix}{i}", visit_number=f"V{prefix}{i}").encode(),
         )
         for i in range(n)
     ]
