@@ -7,12 +7,15 @@ import json
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from tests.fhir_builder import encode, observation
 from tests.hl7_builder import adt
+
+T = TypeVar("T")
 
 JSON_SCALARS = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=30)
 KEYS = st.text(alphabet=st.characters(blacklist_categories=["Cs"]), max_size=12)
@@ -52,8 +55,9 @@ def hl7_junk(draw: st.DrawFn) -> bytes:
     return draw(st.sampled_from([text.encode(), text.encode("utf-16"), text.encode() + b"\x00\xff\xfe"]))
 
 
-def _collect(strategy: st.SearchStrategy[bytes], n: int) -> list[bytes]:
-    found: list[bytes] = []
+def collect_examples(strategy: st.SearchStrategy[T], n: int) -> list[T]:
+    """`n` values hypothesis draws (derandomized: the same every run), for tests that cannot be `@given`."""
+    found: list[T] = []
 
     @settings(
         max_examples=n,
@@ -64,7 +68,7 @@ def _collect(strategy: st.SearchStrategy[bytes], n: int) -> list[bytes]:
         deadline=None,
     )
     @given(strategy)
-    def draw(value: bytes) -> None:
+    def draw(value: T) -> None:
         found.append(value)
 
     draw()
@@ -89,8 +93,8 @@ def good_fhir(i: int) -> bytes:
 def poison(n: int, max_bytes: int, seed: int = 9) -> list[Poison]:
     rng = random.Random(seed)
     quarter = n // 4
-    out = [Poison("adt", v, "hypothesis-hl7") for v in _collect(hl7_junk(), quarter)]
-    out += [Poison("fhir", v, "hypothesis-fhir") for v in _collect(fhir_junk(), quarter)]
+    out = [Poison("adt", v, "hypothesis-hl7") for v in collect_examples(hl7_junk(), quarter)]
+    out += [Poison("fhir", v, "hypothesis-fhir") for v in collect_examples(fhir_junk(), quarter)]
     makers: list[Callable[[int], Poison]] = [
         # Cut inside MSH, before the control id: no message can be read from what is left.
         lambda i: Poison("adt", (m := good_hl7(10_000 + i))[: rng.randrange(0, m.index(b"|ADT^"))], "truncated-hl7"),
