@@ -20,17 +20,16 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.settings import Settings
+from tests.hl7_builder import adt
 from tests.reliability.event_mix import Message
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-def require_postgres(database_url: str) -> None:
+def require_postgres(database_url: str, why: str) -> None:
+    """Skip, with the reason reported, in the SQLite pass; these run in the PostgreSQL pass of .ci/run."""
     if not database_url.startswith("postgresql"):
-        pytest.skip(
-            "needs PostgreSQL: it kills a consumer process and cuts its database connection, which the "
-            "SQLite pass cannot share with the test process meaningfully; runs in the PostgreSQL pass of .ci/run"
-        )
+        pytest.skip(f"PostgreSQL only ({why}); runs in the PostgreSQL pass of .ci/run")
 
 
 def consumer_env(settings: Settings, *, database_url: str, extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -104,6 +103,23 @@ class ConsumerProcess:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(10)
+
+
+def discharges(n: int, prefix: str) -> list[Message]:
+    """`n` inpatient discharges of distinct patients and visits, each keyed by its patient."""
+    return [
+        Message(
+            "adt",
+            f"{prefix}{i}".encode(),
+            adt(control_id=f"{prefix}{i}", mrn=f"{prefix}{i}", visit_number=f"V{prefix}{i}").encode(),
+        )
+        for i in range(n)
+    ]
+
+
+async def count(engine: AsyncEngine, query: Any) -> int:
+    async with engine.connect() as conn:
+        return int(await conn.scalar(query) or 0)
 
 
 async def publish(bootstrap: str, topics: dict[str, str], messages: Sequence[Message], pause_s: float = 0) -> None:

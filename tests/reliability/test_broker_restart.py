@@ -23,11 +23,7 @@ from app.runtime import Runtime
 from app.settings import Settings
 from tests.conftest import bearer, eventually, wait_until_assigned
 from tests.hl7_builder import adt
-
-
-async def _count(db: AsyncEngine, query) -> int:  # type: ignore[no-untyped-def]
-    async with db.connect() as conn:
-        return int(await conn.scalar(query) or 0)
+from tests.reliability.harness import count
 
 
 async def test_producer_consumers_and_relay_recover_from_a_broker_restart(
@@ -48,7 +44,7 @@ async def test_producer_consumers_and_relay_recover_from_a_broker_restart(
         return (await client.post("/ingest/hl7v2", content=message, headers=feed)).status_code
 
     async def tasks_at_least(n: int) -> bool:
-        return await _count(db, tasks) >= n
+        return await count(db, tasks) >= n
 
     try:
         async with Runtime(settings) as rt:
@@ -77,13 +73,13 @@ async def test_producer_consumers_and_relay_recover_from_a_broker_restart(
                 unpublished = select(func.count()).where(TaskOutbox.published_at.is_(None))
 
                 async def relayed() -> bool:
-                    return await _count(db, unpublished) == 0
+                    return await count(db, unpublished) == 0
 
                 assert await eventually(relayed, timeout_s=60), "the relay published after the restart"
                 assert await eventually(lambda: _ready(client), timeout_s=30)
     finally:
         await broker.stop()
-    assert await _count(db, tasks) == 60
+    assert await count(db, tasks) == 60
 
 
 async def _ready(client: httpx.AsyncClient) -> bool:

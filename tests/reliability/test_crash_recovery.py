@@ -26,12 +26,13 @@ from app.messaging.topics import ensure_topics
 from app.outbox.cloudevent import event_id
 from app.settings import Settings
 from tests.conftest import eventually
-from tests.hl7_builder import adt
-from tests.reliability.event_mix import Message, event_mix
+from tests.reliability.event_mix import event_mix
 from tests.reliability.harness import (
     ConsumerProcess,
     committed_offsets,
     consumer_env,
+    count,
+    discharges,
     outcome,
     publish,
     require_postgres,
@@ -48,7 +49,7 @@ SHIPPED_RULES = Path(__file__).resolve().parents[2] / "app" / "rules" / "default
 @pytest.fixture
 async def clean_engine(database_url: str) -> AsyncIterator[AsyncEngine]:
     """A second database beside the test one, for the clean run."""
-    require_postgres(database_url)
+    require_postgres(database_url, "a clean run in a second database and minutes of work: too slow to repeat on SQLite")
     url = make_url(database_url)
     name = f"{url.database}_clean_run"
     admin = create_engine(database_url)
@@ -77,16 +78,11 @@ async def _create_topics(settings: Settings, *extra: str) -> None:
     await ensure_topics(settings.kafka_bootstrap_servers or "", names, settings.kafka_partitions, 1)
 
 
-async def _count(engine: AsyncEngine, query) -> int:  # type: ignore[no-untyped-def]
-    async with engine.connect() as conn:
-        return int(await conn.scalar(query) or 0)
-
-
 async def _wait_outbox_empty(engine: AsyncEngine, timeout_s: float) -> None:
     unpublished = select(func.count()).where(TaskOutbox.published_at.is_(None))
 
     async def empty() -> bool:
-        return await _count(engine, unpublished) == 0
+        return await count(engine, unpublished) == 0
 
     assert await eventually(empty, timeout_s=timeout_s, interval_s=0.5), "outbox rows left unpublished"
 
@@ -123,12 +119,12 @@ async def test_sigkilled_consumer_ends_like_a_clean_run(
             target = progress + rng.randint(share // 4, share)
 
             async def progressed(target: int = target) -> bool:
-                return await _count(db, applied) >= target
+                return await count(db, applied) >= target
 
             await eventually(progressed, timeout_s=120, interval_s=0.05)
             await asyncio.sleep(rng.uniform(0, 0.3))
             crashing.kill()
-            progress = await _count(db, applied)
+            progress = await count(db, applied)
             applied_at_kill.append(progress)
             crashing.start()
         await stream
@@ -163,21 +159,9 @@ async def test_sigkilled_consumer_ends_like_a_clean_run(
     print(f"{len(changes)} task changes; {sum(received.values()) - len(received)} re-published after kills")
 
 
-def _discharges(n: int, prefix: str) -> list[Message]:
-    return [
-        Message(
-            "adt",
-            f"{prefix}-{i}".encode(),
-            adt(control_id=f"{prefix}{i}", mrn=f"{prefix}{i}", visit_number=f"V{prefix}{i}").encode(),
-        )
-        for i in range(n)
-    ]
-
-
 async def test_sigterm_finishes_the_batch_commits_what_is_done_and_leaves_the_group(
     settings: Settings, database_url: str, db: AsyncEngine, tmp_path: Path
 ) -> None:
-    require_postgres(database_url)
     await _create_topics(settings)
     bootstrap = settings.kafka_bootstrap_servers or ""
     # A consumer that did not leave the group holds its partitions until its session times out.
@@ -185,14 +169,14 @@ async def test_sigterm_finishes_the_batch_commits_what_is_done_and_leaves_the_gr
         settings, database_url=database_url, extra={"CARECOORD_CONSUMER_SESSION_TIMEOUT_MS": str(SESSION_TIMEOUT_MS)}
     )
     process = ConsumerProcess(env, tmp_path / "consume.log")
-    messages = _discharges(4000, "ST")
+    messages = discharges(4000, "ST")
     try:
         process.start()
         stream = asyncio.create_task(publish(bootstrap, _topics(settings), messages, pause_s=0.2))
         applied = select(func.count()).select_from(InboundEvent)
 
         async def some_applied() -> bool:
-            return await _count(db, applied) >= 500
+            return await count(db, applied) >= 500
 
         assert await eventually(some_applied, timeout_s=120, interval_s=0.05)
         started = time.monotonic()

@@ -22,24 +22,18 @@ from app.db.models import InboundEvent, Task, TaskOutbox
 from app.runtime import Runtime
 from app.settings import Settings
 from tests.conftest import eventually, wait_until_assigned
-from tests.hl7_builder import adt
-from tests.reliability.event_mix import Message
-from tests.reliability.harness import committed_offsets, publish, require_postgres, wait_caught_up
+from tests.reliability.harness import (
+    committed_offsets,
+    count,
+    discharges,
+    publish,
+    require_postgres,
+    wait_caught_up,
+)
 from tests.reliability.tcp_proxy import TcpProxy
 
 OUTAGE_CUT_S = float(os.environ.get("CARECOORD_OUTAGE_CUT_S", "20"))
 OUTAGE_BLACKHOLE_S = float(os.environ.get("CARECOORD_OUTAGE_BLACKHOLE_S", "12"))
-
-
-def _discharges(n: int, prefix: str) -> list[Message]:
-    return [
-        Message(
-            "adt",
-            f"{prefix}{i}".encode(),
-            adt(control_id=f"{prefix}{i}", mrn=f"{prefix}{i}", visit_number=f"V{prefix}{i}").encode(),
-        )
-        for i in range(n)
-    ]
 
 
 async def _applied_offsets(db: AsyncEngine) -> dict[int, set[int]]:
@@ -51,15 +45,10 @@ async def _applied_offsets(db: AsyncEngine) -> dict[int, set[int]]:
     return done
 
 
-async def _count(db: AsyncEngine, query) -> int:  # type: ignore[no-untyped-def]
-    async with db.connect() as conn:
-        return int(await conn.scalar(query) or 0)
-
-
 async def test_database_outage_backs_off_reports_not_ready_and_loses_nothing(
     settings: Settings, database_url: str, db: AsyncEngine, caplog: pytest.LogCaptureFixture
 ) -> None:
-    require_postgres(database_url)
+    require_postgres(database_url, "a network outage needs a database server to cut; SQLite is a file in the process")
     url = make_url(database_url)
     proxy = TcpProxy(url.host or "127.0.0.1", url.port or 5432)
     await proxy.start()
@@ -67,7 +56,7 @@ async def test_database_outage_backs_off_reports_not_ready_and_loses_nothing(
     settings = settings.model_copy(
         update={"database_url": proxied, "consumer_db_retry_max_s": 2.0, "readiness_check_timeout_s": 1.0}
     )
-    before, during = _discharges(1500, "OB"), _discharges(1500, "OD")
+    before, during = discharges(1500, "OB"), discharges(1500, "OD")
     bootstrap = settings.kafka_bootstrap_servers or ""
     topics = {"adt": settings.topics.adt}
     caplog.set_level(logging.WARNING, logger="app.consumers.runner")
@@ -80,7 +69,7 @@ async def test_database_outage_backs_off_reports_not_ready_and_loses_nothing(
                 stream = asyncio.create_task(publish(bootstrap, topics, before, pause_s=0.3))
 
                 async def some_applied() -> bool:
-                    return await _count(db, select(func.count()).select_from(InboundEvent)) >= 300
+                    return await count(db, select(func.count()).select_from(InboundEvent)) >= 300
 
                 assert await eventually(some_applied, timeout_s=60, interval_s=0.05)
                 await stream
@@ -100,7 +89,7 @@ async def test_database_outage_backs_off_reports_not_ready_and_loses_nothing(
                         assert not missing, f"partition {tp.partition}: committed past unapplied {sorted(missing)[:5]}"
                     await asyncio.sleep(1)
                 outage_s = time.monotonic() - outage_started
-                applied_during = await _count(db, select(func.count()).select_from(InboundEvent))
+                applied_during = await count(db, select(func.count()).select_from(InboundEvent))
                 retries = [r for r in caplog.records if r.getMessage() == "transient failure; retrying the same event"]
                 proxy.restore()
 
@@ -118,8 +107,8 @@ async def test_database_outage_backs_off_reports_not_ready_and_loses_nothing(
     # Backoff, not a hot loop: retries double up to 2 s, so a 32 s outage costs tens of attempts.
     assert 3 <= len(retries) <= 60, len(retries)
     assert applied_during < len(before) + len(during)
-    assert await _count(db, select(func.count()).select_from(InboundEvent)) == len(before) + len(during)
-    assert await _count(db, select(func.count()).select_from(Task)) == len(before) + len(during)
+    assert await count(db, select(func.count()).select_from(InboundEvent)) == len(before) + len(during)
+    assert await count(db, select(func.count()).select_from(Task)) == len(before) + len(during)
 
 
 async def _ready(client: httpx.AsyncClient) -> bool:
@@ -127,4 +116,4 @@ async def _ready(client: httpx.AsyncClient) -> bool:
 
 
 async def _zero(db: AsyncEngine, query) -> bool:  # type: ignore[no-untyped-def]
-    return await _count(db, query) == 0
+    return await count(db, query) == 0
