@@ -54,6 +54,7 @@ async def test_producer_consumers_and_relay_recover_from_a_broker_restart(
                 assert [await ingest(client, i) for i in range(30)] == [202] * 30
                 assert await eventually(lambda: tasks_at_least(30), timeout_s=30)
 
+                members = {c._consumer._coordinator.member_id for c in rt.consumers}
                 await broker.stop()
                 assert await ingest(client, 1000) == 503  # not acked, so not accepted: the sender retries
                 ready = await client.get("/readyz")
@@ -61,6 +62,17 @@ async def test_producer_consumers_and_relay_recover_from_a_broker_restart(
 
                 await broker.start()  # same port
                 await ensure_topics(broker.bootstrap_servers, names, settings.kafka_partitions, 1)
+
+                async def rejoined() -> bool:
+                    return all(
+                        c._consumer._coordinator.member_id not in members and c._consumer.assignment()
+                        for c in rt.consumers
+                    )
+
+                # The restarted broker knows no groups: each consumer rejoins as a new member and starts its
+                # partitions again from the group's (now empty) commits. Only a memory-only broker loses its
+                # logs; records sent before the rejoin could meet a consumer still at its old offsets.
+                assert await eventually(rejoined, timeout_s=90, interval_s=0.2), "consumers rejoined the group"
                 codes = []
                 for i in range(30, 60):
                     code = await ingest(client, i)
