@@ -32,6 +32,7 @@ from app.messaging.kafka_clients import KafkaConnection
 from app.messaging.producer import Publisher
 from app.messaging.topics import ensure_topics, min_insync_replicas, topic_specs
 from app.metrics import show_overdue
+from app.outbox.relay import OutboxRelay
 from app.rules.config import load_rules
 from app.rules.engine import RuleEngine
 from app.settings import Settings
@@ -60,6 +61,7 @@ class Runtime:
         self.fhir_handler: FhirHandler | None = None  # FHIR clinical resources (Encounter, Observation, ...)
         self.consumers: list[ConsumerRunner] = []
         self._escalation: asyncio.Task[None] | None = None
+        self.relay: OutboxRelay | None = None
 
     @property
     def bootstrap(self) -> str:
@@ -87,6 +89,18 @@ class Runtime:
             await ensure_topics(self.kafka, topic_specs(s), s.kafka_replication_factor, min_insync_replicas(s))
         self.publisher = Publisher(self.kafka, s)
         await self.publisher.start()
+        if s.outbox_relay_enabled:
+            # API actions change tasks too: every serve and consume process relays (they share the work).
+            self.relay = OutboxRelay(
+                sessions=self.sessions,
+                publisher=self.publisher,
+                topic=s.topics.task_events,
+                batch=s.outbox_relay_batch,
+                idle_s=s.outbox_relay_idle_s,
+                retry_initial_s=s.consumer_db_retry_initial_s,
+                retry_max_s=s.outbox_relay_retry_max_s,
+            )
+            self.relay.start()
         self.adt_handler = NoticeHandler(
             source="hl7v2",
             decode=partial(decode_hl7v2, options=self.decode_options()),
@@ -139,6 +153,7 @@ class Runtime:
                     fetch_max_wait_ms=s.consumer_fetch_max_wait_ms,
                     retry_initial_s=s.consumer_db_retry_initial_s,
                     retry_max_s=s.consumer_db_retry_max_s,
+                    shutdown_timeout_s=s.consumer_shutdown_timeout_s,
                 )
                 self.consumers.append(runner)
             # Each start waits out a group join (about half the session timeout): join them together.
@@ -172,6 +187,9 @@ class Runtime:
         for runner in self.consumers:
             await runner.stop()
         self.consumers.clear()
+        if self.relay is not None:
+            await self.relay.stop(self.settings.consumer_shutdown_timeout_s)
+            self.relay = None
         if self.publisher is not None:
             await self.publisher.stop()
         if self.engine is not None:
@@ -246,7 +264,8 @@ class Runtime:
         if self.engine is None:
             return False
         try:
-            async with self.engine.connect() as conn:
+            # Bounded: a partitioned network answers nothing, and a probe that hangs is no answer either.
+            async with asyncio.timeout(self.settings.readiness_check_timeout_s), self.engine.connect() as conn:
                 await conn.execute(text("SELECT 1"))
         except Exception:
             return False

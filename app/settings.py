@@ -25,9 +25,9 @@ class Topics(BaseModel):
     ens_dead_letter: str = "carecoord.ens.dlq.v1"
     fhir: str = "carecoord.fhir.v1"  # FHIR clinical resources and Bundles (docs/fhir-clinical.md)
     fhir_dead_letter: str = "carecoord.fhir.dlq.v1"
-    # Task lifecycle events for downstream systems (transactional outbox, issue 9); `carecoord kafka init`
-    # creates it with kafka_task_events_partitions / kafka_task_events_retention_ms.
-    task_events: str = "task-events"
+    # Task changes as CloudEvents from the outbox (docs/reliability.md); `carecoord kafka init` creates it
+    # with kafka_task_events_partitions / kafka_task_events_retention_ms.
+    task_events: str = "carecoord.task-events.v1"
 
 
 class InboxSchedule(BaseModel):
@@ -150,6 +150,18 @@ class Settings(BaseSettings):
     consumer_db_retry_max_s: float = Field(default=30.0, gt=0)
     run_consumers: bool = Field(
         default=True, description="serve runs the consumers in-process; false for API-only replicas (scale-out)"
+    )
+    consumer_shutdown_timeout_s: float = Field(
+        default=30.0, gt=0, description="on SIGTERM, how long an in-flight batch may take before it is abandoned"
+    )
+    outbox_relay_enabled: bool = Field(
+        default=True, description="serve/consume publish task changes from the outbox to the task-events topic"
+    )
+    outbox_relay_batch: int = Field(default=500, ge=1, description="outbox rows claimed and published per pass")
+    outbox_relay_idle_s: float = Field(default=0.5, gt=0, description="wait between passes when the outbox is empty")
+    outbox_relay_retry_max_s: float = Field(default=30.0, gt=0, description="longest backoff after a failed pass")
+    readiness_check_timeout_s: float = Field(
+        default=2.0, gt=0, description="/readyz: a database that does not answer within this is not ready"
     )
     shutdown_drain_timeout_s: float = Field(
         default=10.0, ge=0, description="embedded mode: wait this long for consumers to catch up on stop"

@@ -80,6 +80,7 @@ def settings(tmp_path: Path, broker: EmbeddedBroker, database_url: str) -> Setti
             adt_dead_letter=f"adt-dlq-{suffix}",
             fhir=f"fhir-{suffix}",
             fhir_dead_letter=f"fhir-dlq-{suffix}",
+            task_events=f"task-events-{suffix}",
         ),
         consumer_group=f"g-{suffix}",
         consumer_session_timeout_ms=2000,

@@ -9,11 +9,13 @@ same message with backoff, and the consumer reports not-ready meanwhile, so noth
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
 from aiokafka import ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError, MessageSizeTooLargeError
+from aiokafka.protocol.group import LeaveGroupRequest
 from aiokafka.structs import OffsetAndMetadata
 
 from app.consumers.consumer_metrics import AssignmentLog, LagTracker, observe
@@ -47,6 +49,7 @@ class ConsumerRunner:
         fetch_max_wait_ms: int = 500,
         retry_initial_s: float,
         retry_max_s: float,
+        shutdown_timeout_s: float = 30.0,
     ) -> None:
         self.topic = topic
         self._handler = handler
@@ -56,6 +59,7 @@ class ConsumerRunner:
         self._poll_timeout_ms = poll_timeout_ms
         self._retry_initial_s = retry_initial_s
         self._retry_max_s = retry_max_s
+        self._shutdown_timeout_s = shutdown_timeout_s
         self._consumer = kafka.consumer(
             group_id=group_id,
             client_id=client_id,
@@ -77,12 +81,38 @@ class ConsumerRunner:
         self._task = asyncio.create_task(self._run(), name=f"consumer:{self.topic}")
 
     async def stop(self) -> None:
+        """Graceful: the batch in flight finishes and its offsets are committed; one that outlasts the
+        shutdown timeout is cancelled, which rolls its transaction back (abandoned whole, left uncommitted
+        for the next owner). Then the consumer leaves the group, so its partitions move on at once."""
         self._stopping.set()
         if self._task is not None:
-            await self._task
-        await self._consumer.stop()  # leaves the group so partitions move on promptly
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), self._shutdown_timeout_s)
+            except TimeoutError:
+                log.warning("in-flight batch abandoned at shutdown", extra={"topic": self.topic})
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
+        await self._leave_group()
+        await self._consumer.stop()
         self._lag.clear()
         self.healthy = False
+
+    async def _leave_group(self) -> None:
+        """Leave the group explicitly, so the partitions move to another member now, not after the session
+        timeout. aiokafka leaves only from a generation above 0 (Kafka counts from 1); Tansu counts from 0,
+        so its first generation is left here (tests/reliability/test_crash_recovery.py proves the newcomer's
+        prompt join). Uses aiokafka internals, pinned by the dependency range."""
+        coordinator = getattr(self._consumer, "_coordinator", None)
+        if coordinator is None:
+            return
+        member, generation = coordinator.member_id, coordinator.generation
+        await coordinator.close()  # stops heartbeats; sends LeaveGroup itself from generation 1 on
+        if generation == 0 and member:
+            try:
+                await coordinator._send_req(LeaveGroupRequest(coordinator.group_id, member))
+            except KafkaError as exc:
+                log.warning("leaving the consumer group failed", extra={"error": type(exc).__name__})
 
     @property
     def ready(self) -> bool:

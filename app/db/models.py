@@ -290,6 +290,25 @@ class TaskHistory(Base):
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
 
+class TaskOutbox(Base):
+    """One row per task change (task_history row), to publish as a CloudEvent on the task-events topic.
+
+    Written by a database trigger on task_history (migration 0011_outbox), so every path that changes
+    a task, ORM or bulk statement, writes its outbox row in its own transaction; the relay
+    (app/outbox/relay.py) sets `published_at` after the broker's ack."""
+
+    __tablename__ = "task_outbox"
+    __table_args__ = (Index("ix_task_outbox_published_at_history_id", "published_at", "history_id"),)
+
+    history_id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"),
+        ForeignKey("task_history.id", ondelete="CASCADE"),
+        primary_key=True,
+        autoincrement=False,
+    )
+    published_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
 class AuditEvent(Base):
     """Who touched which patient's data, when and through what; rendered as FHIR AuditEvent later."""
 

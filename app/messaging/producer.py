@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Sequence
+
 from aiokafka.structs import RecordMetadata
 
 from app.messaging.kafka_clients import KafkaConnection
@@ -22,6 +25,15 @@ class Publisher:
         return await self._producer.send_and_wait(
             topic, value, key=key, headers=[(k, v.encode()) for k, v in headers.items()]
         )
+
+    async def publish_many(
+        self, topic: str, records: Sequence[tuple[bytes | None, bytes]], *, headers: dict[str, str]
+    ) -> list[RecordMetadata]:
+        """(key, value) records sent together, answered when the broker acked every one; raises if any
+        was not. One partition's records go in the order given."""
+        encoded = [(k, v.encode()) for k, v in headers.items()]
+        sent = [await self._producer.send(topic, value, key=key, headers=encoded) for key, value in records]
+        return list(await asyncio.gather(*sent))
 
     async def broker_reachable(self) -> bool:
         try:

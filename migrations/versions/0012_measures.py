@@ -3,7 +3,7 @@ tasks of a type by the day they were raised (covering what the measures read, on
 Part 2 stays, and a practice's attributed members.
 
 Revision ID: 0012_measures
-Revises: 0010_consent_audit
+Revises: 0011_outbox
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0012_measures"
-down_revision: str | None = "0010_consent_audit"
+down_revision: str | None = "0011_outbox"
 branch_labels = None
 depends_on = None
 

@@ -175,4 +175,3 @@ async def test_ui_authorization_matrix(
             if expected == 303 and label != "no session" and flash.startswith("error:"):
                 failures.append(f"{method} {path} as {label}: refused: {flash}")
     assert not failures, "\n".join(failures)
-

@@ -63,9 +63,10 @@ async def test_sign_in_keeps_the_verified_token_in_a_strict_httponly_cookie(
     assert session_cookie(browser_like) == token
     page = await browser_like.get("/ui/worklist")
     assert page.status_code == 200 and "pmc-1" in page.text
-    assert page.headers["cache-control"] == "no-store" and "frame-ancestors 'none'" in page.headers[
-        "content-security-policy"
-    ]
+    assert (
+        page.headers["cache-control"] == "no-store"
+        and "frame-ancestors 'none'" in page.headers["content-security-policy"]
+    )
     signed_out = await browser_like.post("/ui/sign-out", data={"csrf": csrf_of(page)})
     assert signed_out.status_code == 303 and session_cookie(browser_like) is None
     assert (await browser_like.get("/ui/worklist")).status_code == 303

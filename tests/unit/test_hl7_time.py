@@ -85,3 +85,34 @@ def test_sliced_fast_path_agrees_on_valid_instants(moment: datetime, offset_minu
     text = moment.strftime("%Y%m%d%H%M%S") + f"{sign}{hh:02d}{mm:02d}"
     zone = ZoneInfo("America/New_York")
     assert _seconds_with_offset(text) == _parse_instant(text, zone)
+
+
+@given(st.text(max_size=40) | st.from_regex(r"\A[0-9]{0,16}([.][0-9]{0,5})?([+-][0-9]{0,5})?\Z"))
+def test_any_text_parses_to_an_aware_utc_instant_or_is_refused_as_hl7(text: str) -> None:
+    """Whatever a feed sends in a TS field, the parser answers an aware UTC instant or Hl7TimeError,
+    never another exception (which would not be dead-lettered with a field)."""
+    try:
+        parsed = parse_instant(text, NY)
+    except Hl7TimeError:
+        return
+    assert parsed.tzinfo == UTC
+
+
+@given(
+    moment=st.datetimes(min_value=datetime(1901, 1, 2), max_value=datetime(2199, 12, 30)),
+    offset_minutes=st.integers(min_value=-12 * 60, max_value=14 * 60).map(lambda m: m - m % 15),
+    digits=st.sampled_from([4, 6, 8, 10, 12, 14]),
+)
+def test_a_shorter_precision_is_the_start_of_its_period(moment: datetime, offset_minutes: int, digits: int) -> None:
+    """YYYY[MM[DD[HH[MM[SS]]]]]: a truncated timestamp is the first instant of the period it names,
+    so it never lies after the full one, and the full one lies within that period."""
+    zone = timezone(timedelta(minutes=offset_minutes))
+    local = moment.replace(microsecond=0, tzinfo=zone)
+    sign = "+" if offset_minutes >= 0 else "-"
+    hh, mm = divmod(abs(offset_minutes), 60)
+    full = local.strftime("%Y%m%d%H%M%S")
+    suffix = f"{sign}{hh:02d}{mm:02d}"
+    start = parse_instant(full[:digits] + suffix, NY)
+    assert start <= parse_instant(full + suffix, NY)
+    period = {4: timedelta(days=366), 6: timedelta(days=31), 8: timedelta(days=1), 10: timedelta(hours=1)}
+    assert parse_instant(full + suffix, NY) - start < period.get(digits, timedelta(minutes=1))

@@ -124,7 +124,7 @@ def test_topic_specs_cover_inputs_dead_letters_and_task_events() -> None:
     settings = Settings(kafka_partitions=12, kafka_dead_letter_partitions=2, kafka_replication_factor=3)
     specs = {s.name: s for s in topic_specs(settings)}
     assert set(specs) == set(settings.topics.model_dump().values())
-    assert specs["task-events"].partitions == settings.kafka_task_events_partitions
+    assert specs["carecoord.task-events.v1"].partitions == settings.kafka_task_events_partitions
     assert specs["carecoord.adt.v1"].partitions == 12 and specs["carecoord.adt.dlq.v1"].partitions == 2
     assert min_insync_replicas(settings) == 2
     assert specs["carecoord.adt.v1"].configs(2)["min.insync.replicas"] == "2"

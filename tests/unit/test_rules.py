@@ -6,6 +6,8 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
 
 from app.rules.calendar import BusinessCalendar
 from app.rules.config import RulesFileError, load_rules
@@ -442,3 +444,36 @@ def test_member_outreach_is_cancelled_when_the_patient_dies(engine: RuleEngine) 
 def test_hours_from_the_repeated_fall_back_hour_are_elapsed_time() -> None:
     second_0130 = datetime(2026, 11, 1, 6, 30, tzinfo=UTC)  # 01:30 EST, after the clocks went back
     assert calendar_due(second_0130, "discharge", hours=72, zone=NY).due_at == second_0130 + timedelta(hours=72)
+
+
+AWARE_ANCHORS = st.datetimes(min_value=datetime(2024, 1, 1), max_value=datetime(2030, 12, 31), timezones=st.just(UTC))
+
+
+@given(anchor=AWARE_ANCHORS, days=st.integers(0, 60), hours=st.integers(0, 24 * 14))
+def test_calendar_due_is_never_before_the_trigger(anchor: datetime, days: int, hours: int) -> None:
+    assume(days or hours)
+    due = calendar_due(anchor, "discharge", days=days, hours=hours, zone=NY).due_at
+    assert due > anchor
+    # Wall-clock days: within an hour (a DST change) of the elapsed time.
+    assert abs((due - anchor) - timedelta(days=days, hours=hours)) <= timedelta(hours=1)
+
+
+@given(anchor=AWARE_ANCHORS, days=st.integers(1, 15))
+def test_business_due_is_close_of_business_on_the_nth_business_day_after_the_trigger(
+    anchor: datetime, days: int
+) -> None:
+    due = business_due(anchor, "discharge", days=days, calendar=MA, close_of_business=time(17), zone=NY)
+    local_due = due.due_at.astimezone(NY)
+    assert due.due_at > anchor
+    assert local_due.time() == time(17) and MA.is_business_day(local_due.date())
+    start = anchor.astimezone(NY).date()
+    between = [start + timedelta(days=i) for i in range(1, (local_due.date() - start).days)]
+    assert sum(MA.is_business_day(d) for d in between) == days - 1  # the due day is the Nth
+    assert len(due.basis["skipped"]) == sum(not MA.is_business_day(d) for d in between)
+
+
+@given(anchor=AWARE_ANCHORS)
+def test_end_of_day_due_is_on_the_trigger_day_and_not_before_it(anchor: datetime) -> None:
+    due = end_of_day_due(anchor, "event", zone=NY).due_at
+    assert due >= anchor
+    assert due.astimezone(NY).date() == anchor.astimezone(NY).date()

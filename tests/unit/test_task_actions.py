@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from app.fhir.json_patch import PatchError, apply_patch
 from app.fhir.task_resource import UpdateError, Wanted, action_requests, owner_of, task_resource, wanted_changes
 from app.tasks.actions import Action, ActionRefused, Request, TaskState, decide, etag, parse_etag
+from app.tasks.lifecycle import STATUSES, TERMINAL, check_transition
 from app.tasks.worklist import Cursor, CursorError, Order, SortKey
 
 READY = TaskState("ready", None, 1)
@@ -172,3 +173,39 @@ def test_an_update_becomes_ownership_then_status_actions() -> None:
     assert actions("in-progress", "ana", Wanted("completed", "ana", "ok", None)) == [Action.COMPLETE]
     assert actions("ready", "ana", Wanted("on-hold", "ana", None, None)) == [Action.SET_STATUS]
     assert actions("ready", "ana", Wanted("ready", "ana", None, None)) == []
+
+
+REQUESTS = st.builds(
+    Request,
+    action=st.sampled_from(list(Action)),
+    actor=st.sampled_from(["ana", "ben"]),
+    supervisor=st.booleans(),
+    if_match=st.none() | st.integers(0, 8),
+    owner=st.none() | st.sampled_from(["ana", "ben", "cy"]),
+    status=st.none() | st.sampled_from([*sorted(STATUSES), "bogus"]),
+    outcome=st.none() | st.just("booked"),
+    reason=st.none() | st.just("moved away"),
+)
+
+
+@given(st.lists(REQUESTS, max_size=25))
+def test_no_illegal_transition_is_reachable_through_task_actions(requests: list[Request]) -> None:
+    """Every action the API (and a FHIR Task update, which becomes actions) can ask for, in any order
+    from any person: the status only ever moves along the FHIR Task state machine, a terminal task
+    stays terminal, nobody takes a task another owns without being a supervisor, and a stale If-Match
+    changes nothing."""
+    task = READY
+    for request in requests:
+        try:
+            change = decide(task, request)
+        except ActionRefused as refusal:
+            assert refusal.status in (403, 409, 412, 422)
+            continue
+        assert request.if_match in (None, task.version)
+        if change.status != task.status:
+            check_transition(task.status, change.status)  # raises on an illegal move
+        if task.status in TERMINAL:
+            assert change.status == task.status or change.status == "entered-in-error"
+        if task.owner not in (None, change.owner) and change.owner != request.owner:
+            assert request.supervisor or task.owner == request.actor, "took someone else's task"
+        task = TaskState(change.status, change.owner, task.version + (1 if change.changed else 0))

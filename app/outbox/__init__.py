@@ -1,0 +1,1 @@
+"""Transactional outbox: task changes published as CloudEvents (docs/reliability.md)."""

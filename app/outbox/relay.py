@@ -1,0 +1,114 @@
+"""The outbox relay: publishes task changes from `task_outbox` to the task-events topic.
+
+At least once, with a stable CloudEvents `id` per change, so exactly once for a subscriber that
+dedupes on it: a row is marked published only after the broker acked it; a relay that dies between
+the ack and the mark publishes the same change again, with the same id. Several relays may run
+(one per `serve`/`consume` process): on PostgreSQL each claims its rows with FOR UPDATE SKIP LOCKED
+and holds them until marked, so they never publish the same rows at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from sqlalchemy.ext.asyncio import async_sessionmaker
+
+from app.db.models import utcnow
+from app.messaging.producer import Publisher
+from app.metrics import METRICS
+from app.outbox.cloudevent import CONTENT_TYPE, TaskChange, encode, partition_key, to_cloudevent
+from app.state.outbox import claim_unpublished, mark_published
+
+log = logging.getLogger(__name__)
+
+
+class OutboxRelay:
+    def __init__(
+        self,
+        *,
+        sessions: async_sessionmaker,
+        publisher: Publisher,
+        topic: str,
+        batch: int,
+        idle_s: float,
+        retry_initial_s: float,
+        retry_max_s: float,
+    ) -> None:
+        self._sessions = sessions
+        self._publisher = publisher
+        self._topic = topic
+        self._batch = batch
+        self._idle_s = idle_s
+        self._retry_initial_s = retry_initial_s
+        self._retry_max_s = retry_max_s
+        self._stopping = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="outbox-relay")
+
+    async def stop(self, timeout_s: float) -> None:
+        """Let the pass in flight finish (its rows are then marked); cut it short after `timeout_s`:
+        unmarked rows stay in the outbox and are published again by the next relay."""
+        self._stopping.set()
+        if self._task is None:
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(self._task), timeout_s)
+        except TimeoutError:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self._task = None
+
+    async def publish_pending(self) -> int:
+        """One pass: claim up to a batch, publish, mark. Returns how many changes were published."""
+        async with self._sessions() as session:
+            if session.bind.dialect.name == "postgresql":
+                async with session.begin():  # the claimed rows stay locked until marked
+                    changes = await claim_unpublished(session, self._batch)
+                    await self._publish(changes)
+                    await mark_published(session, [c.history_id for c in changes], utcnow())
+            else:
+                # SQLite: a read transaction that later wrote could fail on another writer's commit;
+                # with one writer there is nobody to lock out, so read, publish, then mark.
+                async with session.begin():
+                    changes = await claim_unpublished(session, self._batch)
+                await self._publish(changes)
+                async with session.begin():
+                    await mark_published(session, [c.history_id for c in changes], utcnow())
+        if changes:
+            METRICS.inc("carecoord_outbox_published_total", len(changes), help="task changes published from the outbox")
+        return len(changes)
+
+    async def _publish(self, changes: list[TaskChange]) -> None:
+        if not changes:
+            METRICS.set("carecoord_outbox_oldest_unpublished_seconds", 0, help="age of the oldest unpublished change")
+            return
+        age = (utcnow() - changes[0].at).total_seconds()
+        METRICS.set("carecoord_outbox_oldest_unpublished_seconds", age, help="age of the oldest unpublished change")
+        records = [(partition_key(c), encode(to_cloudevent(c))) for c in changes]
+        await self._publisher.publish_many(self._topic, records, headers={"content-type": CONTENT_TYPE})
+
+    async def _run(self) -> None:
+        delay = self._retry_initial_s
+        while not self._stopping.is_set():
+            try:
+                published = await self.publish_pending()
+                delay = self._retry_initial_s
+            except Exception as exc:  # a database or broker outage: back off, the rows wait in the outbox
+                METRICS.inc("carecoord_outbox_relay_failures_total", help="outbox relay passes that failed")
+                log.warning(
+                    "outbox relay pass failed; will retry", extra={"error": type(exc).__name__, "retry_in_s": delay}
+                )
+                await self._sleep(delay)
+                delay = min(delay * 2, self._retry_max_s)
+                continue
+            if published < self._batch:
+                await self._sleep(self._idle_s)
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
