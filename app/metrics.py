@@ -73,6 +73,15 @@ HTTP_LATENCY = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 
+# -- outbox relay (issue 9) -------------------------------------------------------------------------
+OUTBOX_PUBLISHED = Counter("carecoord_outbox_published", "task changes published from the outbox")
+OUTBOX_RELAY_FAILURES = Counter("carecoord_outbox_relay_failures", "outbox relay passes that failed")
+OUTBOX_OLDEST_UNPUBLISHED = Gauge(
+    "carecoord_outbox_oldest_unpublished_seconds",
+    "age of the oldest change the relay found unpublished in its last pass",
+    multiprocess_mode="livemax",
+)
+
 # -- rosters and inbox (issue 7) ---------------------------------------------------------------------
 ROSTER_IMPORTS = Counter("carecoord_roster_imports", "roster files processed", ["status"])
 ROSTER_CHANGES = Counter("carecoord_roster_changes", "members changed", ["kind"])

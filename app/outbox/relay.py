@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from app.db.models import utcnow
 from app.messaging.producer import Publisher
-from app.metrics import METRICS
+from app.metrics import OUTBOX_OLDEST_UNPUBLISHED, OUTBOX_PUBLISHED, OUTBOX_RELAY_FAILURES
 from app.outbox.cloudevent import CONTENT_TYPE, TaskChange, encode, partition_key, to_cloudevent
 from app.state.outbox import claim_unpublished, mark_published
 
@@ -80,15 +80,15 @@ class OutboxRelay:
                 async with session.begin():
                     await mark_published(session, [c.history_id for c in changes], utcnow())
         if changes:
-            METRICS.inc("carecoord_outbox_published_total", len(changes), help="task changes published from the outbox")
+            OUTBOX_PUBLISHED.inc(len(changes))
         return len(changes)
 
     async def _publish(self, changes: list[TaskChange]) -> None:
         if not changes:
-            METRICS.set("carecoord_outbox_oldest_unpublished_seconds", 0, help="age of the oldest unpublished change")
+            OUTBOX_OLDEST_UNPUBLISHED.set(0)
             return
         age = (utcnow() - changes[0].at).total_seconds()
-        METRICS.set("carecoord_outbox_oldest_unpublished_seconds", age, help="age of the oldest unpublished change")
+        OUTBOX_OLDEST_UNPUBLISHED.set(age)
         records = [(partition_key(c), encode(to_cloudevent(c))) for c in changes]
         await self._publisher.publish_many(self._topic, records, headers={"content-type": CONTENT_TYPE})
 
@@ -99,7 +99,7 @@ class OutboxRelay:
                 published = await self.publish_pending()
                 delay = self._retry_initial_s
             except Exception as exc:  # a database or broker outage: back off, the rows wait in the outbox
-                METRICS.inc("carecoord_outbox_relay_failures_total", help="outbox relay passes that failed")
+                OUTBOX_RELAY_FAILURES.inc()
                 log.warning(
                     "outbox relay pass failed; will retry", extra={"error": type(exc).__name__, "retry_in_s": delay}
                 )
