@@ -32,34 +32,9 @@ class AuditOutcome(StrEnum):  # FHIR AuditEvent.outcome
     SERIOUS_FAILURE = "8"
 
 
-def record_audit(
-    session: AsyncSession,
-    actor: str,
-    roles: Iterable[str],
-    *,
-    action: AuditAction,
-    resource_type: str,
-    request: str,
-    patient_ids: Iterable[str] = (),
-    outcome: AuditOutcome = AuditOutcome.SUCCESS,
-    client_ip: str | None = None,
-    user_agent: str | None = None,
-) -> None:
-    session.add(
-        AuditEvent(
-            **audit_values(
-                actor,
-                roles,
-                action=action,
-                resource_type=resource_type,
-                request=request,
-                patient_ids=patient_ids,
-                outcome=outcome,
-                client_ip=client_ip,
-                user_agent=user_agent,
-            )
-        )
-    )
+def record_audit(session: AsyncSession, actor: str, roles: Iterable[str], **details: Any) -> None:
+    """Add the audit record to the session's transaction; `details` are `audit_values`' keywords."""
+    session.add(AuditEvent(**audit_values(actor, roles, **details)))
 
 
 def audit_values(

@@ -9,7 +9,7 @@ from datetime import date, timedelta
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from markupsafe import Markup
 
 from app.api.audit import audit
@@ -33,10 +33,21 @@ Part = Literal["numerator", "denominator"]
 CSV = "text/csv; charset=utf-8"
 
 
+PeriodStart = Annotated[date | None, Query(description="first day (facility clock)")]
+PeriodEnd = Annotated[date | None, Query(description="last day, inclusive")]
+Team = Annotated[str | None, Query(max_length=255)]
+Role = Annotated[str | None, Query(max_length=64)]
+
+
 def _filter(
-    request: Request, period_start: date | None, period_end: date | None, team: str | None, role: str | None
+    request: Request,
+    period_start: PeriodStart = None,
+    period_end: PeriodEnd = None,
+    team: Team = None,
+    role: Role = None,
 ) -> MeasureFilter:
-    """The page's filter; by default the last 30 days to today on the facility clock."""
+    """The page's filter (a dependency of every dashboard route); by default the last 30 days to today
+    on the facility clock."""
     settings: Settings = request.app.state.settings
     today = utcnow().astimezone(ZoneInfo(settings.facility_timezone)).date()
     end = period_end or today
@@ -90,23 +101,16 @@ def _params(flt: MeasureFilter) -> dict[str, str]:
     return shown
 
 
-PeriodStart = Annotated[date | None, Query(description="first day (facility clock)")]
-PeriodEnd = Annotated[date | None, Query(description="last day, inclusive")]
-Team = Annotated[str | None, Query(max_length=255)]
-Role = Annotated[str | None, Query(max_length=64)]
+PageFilter = Annotated[MeasureFilter, Depends(_filter)]
 
 
 @router.get("/dashboard", summary="Quality dashboard")
 async def dashboard(
     request: Request,
     principal: UiPrincipal,
-    period_start: PeriodStart = None,
-    period_end: PeriodEnd = None,
-    team: Team = None,
-    role: Role = None,
+    flt: PageFilter,
 ) -> Response:
     _require_reader(request, principal)
-    flt = _filter(request, period_start, period_end, team, role)
     results = await _measures(request, principal, flt)
     settings: Settings = request.app.state.settings
     return render(
@@ -126,13 +130,9 @@ async def dashboard(
 async def dashboard_csv(
     request: Request,
     principal: UiPrincipal,
-    period_start: PeriodStart = None,
-    period_end: PeriodEnd = None,
-    team: Team = None,
-    role: Role = None,
+    flt: PageFilter,
 ) -> Response:
     _require_reader(request, principal)
-    flt = _filter(request, period_start, period_end, team, role)
     body = measures_csv(await _measures(request, principal, flt), flt)
     name = f"measures-{flt.period_start}-{flt.period_end}.csv"
     return Response(body, media_type=CSV, headers={"Content-Disposition": f'attachment; filename="{name}"'})
@@ -145,13 +145,9 @@ async def drill_down_csv(
     principal: UiPrincipal,
     key: str,
     part: Part,
-    period_start: PeriodStart = None,
-    period_end: PeriodEnd = None,
-    team: Team = None,
-    role: Role = None,
+    flt: PageFilter,
 ) -> Response:
     _require_reader(request, principal)
-    flt = _filter(request, period_start, period_end, team, role)
     body = patients_csv(await _patients(request, principal, key, part, flt))
     name = f"{key}-{part}-{flt.period_start}-{flt.period_end}.csv"
     return Response(body, media_type=CSV, headers={"Content-Disposition": f'attachment; filename="{name}"'})
@@ -163,13 +159,9 @@ async def drill_down(
     principal: UiPrincipal,
     key: str,
     part: Part,
-    period_start: PeriodStart = None,
-    period_end: PeriodEnd = None,
-    team: Team = None,
-    role: Role = None,
+    flt: PageFilter,
 ) -> Response:
     _require_reader(request, principal)
-    flt = _filter(request, period_start, period_end, team, role)
     patients = await _patients(request, principal, key, part, flt)
     return render(
         request,
