@@ -18,7 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.api.app import create_app
 from app.db.models import Task, TaskOutbox
 from app.messaging.embedded_broker import EmbeddedBroker
-from app.messaging.topics import ensure_topics
+from app.messaging.kafka_clients import KafkaConnection
+from app.messaging.topics import ensure_topics, topic_specs
 from app.runtime import Runtime
 from app.settings import Settings
 from tests.conftest import bearer, eventually, wait_until_assigned
@@ -34,8 +35,7 @@ async def test_producer_consumers_and_relay_recover_from_a_broker_restart(
     settings = settings.model_copy(
         update={"kafka_bootstrap_servers": broker.bootstrap_servers, "kafka_request_timeout_ms": 3000}
     )
-    t = settings.topics
-    names = [t.adt, t.adt_dead_letter, t.ens, t.ens_dead_letter, t.fhir, t.fhir_dead_letter, t.task_events]
+    kafka = KafkaConnection.from_settings(settings, broker.bootstrap_servers)
     feed = {**bearer(token_for("INTEGRATION")), "Content-Type": "text/plain"}
     tasks = select(func.count()).select_from(Task)
 
@@ -61,7 +61,7 @@ async def test_producer_consumers_and_relay_recover_from_a_broker_restart(
                 assert ready.status_code == 503 and ready.json()["checks"]["broker"] is False
 
                 await broker.start()  # same port
-                await ensure_topics(broker.bootstrap_servers, names, settings.kafka_partitions, 1)
+                await ensure_topics(kafka, topic_specs(settings), 1)
 
                 async def rejoined() -> bool:
                     return all(

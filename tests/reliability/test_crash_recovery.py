@@ -22,7 +22,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.db.migrate import recreate_schema
 from app.db.models import InboundEvent, TaskHistory, TaskOutbox
 from app.db.session import create_engine
-from app.messaging.topics import ensure_topics
+from app.messaging.kafka_clients import KafkaConnection
+from app.messaging.topics import TopicSpec, ensure_topics, topic_specs
 from app.outbox.cloudevent import event_id
 from app.settings import Settings
 from tests.conftest import eventually
@@ -73,9 +74,9 @@ def _groups(settings: Settings) -> dict[str, str]:
 
 
 async def _create_topics(settings: Settings, *extra: str) -> None:
-    t = settings.topics
-    names = [t.adt, t.adt_dead_letter, t.ens, t.ens_dead_letter, t.fhir, t.fhir_dead_letter, t.task_events, *extra]
-    await ensure_topics(settings.kafka_bootstrap_servers or "", names, settings.kafka_partitions, 1)
+    specs = topic_specs(settings)
+    specs += [TopicSpec(name, settings.kafka_partitions, settings.kafka_retention_ms, "test") for name in extra]
+    await ensure_topics(KafkaConnection.from_settings(settings, settings.kafka_bootstrap_servers or ""), specs, 1)
 
 
 async def _wait_outbox_empty(engine: AsyncEngine, timeout_s: float) -> None:
