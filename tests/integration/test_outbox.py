@@ -125,7 +125,7 @@ async def test_two_relays_never_publish_the_same_change_twice(settings: Settings
     async with Runtime(settings) as rt:
         await discharge(settings, 60)
         assert await eventually(lambda: _history_count_at_least(db, 60), timeout_s=30)
-        second = Publisher(rt.bootstrap, settings)
+        second = Publisher(rt.kafka, settings)
         await second.start()
         try:
             relays = [_relay(rt, settings), _relay(rt, settings, publisher=second)]
