@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 import typer
 import uvicorn
 
+from app.gc_tuning import tune_gc_after_startup
 from app.logging_config import configure_logging
 from app.messaging.commands import kafka_cli
 from app.rules.commands import rules_cli
@@ -49,13 +50,15 @@ def serve(
     if workers > 1 and settings.embedded_broker:
         raise typer.BadParameter("each worker would start its own embedded broker", param_hint="--workers")
     if workers > 1:
+        from app.api.workers import serve_workers
+
         _prepare_multiprocess_metrics(settings)
+        status = serve_workers(host or settings.host, port or settings.port, workers)
+        raise typer.Exit(status)
     from app.api.app import create_app
 
     uvicorn.run(
-        create_app(settings) if workers == 1 else "app.api.app:worker_app",
-        factory=workers > 1,
-        workers=workers,
+        create_app(settings),
         host=host or settings.host,
         port=port or settings.port,
         log_config=None,
@@ -100,6 +103,7 @@ def consume() -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         async with Runtime(settings, run_consumers=True) as runtime, _ops_port(runtime):
+            tune_gc_after_startup(settings)
             await stop.wait()
 
     asyncio.run(_main())
@@ -142,6 +146,7 @@ def mllp(
             _ops_port(runtime),
             MllpServer(runtime, host=host, port=port),
         ):
+            tune_gc_after_startup(settings)
             await stop.wait()
 
     asyncio.run(_main())

@@ -36,6 +36,8 @@ from app.outbox.relay import OutboxRelay
 from app.rules.config import load_rules
 from app.rules.engine import RuleEngine
 from app.settings import Settings
+from app.state.audit import AUDIT_INSERT
+from app.state.audit_batch import AuditBatcher
 from app.state.tasks import escalate_overdue, overdue_counts
 
 log = logging.getLogger(__name__)
@@ -62,6 +64,7 @@ class Runtime:
         self.consumers: list[ConsumerRunner] = []
         self._escalation: asyncio.Task[None] | None = None
         self.relay: OutboxRelay | None = None
+        self.audit: AuditBatcher | None = None  # worklist reads' audit records (app/state/audit_batch.py)
 
     @property
     def bootstrap(self) -> str:
@@ -84,6 +87,7 @@ class Runtime:
         if s.should_auto_migrate:
             await upgrade_to_head(self.engine)
         self.sessions = session_factory(self.engine)
+        self.audit = AuditBatcher(self.engine, AUDIT_INSERT, s.audit_batch_max)
         self.kafka = KafkaConnection.from_settings(s, self.bootstrap)
         if s.should_create_topics:
             await ensure_topics(self.kafka, topic_specs(s), s.kafka_replication_factor, min_insync_replicas(s))
@@ -192,6 +196,8 @@ class Runtime:
             self.relay = None
         if self.publisher is not None:
             await self.publisher.stop()
+        if self.audit is not None:
+            await self.audit.close()
         if self.engine is not None:
             await self.engine.dispose()
         if self.broker is not None:

@@ -157,6 +157,9 @@ class Settings(BaseSettings):
     outbox_relay_enabled: bool = Field(
         default=True, description="serve/consume publish task changes from the outbox to the task-events topic"
     )
+    audit_batch_max: int = Field(
+        default=500, ge=1, description="audit records of concurrent worklist reads written per statement at most"
+    )
     outbox_relay_batch: int = Field(default=500, ge=1, description="outbox rows claimed and published per pass")
     outbox_relay_idle_s: float = Field(default=0.5, gt=0, description="wait between passes when the outbox is empty")
     outbox_relay_retry_max_s: float = Field(default=30.0, gt=0, description="longest backoff after a failed pass")
@@ -192,6 +195,10 @@ class Settings(BaseSettings):
     jwt_jwks_refetch_min_s: float = Field(
         default=10, ge=0, description="an unknown `kid` refetches the JWKS at most this often"
     )
+    jwt_cache_ttl_s: float = Field(
+        default=60, ge=0, description="a verified token is reused this long at most (0: verify every request)"
+    )
+    jwt_cache_size: int = Field(default=10_000, ge=0, description="verified tokens kept per API process")
     jwt_min_secret_bytes: int = Field(default=32, ge=16, description="production refuses a shorter HS* secret")
     require_scopes: bool | None = Field(
         default=None,
@@ -337,6 +344,12 @@ class Settings(BaseSettings):
     )
     mllp_max_connections: int = Field(default=100, ge=1, description="concurrent MLLP connections; more are refused")
     log_level: str = "INFO"
+    gc_freeze_after_startup: bool = Field(
+        default=True, description="exclude the startup heap from garbage collection (app/gc_tuning.py)"
+    )
+    gc_gen0_threshold: int | None = Field(
+        default=7000, ge=100, description="allocations between young-generation collections; unset: Python's 700"
+    )
 
     @model_validator(mode="after")
     def _production_needs_real_infrastructure(self) -> Settings:

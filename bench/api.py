@@ -7,8 +7,12 @@
 2. Serves the API as production would scale it: `carecoord serve --workers N` with the consumers off
    (CARECOORD_RUN_CONSUMERS=false) and a real broker (Tansu) for the producer.
 3. Drives it with wrk (Debian package `wrk`) from a second process: --connections concurrent clients,
-   each request a different facilitator's worklist page (role x team tokens, some with filters).
-   Reports requests/s, latency percentiles and non-2xx responses.
+   each request a different facilitator's worklist page (role x team tokens, some with filters), once
+   per --rates entry: 0 is closed loop (every client sends its next request the moment the last one is
+   answered: the capacity), N paces the clients to N requests/s in all (the issue's "500 requests/s
+   under 50 concurrent clients"). Reports requests/s, latency percentiles, non-2xx responses, and for a
+   paced run the sends that left more than 10 ms after their slot (then the server fell behind and the
+   percentiles understate the wait).
 
 Usage (documented in docs/benchmarks.md):
   .venv/bin/python bench/api.py --tasks 1000000 \
@@ -93,10 +97,46 @@ request = function()
 end
 """
 
+# Pacing (wrk calls `delay()` before each follow-up request of a connection): each wrk thread sends on a
+# fixed schedule, one slot every INTERVAL ms, shared by its connections; a send later than its slot by
+# more than LATE_MS is counted. LuaJIT's ffi reads the monotonic clock (Lua itself has none in ms).
+PACED_LUA = """
+local ffi = require("ffi")
+ffi.cdef[[
+typedef struct { long tv_sec; long tv_nsec; } bench_timespec;
+int clock_gettime(int clk_id, bench_timespec *tp);
+]]
+local ts = ffi.new("bench_timespec")
+local function now_ms()
+  ffi.C.clock_gettime(1, ts)
+  return tonumber(ts.tv_sec) * 1000 + tonumber(ts.tv_nsec) / 1e6
+end
+local next_at = nil
+late = 0
+delay = function()
+  local now = now_ms()
+  next_at = (next_at or now) + {INTERVAL}
+  if next_at < now - {LATE_MS} then late = late + 1 end
+  return math.max(0, next_at - now)
+end
+local threads = {}
+setup = function(thread) table.insert(threads, thread) end
+done = function(summary, latency, requests)
+  local total = 0
+  for _, t in ipairs(threads) do total = total + t:get("late") end
+  io.write(string.format("Late sends: %d\\n", total))
+end
+"""
+LATE_MS = 10
 
-def lua_script(pairs: list[tuple[str, str]]) -> str:
+
+def lua_script(pairs: list[tuple[str, str]], rate: float = 0, threads: int = 1) -> str:
+    """The wrk script: `pairs` round robin; paced to `rate` requests/s over `threads` when rate > 0."""
     body = ",\n".join(f"{{{json.dumps(path)}, {json.dumps(token)}}}" for path, token in pairs)
-    return LUA.replace("{PAIRS}", "{" + body + "}")
+    script = LUA.replace("{PAIRS}", "{" + body + "}")
+    if rate > 0:
+        script += PACED_LUA.replace("{INTERVAL}", f"{1000 * threads / rate:.4f}").replace("{LATE_MS}", str(LATE_MS))
+    return script
 
 
 def parse_wrk(output: str) -> dict[str, Any]:
@@ -111,6 +151,9 @@ def parse_wrk(output: str) -> dict[str, Any]:
     found["non_2xx"] = int(non2xx.group(1)) if non2xx else 0
     errors = re.search(r"Socket errors: (.*)", output)
     found["socket_errors"] = errors.group(1) if errors else None
+    late = re.search(r"Late sends: (\d+)", output)
+    if late:
+        found["late_sends"] = int(late.group(1))
     return found
 
 
@@ -202,6 +245,9 @@ async def main() -> None:
     parser.add_argument("--page", type=int, default=50)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument(
+        "--rates", default="0,500", help="comma-separated requests/s per run; 0: closed loop (capacity)"
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--duration", type=int, default=30, help="seconds of load")
     parser.add_argument("--warmup", type=int, default=5)
@@ -243,19 +289,23 @@ async def main() -> None:
             await wait_ready(base, proc)
             pairs = requests_for(args, settings)
             result["sample"] = await check_sample(base, pairs)
-            script = Path(tmp) / "worklist.lua"
-            script.write_text(lua_script(pairs), encoding="utf-8")
-            wrk = ("-t", str(args.threads), "-c", str(args.connections), "-s", str(script), "--latency")
-            await run_wrk(*wrk, "-d", f"{args.warmup}s", base)
-            cpu_before, db_before = process_tree_cpu_s(proc.pid), database_cpu_s(database)
-            output = await run_wrk(*wrk, "-d", f"{args.duration}s", base)
-            cpu_s = process_tree_cpu_s(proc.pid) - cpu_before
-            db_s = sum(cpu - db_before.get(pid, 0.0) for pid, cpu in database_cpu_s(database).items())
-            console.print(output)
-            result["load"] = parse_wrk(output)
-            requests = max(result["load"]["requests"], 1)
-            result["load"]["api_cpu_ms_per_request"] = round(1000 * cpu_s / requests, 2)
-            result["load"]["database_cpu_ms_per_request"] = round(1000 * db_s / requests, 2)
+            rates = [float(r) for r in args.rates.split(",")]
+            result["runs"] = []
+            for n, rate in enumerate(rates):
+                script = Path(tmp) / f"worklist-{n}.lua"
+                script.write_text(lua_script(pairs, rate, args.threads), encoding="utf-8")
+                wrk = ("-t", str(args.threads), "-c", str(args.connections), "-s", str(script), "--latency")
+                await run_wrk(*wrk, "-d", f"{args.warmup}s", base)
+                cpu_before, db_before = process_tree_cpu_s(proc.pid), database_cpu_s(database)
+                output = await run_wrk(*wrk, "-d", f"{args.duration}s", base)
+                cpu_s = process_tree_cpu_s(proc.pid) - cpu_before
+                db_s = sum(cpu - db_before.get(pid, 0.0) for pid, cpu in database_cpu_s(database).items())
+                console.print(f"rate {rate or 'closed loop'}:", output)
+                run = {"offered_per_s": rate or None, **parse_wrk(output)}
+                requests = max(run["requests"], 1)
+                run["api_cpu_ms_per_request"] = round(1000 * cpu_s / requests, 2)
+                run["database_cpu_ms_per_request"] = round(1000 * db_s / requests, 2)
+                result["runs"].append(run)
         finally:
             proc.terminate()
             await proc.wait()

@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, exists, false, func, not_, or_, select, true
+from sqlalchemy import ColumnElement, and_, exists, false, not_, or_, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.api.auth import Principal, may_see_part2
@@ -63,11 +63,10 @@ def part2_gate(permitted: bool, label: Any, patient_id: Any, at: Any) -> ColumnE
 
 def task_part2_label() -> ColumnElement[bool]:
     """A task is Part 2 when raised from Part 2 data (the label set at creation) or when its encounter
-    has become Part 2 since (an A08 adding an F10-F19 diagnosis or moving the stay to a Part 2 unit):
-    the encounter's label is recomputed on every message, the task's is not. A per-row scalar lookup,
-    not EXISTS: PostgreSQL then probes the encounter's key for the rows a page reads."""
-    encounter_part2 = select(Encounter.part2).where(Encounter.id == Task.encounter_id).scalar_subquery()
-    return or_(Task.part2, func.coalesce(encounter_part2, false()))
+    is Part 2 now (an A08 adding an F10-F19 diagnosis or moving the stay to a Part 2 unit): the
+    encounter's label is recomputed on every message and copied to its tasks by database triggers
+    (migration 0016), so the gate reads the task row alone."""
+    return or_(Task.part2, Task.encounter_part2)
 
 
 def encounter_part2_condition(principal: Principal, settings: Settings) -> ColumnElement[bool]:

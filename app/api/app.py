@@ -28,6 +28,7 @@ from app.api.jwks import JwksCache
 from app.api.metrics import install_http_metrics
 from app.api.openapi import install_openapi
 from app.api.problems import install_problem_handlers
+from app.api.token_cache import VerifiedTokens
 from app.fhir import audit_events as fhir_audit_events
 from app.fhir import careplan_routes as fhir_careplans
 from app.fhir import clinical as fhir_clinical
@@ -36,6 +37,7 @@ from app.fhir import patient_routes as fhir_patients
 from app.fhir import process_message
 from app.fhir import routes as fhir_routes
 from app.fhir import task_routes as fhir_task_routes
+from app.gc_tuning import tune_gc_after_startup
 from app.logging_config import configure_logging
 from app.runtime import Runtime
 from app.settings import Settings, get_settings
@@ -55,6 +57,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         owned = Runtime(settings, run_consumers=settings.run_consumers)
         app.state.runtime = owned
         await owned.start()
+        tune_gc_after_startup(settings)
         try:
             yield
         finally:
@@ -96,6 +99,7 @@ def install_auth_state(app: FastAPI, settings: Settings) -> None:
     """What the bearer-token dependency reads: settings, the HS* secret, the identity provider's keys."""
     app.state.settings = settings
     app.state.jwt_secret = hs_secret(settings)
+    app.state.verified_tokens = VerifiedTokens(settings.jwt_cache_size, settings.jwt_cache_ttl_s)
     app.state.jwks = (
         JwksCache(settings.jwt_jwks_url, settings.jwt_jwks_ttl_s, settings.jwt_jwks_refetch_min_s)
         if settings.jwt_jwks_url

@@ -19,6 +19,7 @@ import jwt
 from fastapi import Depends, Request
 
 from app.api.problems import Problem
+from app.api.token_cache import VerifiedTokens
 from app.settings import Settings
 from app.state.audit import REQUEST_CLIENT
 
@@ -162,6 +163,10 @@ def verify_token(settings: Settings, secret: str, token: str) -> Principal:
 
 
 async def verify_any(settings: Settings, secret: str | None, jwks: JwksCache | None, token: str) -> Principal:
+    return principal_from_claims(await verified_claims(settings, secret, jwks, token))
+
+
+async def verified_claims(settings: Settings, secret: str | None, jwks: JwksCache | None, token: str) -> dict[str, Any]:
     """Any accepted algorithm: the header's `alg` must be configured; HS* use the secret, the others
     the JWKS key named by `kid`. Keys never come from the token itself."""
     try:
@@ -184,7 +189,20 @@ async def verify_any(settings: Settings, secret: str | None, jwks: JwksCache | N
         key = await jwks.key_for(kid)
         if key is None:
             raise _unauthorized("invalid token: unknown signing key")
-    return principal_from_claims(decode_claims(settings, key, token, algorithm))
+    return decode_claims(settings, key, token, algorithm)
+
+
+async def verify_bearer(state: Any, token: str) -> Principal:
+    """A token presented to this app (`request.app.state`: settings, keys and the verified-token cache,
+    app/api/token_cache.py): verified once, then taken from the cache until its expiry or the cache's ttl."""
+    cache: VerifiedTokens[Principal] | None = getattr(state, "verified_tokens", None)
+    principal = cache.get(token) if cache is not None else None
+    if principal is None:
+        claims = await verified_claims(state.settings, state.jwt_secret, getattr(state, "jwks", None), token)
+        principal = principal_from_claims(claims)
+        if cache is not None:
+            cache.put(token, principal, float(claims["exp"]) + state.settings.jwt_leeway_s)
+    return principal
 
 
 async def current_principal(request: Request) -> Principal:
@@ -192,8 +210,7 @@ async def current_principal(request: Request) -> Principal:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise _unauthorized("bearer token required")
-    state = request.app.state
-    principal = await verify_any(state.settings, state.jwt_secret, getattr(state, "jwks", None), token.strip())
+    principal = await verify_bearer(request.app.state, token.strip())
     request.state.principal = principal
     REQUEST_CLIENT.set((request.client.host if request.client else None, request.headers.get("user-agent")))
     return principal

@@ -32,7 +32,7 @@ from app.api.worklist_query import PageQuery, run_page
 from app.db.models import InboundEvent, Patient, Task, TaskHistory, utcnow
 from app.rules.config import RuleSpec
 from app.rules.engine import RuleEngine
-from app.state.audit import AUDIT_INSERT, AuditAction, AuditOutcome, audit_values, record_audit
+from app.state.audit import AuditAction, AuditOutcome, audit_values, record_audit
 from app.state.task_actions import lock_task
 from app.state.tasks import record_attempt
 from app.state.worklists import PatientView, TaskFilters
@@ -75,7 +75,8 @@ def task_item(
         "encounter_id": _text(task.encounter_id),
         "due_at": task.due_at,
         "due_basis": task.due_basis,
-        "timeliness": timeliness(task.due_at, now, due_soon) if task.status in ACTIVE else None,
+        # The enum's text: pydantic-core serializes an Enum member through Python, a third of a page's JSON time.
+        "timeliness": timeliness(task.due_at, now, due_soon).value if task.status in ACTIVE else None,
         "escalated_at": task.escalated_at,
         "failed_attempts": task.failed_attempts,
         "business_status": task.business_status,
@@ -211,19 +212,19 @@ async def worklist_page(
     settings = request.app.state.settings
     query = PageQuery.of(principal, settings, filters, page.sort, page.order, page.cursor, page.limit)
     now, due_soon = utcnow(), _due_soon(request)
-    async with request.app.state.runtime.engine.connect() as conn:
+    runtime = request.app.state.runtime
+    async with runtime.engine.connect() as conn:
         found = await run_page(conn, query, now, due_soon)
-        items = [task_item(task, patient, now, due_soon) for task, patient in found.rows]
-        audit = audit_values(
-            principal.subject,
-            principal.roles,
-            action=AuditAction.READ,
-            resource_type="Task",
-            request=what,
-            patient_ids=[item["patient"]["id"] for item in items if item["patient"]],
-        )
-        await AUDIT_INSERT.execute(conn, audit)
-        await conn.commit()  # SQLite; on PostgreSQL each statement above committed on its own
+    items = [task_item(task, patient, now, due_soon) for task, patient in found.rows]
+    audit = audit_values(
+        principal.subject,
+        principal.roles,
+        action=AuditAction.READ,
+        resource_type="Task",
+        request=what,
+        patient_ids=[item["patient"]["id"] for item in items if item["patient"]],
+    )
+    await runtime.audit.write(audit)  # committed with concurrent pages' records (app/state/audit_batch.py)
     return WorklistBody(
         items=items,
         count=len(items),

@@ -26,6 +26,7 @@ from app.db.models import Task
 from app.db.prepared import Prepared
 from app.settings import Settings
 from app.state.worklists import (
+    WORKLIST_TASK_COLUMNS,
     TaskFilters,
     TaskPage,
     count_statement,
@@ -201,6 +202,7 @@ def page_statements(shape: PageShape) -> tuple[Prepared, Prepared]:
         after=after,
         limit=bindparam("page_limit"),
         with_patient=True,
+        task_columns=WORKLIST_TASK_COLUMNS,
     )
     count = count_statement(conditions, branches, bindparam("count_limit"))
     # The total rides on every page row (computed once: an uncorrelated subquery), one round trip for

@@ -208,7 +208,7 @@ class Task(Base):
             "team",
             "due_at",
             "id",
-            postgresql_include=["encounter_id", "part2"],
+            postgresql_include=["encounter_id", "part2", "encounter_part2"],
             **OPEN_TASK_INDEX_WHERE,
         ),
         # The unattributed pool's range per role: `team IS NULL` is not an equality to PostgreSQL, so the
@@ -218,7 +218,7 @@ class Task(Base):
             "role",
             "due_at",
             "id",
-            postgresql_include=["encounter_id", "part2"],
+            postgresql_include=["encounter_id", "part2", "encounter_part2"],
             postgresql_where=text(f"team IS NULL AND {OPEN_TASK_STATUSES_SQL}"),
             sqlite_where=text(f"team IS NULL AND {OPEN_TASK_STATUSES_SQL}"),
         ),
@@ -270,6 +270,8 @@ class Task(Base):
     completed_by_encounter_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("encounters.id"), index=True)
     # 42 CFR Part 2 label: raised from a Part 2 encounter or a substance-use screening (consent-gated).
     part2: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # Its encounter's Part 2 label, copied by database triggers (migration 0016): never written here.
+    encounter_part2: Mapped[bool] = mapped_column(Boolean, server_default=false())
     version: Mapped[int] = mapped_column(Integer, default=1)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)

@@ -70,7 +70,9 @@ def _seconds_sqlite(element: seconds_between, compiler: Any, **kw: Any) -> str:
     )
 
 
-# Aliases, so the access conditions' own subqueries on `encounters` (task_part2_label) stay uncorrelated.
+# Aliases for the two roles `encounters` plays in a measure (the stay a task is about, the visit that
+# completed it); measures read a stay's Part 2 label from it (stay_part2_label, part2_encounter_label): the task's own
+# copy of it (`tasks.encounter_part2`, migration 0016) would add nothing.
 Stay = aliased(Encounter, name="stay")  # the hospital stay a task is about
 Visit = aliased(Encounter, name="evidence_visit")  # the visit that completed it
 

@@ -54,7 +54,7 @@ def audit_values(
     client_ip, user_agent = client_ip or default_ip, user_agent or default_agent
     return {
         "recorded_at": utcnow(),
-        "actor": actor,
+        "actor": actor[:255],  # a token's `sub` of any length must not fail the record
         "roles": sorted(roles),
         "action": action.value,
         "resource_type": resource_type,

@@ -143,6 +143,17 @@ def sort_columns(sort: SortKey) -> list[Any]:
     raise AssertionError(sort)  # pragma: no cover
 
 
+# What a worklist row shows (app/api/tasks.task_item) and its cursor reads: not the whole row. The
+# routing explanation (a JSON column) and the 512-character dedupe key cost decoding on every row.
+WORKLIST_TASK_COLUMNS = tuple(
+    Task.__table__.c[name]
+    for name in (
+        "id", "type", "status", "priority", "role", "team", "owner", "patient_id", "encounter_id", "due_at",
+        "due_basis", "escalated_at", "failed_attempts", "business_status", "rule_id", "rule_version",
+        "triggering_event_ids", "created_at", "updated_at", "version",
+    )
+)  # fmt: skip
+
 PATIENT_COLUMNS = (
     Patient.given_name.label("patient_given_name"),
     Patient.family_name.label("patient_family_name"),
@@ -183,8 +194,10 @@ def page_statement(
     after: Sequence[Any] | None,
     limit: Any,
     with_patient: bool,
+    task_columns: Sequence[Any] | None = None,
 ) -> Select[Any]:
-    """The page (`limit` rows after the sort key `after`); values are literals or bind parameters."""
+    """The page (`limit` rows after the sort key `after`); values are literals or bind parameters.
+    `task_columns`: the tasks columns to read (None: all)."""
     columns = sort_columns(sort)
     page_conditions = list(conditions)
     if after is not None:
@@ -198,7 +211,7 @@ def page_statement(
         page_conditions.append(key > bound if order is Order.ASC else key < bound)
     # Core rows, not ORM objects, and the patient's display columns in the same statement: a page is
     # read-only, and entity loading plus a second query cost more than the query (bench/api.py).
-    query: Select[Any] = select(Task.__table__)
+    query: Select[Any] = select(*(task_columns or Task.__table__.c)).select_from(Task)
     if with_patient:
         query = query.add_columns(*PATIENT_COLUMNS).outerjoin(Patient, Patient.id == Task.patient_id)
     if branches:

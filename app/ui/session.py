@@ -20,7 +20,7 @@ from typing import Annotated
 import jwt
 from fastapi import Depends, Request, Response
 
-from app.api.auth import Principal, verify_any
+from app.api.auth import Principal, verify_bearer
 from app.api.problems import Problem
 from app.api.scopes import Interaction, check_scope
 from app.settings import Settings
@@ -78,8 +78,7 @@ def seconds_left(token: str) -> int:
 
 
 async def verify_session_token(request: Request, token: str) -> Principal:
-    state = request.app.state
-    return await verify_any(state.settings, state.jwt_secret, getattr(state, "jwks", None), token)
+    return await verify_bearer(request.app.state, token)
 
 
 async def ui_principal(request: Request) -> Principal:

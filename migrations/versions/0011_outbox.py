@@ -45,7 +45,9 @@ END
 def upgrade() -> None:
     op.create_table(
         "task_outbox",
-        sa.Column("history_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=False, nullable=False),
+        sa.Column(
+            "history_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=False, nullable=False
+        ),
         sa.Column("published_at", app.db.types.UTCDateTime(timezone=True), nullable=True),
         sa.ForeignKeyConstraint(
             ["history_id"], ["task_history.id"], name=op.f("fk_task_outbox_history_id_task_history"), ondelete="CASCADE"
@@ -62,9 +64,10 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.execute("DROP TRIGGER IF EXISTS task_history_outbox" + (
-        " ON task_history" if op.get_bind().dialect.name == "postgresql" else ""
-    ))
+    op.execute(
+        "DROP TRIGGER IF EXISTS task_history_outbox"
+        + (" ON task_history" if op.get_bind().dialect.name == "postgresql" else "")
+    )
     if op.get_bind().dialect.name == "postgresql":
         op.execute("DROP FUNCTION IF EXISTS task_history_to_outbox()")
     op.drop_index("ix_task_outbox_published_at_history_id", table_name="task_outbox")

@@ -220,3 +220,41 @@ async def test_a_task_follows_its_encounter_into_part2(
     assert await visible(pmc_part2) == (False, 404)  # the permission alone is not enough: no consent
     await record_consent(db, patient.id)
     assert await visible(pmc_part2) == (True, 200)
+
+
+async def test_the_encounter_label_reaches_tasks_raised_later_and_leaves_when_withdrawn(
+    runtime: Runtime, client: httpx.AsyncClient, db: AsyncEngine, token_for: Callable[..., str]
+) -> None:
+    """The database copies the encounter's label to its tasks (migration 0016): a task raised without
+    the label for an encounter that is already Part 2 is Part 2, and a corrected encounter (the
+    diagnosis entered in error) lets go of tasks that were not Part 2 by themselves."""
+    from app.db.models import Encounter, Patient, Task
+    from tests.access_builder import scope_task
+
+    async with AsyncSession(db, expire_on_commit=False) as session, session.begin():
+        patient = Patient(family_name="ALREADY")
+        session.add(patient)
+        await session.flush()
+        encounter = Encounter(patient_id=patient.id, facility="F", visit_number="P2A", status="finished", part2=True)
+        session.add(encounter)
+        await session.flush()
+        own = scope_task(patient.id, "PMC", "T1", encounter_id=encounter.id, part2=True)  # raised from SUD data
+        plain = scope_task(patient.id, "PMC", "T1", encounter_id=encounter.id)
+        session.add_all([own, plain])
+    pmc = token_for("PMC", teams=("T1",))
+
+    async def listed() -> set[str]:
+        return {t["id"] for t in (await client.get("/tasks", headers=bearer(pmc))).json()["items"]}
+
+    async def labels() -> dict[str, bool]:
+        async with AsyncSession(db) as session:
+            rows = await session.execute(select(Task.id, Task.encounter_part2).where(Task.patient_id == patient.id))
+            return {str(task_id): bool(label) for task_id, label in rows}
+
+    assert await labels() == {str(own.id): True, str(plain.id): True}
+    assert not {str(own.id), str(plain.id)} & await listed()
+    async with AsyncSession(db) as session, session.begin():
+        (await session.get(Encounter, encounter.id)).part2 = False
+    assert await labels() == {str(own.id): False, str(plain.id): False}
+    shown = await listed()
+    assert str(plain.id) in shown and str(own.id) not in shown  # its own label stays

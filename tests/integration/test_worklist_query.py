@@ -182,11 +182,12 @@ async def _compare(engine: AsyncEngine, tmp_path: Path, patients: list[uuid.UUID
                 session, reference_conditions, sort=sort, order=order, limit=limit, cursor=cursor, count_cap=case["cap"]
             )
         assert [row.id for row, _ in shaped.rows] == [row.id for row, _ in reference.rows], case
-        # Whole rows, values and types: the asyncpg path applies SQLAlchemy's processing itself.
+        # The columns a worklist reads, values and types: the asyncpg path applies SQLAlchemy's processing.
         for (got, got_patient), (want, want_patient) in zip(shaped.rows, reference.rows, strict=True):
-            got_values = got._asdict()
-            assert {k: (got_values[k], type(got_values[k])) for k in want._fields} == {
-                k: (v, type(v)) for k, v in want._asdict().items()
+            want_values = want._asdict()
+            shown = [k for k in got._fields if k != "counted"]  # the page's capped total rides on each row
+            assert {k: (getattr(got, k), type(getattr(got, k))) for k in shown} == {
+                k: (want_values[k], type(want_values[k])) for k in shown
             }
             assert got_patient == want_patient
         assert (shaped.total, shaped.total_exact) == (reference.total, reference.total_exact), case
