@@ -21,6 +21,9 @@ from app.state import rosters as store
 from tests.roster_builder import csv_text, make_importer, member
 
 SCHEDULE = [InboxSchedule(sender="ACME", pattern="acme_*.csv", cutoff="09:00", days=["tue"])]
+# The file tests poll on a day SCHEDULE expects nothing: on a real Tuesday after 09:00 the schedule would
+# add its missing-file alert to what they count.
+MONDAY = datetime(2026, 11, 2, 17, 0, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -45,12 +48,12 @@ async def test_files_are_processed_once_and_filed(db: AsyncEngine, inbox: Path) 
     w = watcher(db, inbox)
     (inbox / "acme_20261103.csv").write_text(csv_text([member(1), member(2)]))
     (inbox / ".acme_partial.csv").write_text("still uploading")
-    [outcome] = await w.poll_once()
+    [outcome] = await w.poll_once(MONDAY)
     assert outcome.status == "completed" and outcome.added == 2
     assert (inbox / "processed" / "acme_20261103.csv").exists() and (inbox / ".acme_partial.csv").exists()
     # The same bytes under another name: no second effect, filed as processed.
     (inbox / "acme_20261103_resend.csv").write_text(csv_text([member(1), member(2)]))
-    [again] = await w.poll_once()
+    [again] = await w.poll_once(MONDAY)
     assert again.duplicate and await count(db, RosterImport) == 1 and await count(db, Task) == 2
     assert (inbox / "processed" / "acme_20261103_resend.csv").exists()
     assert not list((inbox / "processing").iterdir())
@@ -60,7 +63,7 @@ async def test_unknown_sender_and_bad_file_are_rejected_with_a_reason(db: AsyncE
     w = watcher(db, inbox)
     (inbox / "other.csv").write_text(csv_text([member(1)]))
     (inbox / "acme_empty.csv").write_text("")
-    outcomes = await w.poll_once()
+    outcomes = await w.poll_once(MONDAY)
     assert sorted(o.status for o in outcomes) == ["rejected", "rejected"]
     assert "matches this file name" in (inbox / "rejected" / "other.csv.reason.txt").read_text()
     assert "empty" in (inbox / "rejected" / "acme_empty.csv.reason.txt").read_text()
@@ -80,16 +83,16 @@ async def test_restart_mid_file_finishes_it_once(db: AsyncEngine, inbox: Path, m
 
     monkeypatch.setattr(store, "reconcile", crash)
     with pytest.raises(ConnectionResetError):
-        await first.poll_once()
+        await first.poll_once(MONDAY)
     [claimed] = list((inbox / "processing").iterdir())  # still claimed, nothing applied
     assert await count(db, RosterMember) == 0 and await count(db, Task) == 0
     monkeypatch.setattr(store, "reconcile", real_reconcile)
 
     restarted = watcher(db, inbox)
-    [outcome] = await restarted.poll_once()
+    [outcome] = await restarted.poll_once(MONDAY)
     assert outcome.status == "completed" and outcome.added == 5 and not claimed.exists()
     assert await count(db, RosterMember) == 5 and await count(db, Task) == 5
-    assert await restarted.poll_once() == []
+    assert await restarted.poll_once(MONDAY) == []
 
 
 async def test_a_file_another_watcher_holds_is_left_alone(db: AsyncEngine, inbox: Path) -> None:
@@ -98,8 +101,8 @@ async def test_a_file_another_watcher_holds_is_left_alone(db: AsyncEngine, inbox
     held.write_text(csv_text([member(1)]))
     with held.open("rb") as handle:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        assert await w.poll_once() == []
-    [outcome] = await w.poll_once()  # its holder is gone: taken over
+        assert await w.poll_once(MONDAY) == []
+    [outcome] = await w.poll_once(MONDAY)  # its holder is gone: taken over
     assert outcome.status == "completed" and (inbox / "processed" / "acme_2.csv").exists()
 
 
