@@ -50,10 +50,13 @@ def serve(
     if workers > 1 and settings.embedded_broker:
         raise typer.BadParameter("each worker would start its own embedded broker", param_hint="--workers")
     if workers > 1:
-        from app.api.workers import serve_workers
+        from app.api.workers import RestartPolicy, serve_workers
 
         _prepare_multiprocess_metrics(settings)
-        status = serve_workers(host or settings.host, port or settings.port, workers)
+        restarts = RestartPolicy(
+            settings.worker_restart_pause_s, settings.worker_restart_pause_max_s, settings.worker_quick_deaths_max
+        )
+        status = serve_workers(host or settings.host, port or settings.port, workers, restarts)
         raise typer.Exit(status)
     from app.api.app import create_app
 

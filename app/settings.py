@@ -330,6 +330,15 @@ class Settings(BaseSettings):
     )
     host: str = "127.0.0.1"
     port: int = 8000
+    worker_restart_pause_s: float = Field(
+        default=1.0, gt=0, description="`serve --workers`: first pause before a dead worker is started again"
+    )
+    worker_restart_pause_max_s: float = Field(
+        default=30.0, gt=0, description="`serve --workers`: the pause doubles per quick death up to this"
+    )
+    worker_quick_deaths_max: int = Field(
+        default=5, ge=1, description="`serve --workers`: consecutive quick deaths of a worker before the server exits 1"
+    )
     ops_host: str = Field(default="127.0.0.1", description="bind address of the operations port")
     ops_port: int | None = Field(
         default=None,

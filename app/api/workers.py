@@ -21,6 +21,7 @@ import socket
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 from types import FrameType
 
@@ -28,11 +29,25 @@ import uvicorn
 
 APP_FACTORY = "app.api.app:worker_app"
 BACKLOG = 2048  # uvicorn's default
-RESTART_PAUSE_S = (1.0, 30.0)  # first and longest pause before a worker is started again
-QUICK_DEATH_S = 30.0  # a worker dying sooner than this after its start counts towards giving up
-QUICK_DEATHS_MAX = 5  # consecutive quick deaths of one worker slot before the server exits
 STOP_TIMEOUT_S = 60.0  # graceful shutdown allowed before a worker is killed
 POLL_S = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class RestartPolicy:
+    """CARECOORD_WORKER_RESTART_PAUSE_S, _PAUSE_MAX_S and CARECOORD_WORKER_QUICK_DEATHS_MAX."""
+
+    pause_s: float = 1.0  # first pause before a dead worker is started again; doubles per quick death
+    pause_max_s: float = 30.0
+    quick_deaths_max: int = 5  # consecutive quick deaths of one worker slot before the server exits
+
+    @property
+    def quick_death_s(self) -> float:
+        """A worker dying sooner than this after its start counts towards giving up."""
+        return self.pause_max_s
+
+    def pause(self, quick_deaths: int) -> float:
+        return min(self.pause_max_s, self.pause_s * 2 ** (quick_deaths - 1))
 
 
 def reuse_port_supported() -> bool:
@@ -76,7 +91,7 @@ def _mark_dead(pid: int | None) -> None:
         multiprocess.mark_process_dead(pid)
 
 
-def serve_workers(host: str, port: int, workers: int) -> int:
+def serve_workers(host: str, port: int, workers: int, restarts: RestartPolicy) -> int:
     """Run `workers` API processes until a stop signal; the exit status (0, or 1 when workers kept dying)."""
     if not reuse_port_supported():
         uvicorn.run(
@@ -107,13 +122,12 @@ def serve_workers(host: str, port: int, workers: int) -> int:
             if process.is_alive():
                 continue
             _mark_dead(process.pid)
-            quick_deaths[i] = quick_deaths[i] + 1 if time.monotonic() - started < QUICK_DEATH_S else 1
-            if quick_deaths[i] >= QUICK_DEATHS_MAX:
-                print(f"carecoord: a worker died {QUICK_DEATHS_MAX} times at startup; stopping", file=sys.stderr)
+            quick_deaths[i] = quick_deaths[i] + 1 if time.monotonic() - started < restarts.quick_death_s else 1
+            if quick_deaths[i] >= restarts.quick_deaths_max:
+                print(f"carecoord: a worker died {quick_deaths[i]} times at startup; stopping", file=sys.stderr)
                 stopping, status = True, 1
                 break
-            first, longest = RESTART_PAUSE_S
-            deadline = time.monotonic() + min(longest, first * 2 ** (quick_deaths[i] - 1))
+            deadline = time.monotonic() + restarts.pause(quick_deaths[i])
             while not stopping and time.monotonic() < deadline:
                 time.sleep(0.1)
             if stopping:

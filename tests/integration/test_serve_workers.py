@@ -123,10 +123,12 @@ def test_workers_that_keep_dying_at_startup_stop_the_server(tmp_path: Path, data
         read_stderr=True,
         CARECOORD_KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:9",
         CARECOORD_RULES_FILE=str(tmp_path / "missing-rules.toml"),
+        CARECOORD_WORKER_RESTART_PAUSE_S="0.1",  # 0.1, then 0.2 s instead of 1 and 2 s
+        CARECOORD_WORKER_QUICK_DEATHS_MAX="3",
     )
     try:
         _, stderr = proc.communicate(timeout=120)
     finally:
         proc.kill()
     assert proc.returncode == 1
-    assert "died 5 times at startup" in stderr
+    assert "died 3 times at startup" in stderr
