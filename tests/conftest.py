@@ -106,9 +106,11 @@ async def wait_until_assigned(runtime: Runtime, timeout_s: float = 15) -> None:
 
 
 @pytest.fixture
-async def runtime(settings: Settings, db: AsyncEngine) -> AsyncIterator[Runtime]:
-    async with Runtime(settings) as rt:
-        await wait_until_assigned(rt)
+async def runtime(request: pytest.FixtureRequest, settings: Settings, db: AsyncEngine) -> AsyncIterator[Runtime]:
+    consumers = request.node.get_closest_marker("api_only") is None
+    async with Runtime(settings, run_consumers=consumers) as rt:
+        if consumers:
+            await wait_until_assigned(rt)
         yield rt
 
 

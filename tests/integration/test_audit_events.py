@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+import pytest
 from fhir.resources.R4B.auditevent import AuditEvent as FhirAuditEvent
 from fhir.resources.R4B.bundle import Bundle
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
@@ -17,6 +18,8 @@ from app.db.models import Patient
 from app.runtime import Runtime
 from tests.access_builder import scope_task
 from tests.conftest import bearer
+
+pytestmark = pytest.mark.api_only  # seeds the database itself; no events are consumed
 
 
 async def patient_with_task(db: AsyncEngine) -> uuid.UUID:

@@ -29,6 +29,8 @@ from tests.careplan_seed import MRN_SYSTEM, add_task, attribute, seed_patient
 from tests.conftest import bearer
 from tests.integration.test_fhir_encounter_api import seed as seed_encounter
 
+pytestmark = pytest.mark.api_only  # seeds the database itself; no events are consumed
+
 TokenFor = Callable[..., str]
 FHIR_JSON = "application/fhir+json"
 

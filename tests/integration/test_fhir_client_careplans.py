@@ -18,6 +18,8 @@ from app.api.app import create_app
 from app.runtime import Runtime
 from tests.careplan_seed import MRN_SYSTEM, seed_patient
 
+pytestmark = pytest.mark.api_only  # seeds the database itself; no events are consumed
+
 TokenFor = Callable[..., str]
 
 

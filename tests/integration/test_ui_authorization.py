@@ -23,6 +23,8 @@ from app.settings import Settings
 from app.ui.session import SESSION_COOKIE, csrf_token
 from tests.access_builder import scope_task
 
+pytestmark = pytest.mark.api_only  # seeds the database itself; no events are consumed
+
 ALL_SCOPES = ["user/*.cruds"]
 NO_USEFUL_SCOPE = ["user/Nothing.cruds"]
 

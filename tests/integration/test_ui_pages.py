@@ -20,6 +20,8 @@ from app.ui.session import SESSION_COOKIE, csrf_token
 from tests.access_builder import record_consent, scope_task
 from tests.ui_session import csrf_of, session_cookie, sign_in
 
+pytestmark = pytest.mark.api_only  # seeds the database itself; no events are consumed
+
 
 @pytest.fixture
 async def browser_like(runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
