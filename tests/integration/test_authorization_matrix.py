@@ -150,6 +150,7 @@ def served_routes(app: FastAPI) -> Iterator[tuple[str, str]]:
                     yield method, leaf.path
 
 
+@pytest.mark.api_only
 def test_every_route_is_in_the_matrix(runtime: Runtime) -> None:
     from tests.integration.test_ui_authorization import UI_MATRIX, UI_PUBLIC  # the web UI's own matrix
 
@@ -406,12 +407,14 @@ async def test_authorization_matrix(
     assert not failures, "\n".join(failures)
 
 
+@pytest.mark.api_only
 async def test_public_routes_answer_without_a_token(runtime: Runtime, client: httpx.AsyncClient) -> None:
     for method, path in sorted(PUBLIC):
         response = await client.request(method, path)
         assert response.status_code == 200, (path, response.text[:200])
 
 
+@pytest.mark.api_only
 async def test_production_tokens_without_scope_claim_are_refused(
     runtime: Runtime, db: AsyncEngine, token: Callable[..., str]
 ) -> None:
@@ -427,6 +430,7 @@ async def test_production_tokens_without_scope_claim_are_refused(
     assert scoped_ok.status_code == 200
 
 
+@pytest.mark.api_only
 async def test_team_scoping_hides_other_teams_tasks(
     runtime: Runtime, client: httpx.AsyncClient, db: AsyncEngine, token: Callable[..., str]
 ) -> None:

@@ -241,6 +241,7 @@ async def test_replaying_a_still_bad_payload_is_409_with_the_new_reason(
     assert await count(db, Task) == 0 and await count(db, InboundEvent) == 0
 
 
+@pytest.mark.api_only
 async def test_discard_needs_a_reason_and_settles_the_row(
     runtime: Runtime, client: httpx.AsyncClient, token_for: Callable[..., str], db: AsyncEngine
 ) -> None:
@@ -263,6 +264,7 @@ async def test_discard_needs_a_reason_and_settles_the_row(
     assert again.status_code == 409
 
 
+@pytest.mark.api_only
 async def test_only_admin_roles_get_in(
     runtime: Runtime, client: httpx.AsyncClient, token_for: Callable[..., str], db: AsyncEngine
 ) -> None:
@@ -303,6 +305,7 @@ async def test_only_admin_roles_get_in(
         assert (await ops_client.get(PATH, headers=admin)).status_code == 403
 
 
+@pytest.mark.api_only
 async def test_pagination_by_cursor_and_offset(
     runtime: Runtime, client: httpx.AsyncClient, token_for: Callable[..., str], db: AsyncEngine
 ) -> None:

@@ -127,6 +127,7 @@ async def search(client: httpx.AsyncClient, token: str, params: Any = None, **he
 # --- read -----------------------------------------------------------------------------------------
 
 
+@pytest.mark.api_only
 async def test_read_returns_a_valid_r4_encounter_and_is_audited(
     client: httpx.AsyncClient, token_for: TokenFor, db: AsyncEngine
 ) -> None:
@@ -150,6 +151,7 @@ async def test_read_returns_a_valid_r4_encounter_and_is_audited(
     assert audit.request == f"GET /fhir/Encounter/{encounter.id}"
 
 
+@pytest.mark.api_only
 @pytest.mark.parametrize("resource_id", [str(uuid.uuid4()), "not-a-uuid", "x" * 80])
 async def test_unknown_encounter_is_404_operation_outcome(
     client: httpx.AsyncClient, token_for: TokenFor, db: AsyncEngine, resource_id: str
@@ -160,6 +162,7 @@ async def test_unknown_encounter_is_404_operation_outcome(
     assert audit.outcome == "4" and audit.patient_ids == []
 
 
+@pytest.mark.api_only
 @pytest.mark.parametrize("path", ["/fhir/Encounter", f"/fhir/Encounter/{uuid.uuid4()}"])
 @pytest.mark.parametrize("authorization", [None, "Bearer not-a-jwt", "Basic dXNlcjpwYXNz"])
 async def test_401_is_an_operation_outcome(
@@ -172,6 +175,7 @@ async def test_401_is_an_operation_outcome(
     assert await audits(db) == []
 
 
+@pytest.mark.api_only
 async def test_a_caller_without_any_role_is_403(
     client: httpx.AsyncClient, token_for: TokenFor, db: AsyncEngine
 ) -> None:
@@ -180,6 +184,7 @@ async def test_a_caller_without_any_role_is_403(
     outcome(await search(client, token_for()), 403, "forbidden")
 
 
+@pytest.mark.api_only
 async def test_validation_errors_under_fhir_are_422_operation_outcome(runtime: Runtime) -> None:
     # No Encounter input is validated by FastAPI (search values are parsed by FHIR rules: 400), so
     # a probe route checks that the app renders framework validation errors under /fhir as FHIR.
@@ -197,6 +202,7 @@ async def test_validation_errors_under_fhir_are_422_operation_outcome(runtime: R
 # --- metadata -------------------------------------------------------------------------------------
 
 
+@pytest.mark.api_only
 async def test_metadata_is_public_and_a_valid_capability_statement(client: httpx.AsyncClient) -> None:
     body = fhir_json(await client.get("/fhir/metadata"))
     CapabilityStatement.model_validate(body)
@@ -223,6 +229,7 @@ async def test_metadata_is_public_and_a_valid_capability_statement(client: httpx
 # --- search ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.api_only
 async def test_search_by_patient_in_every_reference_form(
     client: httpx.AsyncClient, token_for: TokenFor, db: AsyncEngine
 ) -> None:
@@ -247,6 +254,7 @@ async def test_search_by_patient_in_every_reference_form(
     assert trail[4].patient_ids == sorted([str(jane), str(john)])
 
 
+@pytest.mark.api_only
 async def test_search_by_status_and_class_tokens(
     client: httpx.AsyncClient, token_for: TokenFor, db: AsyncEngine
 ) -> None:
@@ -281,6 +289,7 @@ async def test_search_by_status_and_class_tokens(
 NY_SHIFT = timedelta(hours=5)
 
 
+@pytest.mark.api_only
 async def test_date_prefixes_have_range_semantics_in_sql(
     client: httpx.AsyncClient, token_for: TokenFor, db: AsyncEngine
 ) -> None:
@@ -311,6 +320,7 @@ async def test_date_prefixes_have_range_semantics_in_sql(
     assert "inside" in {by_id[i] for i in ids(body)}
 
 
+@pytest.mark.api_only
 async def test_paging_follows_next_links_to_every_match(
     client: httpx.AsyncClient, token_for: TokenFor, db: AsyncEngine
 ) -> None:
@@ -341,6 +351,7 @@ async def test_paging_follows_next_links_to_every_match(
     outcome(await search(client, token, {"_cursor": "bm90LWEtY3Vyc29y"}), 400, "invalid")
 
 
+@pytest.mark.api_only
 async def test_part2_encounters_are_hidden_without_a_part2_role(
     client: httpx.AsyncClient, token_for: TokenFor, db: AsyncEngine
 ) -> None:
@@ -383,6 +394,7 @@ async def test_part2_encounters_are_hidden_without_a_part2_role(
     assert len(refused) == 1 and refused[0].actor == "pmc-1" and refused[0].patient_ids == [str(patient)]
 
 
+@pytest.mark.api_only
 async def test_unknown_parameters_lenient_by_default_strict_on_request(
     client: httpx.AsyncClient, token_for: TokenFor, db: AsyncEngine
 ) -> None:
@@ -415,6 +427,7 @@ async def test_unknown_parameters_lenient_by_default_strict_on_request(
         ({"class": "|"}, "class"),
     ],
 )
+@pytest.mark.api_only
 async def test_invalid_search_values_are_400_naming_the_parameter(
     client: httpx.AsyncClient, token_for: TokenFor, db: AsyncEngine, params: dict[str, str], field: str
 ) -> None:

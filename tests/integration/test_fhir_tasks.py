@@ -73,6 +73,7 @@ async def test_read_renders_a_valid_r4_task_with_version(
     }  # fmt: skip
 
 
+@pytest.mark.api_only
 async def test_search_parameters_paging_and_scope(
     runtime: Runtime, client: httpx.AsyncClient, token_for: Callable[..., str]
 ) -> None:
@@ -123,6 +124,7 @@ async def test_search_parameters_paging_and_scope(
     outcome(await client.get("/fhir/Task", params={"_cursor": "zzz"}, headers=pmc), 400)
 
 
+@pytest.mark.api_only
 async def test_put_and_patch_change_status_and_owner_only(
     runtime: Runtime, client: httpx.AsyncClient, token_for: Callable[..., str], db: AsyncEngine
 ) -> None:

@@ -120,6 +120,7 @@ async def test_part2_encounter_tasks_are_labelled_and_consent_gated(
     assert earlier.json()["status"] == "inactive"
 
 
+@pytest.mark.api_only
 async def test_consent_errors_are_problem_json_and_audited(
     runtime: Runtime, client: httpx.AsyncClient, db: AsyncEngine, token_for: Callable[..., str]
 ) -> None:
@@ -190,6 +191,7 @@ async def test_substance_use_screening_is_part2(
     assert str(referral.id) in task_ids(listed)
 
 
+@pytest.mark.api_only
 async def test_a_task_follows_its_encounter_into_part2(
     runtime: Runtime, client: httpx.AsyncClient, db: AsyncEngine, token_for: Callable[..., str]
 ) -> None:
@@ -222,6 +224,7 @@ async def test_a_task_follows_its_encounter_into_part2(
     assert await visible(pmc_part2) == (True, 200)
 
 
+@pytest.mark.api_only
 async def test_the_encounter_label_reaches_tasks_raised_later_and_leaves_when_withdrawn(
     runtime: Runtime, client: httpx.AsyncClient, db: AsyncEngine, token_for: Callable[..., str]
 ) -> None:

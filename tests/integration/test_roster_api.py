@@ -8,6 +8,7 @@ import json
 from collections.abc import Callable
 
 import httpx
+import pytest
 from fhir.resources.R4B.bundle import Bundle
 from sqlalchemy import func, select
 
@@ -87,6 +88,7 @@ async def test_upload_then_status_report_and_exports(
     assert 'carecoord_roster_imports_total{status="completed"}' in metrics.text
 
 
+@pytest.mark.api_only
 async def test_roles_and_problem_details(client: httpx.AsyncClient, token_for: Callable[..., str]) -> None:
     r = await upload(client, token_for("PMC"), csv_text([member(1)]), "x.csv")
     assert r.status_code == 403 and r.headers["content-type"] == "application/problem+json"
