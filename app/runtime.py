@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from datetime import timedelta
 from functools import partial
 from zoneinfo import ZoneInfo
 
@@ -103,6 +104,8 @@ class Runtime:
                 idle_s=s.outbox_relay_idle_s,
                 retry_initial_s=s.consumer_db_retry_initial_s,
                 retry_max_s=s.outbox_relay_retry_max_s,
+                retention=timedelta(days=s.outbox_retention_days) if s.outbox_retention_days > 0 else None,
+                prune_interval_s=s.outbox_prune_interval_s,
             )
             self.relay.start()
         self.adt_handler = NoticeHandler(

@@ -163,6 +163,12 @@ class Settings(BaseSettings):
     outbox_relay_batch: int = Field(default=500, ge=1, description="outbox rows claimed and published per pass")
     outbox_relay_idle_s: float = Field(default=0.5, gt=0, description="wait between passes when the outbox is empty")
     outbox_relay_retry_max_s: float = Field(default=30.0, gt=0, description="longest backoff after a failed pass")
+    outbox_retention_days: float = Field(
+        default=7.0, ge=0, description="published outbox rows older than this are deleted by the relay; 0 keeps them"
+    )
+    outbox_prune_interval_s: float = Field(
+        default=3600.0, gt=0, description="how often each relay deletes the published outbox rows past retention"
+    )
     readiness_check_timeout_s: float = Field(
         default=2.0, gt=0, description="/readyz: a database that does not answer within this is not ready"
     )

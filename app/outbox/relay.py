@@ -4,7 +4,8 @@ At least once, with a stable CloudEvents `id` per change, so exactly once for a 
 dedupes on it: a row is marked published only after the broker acked it; a relay that dies between
 the ack and the mark publishes the same change again, with the same id. Several relays may run
 (one per `serve`/`consume` process): on PostgreSQL each claims its rows with FOR UPDATE SKIP LOCKED
-and holds them until marked, so they never publish the same rows at once.
+and holds them until marked, so they never publish the same rows at once. Published rows are deleted
+once past their retention (`prune_expired`, run when the relay is idle), so the table stays small.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
+from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
@@ -19,7 +22,7 @@ from app.db.models import utcnow
 from app.messaging.producer import Publisher
 from app.metrics import OUTBOX_OLDEST_UNPUBLISHED, OUTBOX_PUBLISHED, OUTBOX_RELAY_FAILURES
 from app.outbox.cloudevent import CONTENT_TYPE, TaskChange, encode, partition_key, to_cloudevent
-from app.state.outbox import claim_unpublished, mark_published
+from app.state.outbox import claim_unpublished, mark_published, prune_published
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +38,8 @@ class OutboxRelay:
         idle_s: float,
         retry_initial_s: float,
         retry_max_s: float,
+        retention: timedelta | None = None,
+        prune_interval_s: float = 3600.0,
     ) -> None:
         self._sessions = sessions
         self._publisher = publisher
@@ -43,6 +48,9 @@ class OutboxRelay:
         self._idle_s = idle_s
         self._retry_initial_s = retry_initial_s
         self._retry_max_s = retry_max_s
+        self._retention = retention  # None: published rows are kept
+        self._prune_interval_s = prune_interval_s
+        self._next_prune = time.monotonic()
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -83,6 +91,31 @@ class OutboxRelay:
             OUTBOX_PUBLISHED.inc(len(changes))
         return len(changes)
 
+    async def prune_expired(self) -> int:
+        """Delete the published rows past retention, a batch per transaction; returns how many went."""
+        if self._retention is None:
+            return 0
+        pruned = 0
+        while not self._stopping.is_set():
+            async with self._sessions() as session, session.begin():
+                deleted = await prune_published(session, utcnow() - self._retention, self._batch)
+            pruned += deleted
+            if deleted < self._batch:
+                break
+        return pruned
+
+    async def _prune_when_due(self) -> None:
+        if time.monotonic() < self._next_prune:
+            return
+        self._next_prune = time.monotonic() + self._prune_interval_s
+        try:
+            pruned = await self.prune_expired()
+        except Exception as exc:  # an outage: the rows wait for the next interval, publishing goes on
+            log.warning("outbox pruning failed; will retry", extra={"error": type(exc).__name__})
+            return
+        if pruned:
+            log.info("published outbox rows pruned", extra={"rows": pruned})
+
     async def _publish(self, changes: list[TaskChange]) -> None:
         if not changes:
             OUTBOX_OLDEST_UNPUBLISHED.set(0)
@@ -107,6 +140,7 @@ class OutboxRelay:
                 delay = min(delay * 2, self._retry_max_s)
                 continue
             if published < self._batch:
+                await self._prune_when_due()
                 await self._sleep(self._idle_s)
 
     async def _sleep(self, seconds: float) -> None:

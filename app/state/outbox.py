@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.models import Task, TaskHistory, TaskOutbox
@@ -62,3 +62,14 @@ async def mark_published(session: AsyncSession, history_ids: Sequence[int], at: 
 
 async def unpublished_count(session: AsyncSession) -> int:
     return int(await session.scalar(select(func.count()).where(TaskOutbox.published_at.is_(None))) or 0)
+
+
+async def prune_published(session: AsyncSession, published_before: datetime, limit: int) -> int:
+    """Delete up to `limit` outbox rows published before `published_before`; how many went. The topic
+    holds the events and task_history the changes: a published row only waits to be pruned. Unpublished
+    rows are never touched. On PostgreSQL rows another relay is pruning are skipped, not waited for."""
+    expired = select(TaskOutbox.history_id).where(TaskOutbox.published_at < published_before).limit(limit)
+    if session.bind.dialect.name == "postgresql":
+        expired = expired.with_for_update(skip_locked=True)
+    result = await session.execute(delete(TaskOutbox).where(TaskOutbox.history_id.in_(expired.scalar_subquery())))
+    return int(result.rowcount or 0)

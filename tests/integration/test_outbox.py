@@ -5,14 +5,15 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from unittest import mock
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.db.models import Task, TaskHistory, TaskOutbox
+from app.db.models import Task, TaskHistory, TaskOutbox, utcnow
 from app.messaging.producer import Publisher
 from app.metrics import sample
 from app.outbox.cloudevent import CONTENT_TYPE, event_id
@@ -23,6 +24,7 @@ from app.state.tasks import cancel_tasks_where
 from tests.conftest import bearer, eventually
 from tests.hl7_builder import adt
 from tests.integration.test_adt_pipeline import produce
+from tests.integration.test_worklists import seed
 from tests.topic_reader import read_topic
 
 
@@ -173,3 +175,64 @@ async def _history_count_at_least(db: AsyncEngine, n: int) -> bool:
 async def _read_at_least(settings: Settings, n: int) -> list:
     received = await read_topic(settings.kafka_bootstrap_servers or "", settings.topics.task_events)
     return received if len(received) >= n else []
+
+
+async def _history(runtime: Runtime, n: int) -> list[int]:
+    """`n` changes of one task; the task_history trigger writes their outbox rows."""
+    task = await seed(runtime)
+    async with runtime.sessions() as session, session.begin():
+        rows = [TaskHistory(task_id=task.id, actor="tester", action="note") for _ in range(n)]
+        session.add_all(rows)
+    return [r.id for r in rows]
+
+
+async def _publish_at(db: AsyncEngine, ids: list[int], at: datetime) -> None:
+    async with db.begin() as conn:
+        await conn.execute(update(TaskOutbox).where(TaskOutbox.history_id.in_(ids)).values(published_at=at))
+
+
+async def _outbox_ids(db: AsyncEngine) -> set[int]:
+    async with db.connect() as conn:
+        return set((await conn.scalars(select(TaskOutbox.history_id))).all())
+
+
+async def test_published_rows_past_retention_are_pruned_and_the_rest_kept(settings: Settings, db: AsyncEngine) -> None:
+    settings = settings.model_copy(
+        update={"outbox_relay_enabled": False, "outbox_retention_days": 7, "outbox_relay_batch": 2}
+    )
+    async with Runtime(settings, run_consumers=False) as rt:
+        old, recent, pending = await _history(rt, 5), await _history(rt, 2), await _history(rt, 2)
+        now = utcnow()
+        await _publish_at(db, old, now - timedelta(days=8))
+        await _publish_at(db, recent, now - timedelta(days=6))
+        assert pending[0] in await _outbox_ids(db)  # unpublished: written by the trigger, never pruned
+        relay = OutboxRelay(
+            sessions=rt.sessions,
+            publisher=rt.publisher,
+            topic=settings.topics.task_events,
+            batch=settings.outbox_relay_batch,  # 2: the 5 expired rows take three batches
+            idle_s=0.1,
+            retry_initial_s=0.1,
+            retry_max_s=0.1,
+            retention=timedelta(days=settings.outbox_retention_days),
+        )
+        assert await relay.prune_expired() == 5
+        assert await _outbox_ids(db) == set(recent) | set(pending)
+        assert await history_ids(db) >= set(old)  # the task's history keeps the changes
+        assert await relay.prune_expired() == 0
+
+
+async def test_an_idle_relay_prunes_on_its_interval(settings: Settings, db: AsyncEngine) -> None:
+    interval_s = 0.2
+    settings = settings.model_copy(update={"outbox_retention_days": 1, "outbox_prune_interval_s": interval_s})
+    async with Runtime(settings, run_consumers=False) as rt:
+        expired, kept = await _history(rt, 3), await _history(rt, 2)
+        assert await eventually(lambda: _none_unpublished(db), timeout_s=20)  # the runtime's relay published them
+        await _publish_at(db, expired, utcnow() - timedelta(days=2))
+        assert await eventually(lambda: _outbox_ids_without(db, expired), timeout_s=20)
+        await asyncio.sleep(3 * interval_s)
+        assert set(kept) <= await _outbox_ids(db)  # published a moment ago: within retention
+
+
+async def _outbox_ids_without(db: AsyncEngine, ids: list[int]) -> bool:
+    return not (await _outbox_ids(db)) & set(ids)
