@@ -54,7 +54,10 @@ def serve(
 
         _prepare_multiprocess_metrics(settings)
         restarts = RestartPolicy(
-            settings.worker_restart_pause_s, settings.worker_restart_pause_max_s, settings.worker_quick_deaths_max
+            pause_s=settings.worker_restart_pause_s,
+            pause_max_s=settings.worker_restart_pause_max_s,
+            quick_death_s=settings.worker_quick_death_s,
+            quick_deaths_max=settings.worker_quick_deaths_max,
         )
         status = serve_workers(host or settings.host, port or settings.port, workers, restarts)
         raise typer.Exit(status)

@@ -342,6 +342,11 @@ class Settings(BaseSettings):
     worker_restart_pause_max_s: float = Field(
         default=30.0, gt=0, description="`serve --workers`: the pause doubles per quick death up to this"
     )
+    worker_quick_death_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="`serve --workers`: a worker dying sooner than this after its start died at startup",
+    )
     worker_quick_deaths_max: int = Field(
         default=5, ge=1, description="`serve --workers`: consecutive quick deaths of a worker before the server exits 1"
     )

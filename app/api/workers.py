@@ -35,19 +35,15 @@ POLL_S = 0.5
 
 @dataclass(frozen=True, slots=True)
 class RestartPolicy:
-    """CARECOORD_WORKER_RESTART_PAUSE_S, _PAUSE_MAX_S and CARECOORD_WORKER_QUICK_DEATHS_MAX."""
+    """The CARECOORD_WORKER_* settings: how a dead worker is started again and when the server gives up."""
 
-    pause_s: float = 1.0  # first pause before a dead worker is started again; doubles per quick death
-    pause_max_s: float = 30.0
-    quick_deaths_max: int = 5  # consecutive quick deaths of one worker slot before the server exits
-
-    @property
-    def quick_death_s(self) -> float:
-        """A worker dying sooner than this after its start counts towards giving up."""
-        return self.pause_max_s
+    pause_s: float  # first pause before a dead worker is started again; doubles per quick death
+    pause_max_s: float
+    quick_death_s: float  # a worker dying sooner than this after its start died "quickly" (at startup)
+    quick_deaths_max: int  # consecutive quick deaths of one worker slot before the server exits 1
 
     def pause(self, quick_deaths: int) -> float:
-        return min(self.pause_max_s, self.pause_s * 2 ** (quick_deaths - 1))
+        return min(self.pause_max_s, self.pause_s * 2 ** max(0, quick_deaths - 1))
 
 
 def reuse_port_supported() -> bool:
@@ -122,7 +118,8 @@ def serve_workers(host: str, port: int, workers: int, restarts: RestartPolicy) -
             if process.is_alive():
                 continue
             _mark_dead(process.pid)
-            quick_deaths[i] = quick_deaths[i] + 1 if time.monotonic() - started < restarts.quick_death_s else 1
+            # A death after a good run starts the count again: only deaths in a row at startup give up.
+            quick_deaths[i] = quick_deaths[i] + 1 if time.monotonic() - started < restarts.quick_death_s else 0
             if quick_deaths[i] >= restarts.quick_deaths_max:
                 print(f"carecoord: a worker died {quick_deaths[i]} times at startup; stopping", file=sys.stderr)
                 stopping, status = True, 1

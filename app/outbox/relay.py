@@ -5,7 +5,7 @@ dedupes on it: a row is marked published only after the broker acked it; a relay
 the ack and the mark publishes the same change again, with the same id. Several relays may run
 (one per `serve`/`consume` process): on PostgreSQL each claims its rows with FOR UPDATE SKIP LOCKED
 and holds them until marked, so they never publish the same rows at once. Published rows are deleted
-once past their retention (`prune_expired`, run when the relay is idle), so the table stays small.
+once past their retention (`prune_batch`, a batch after a pass when due), so the table stays small.
 """
 
 from __future__ import annotations
@@ -91,30 +91,27 @@ class OutboxRelay:
             OUTBOX_PUBLISHED.inc(len(changes))
         return len(changes)
 
-    async def prune_expired(self) -> int:
-        """Delete the published rows past retention, a batch per transaction; returns how many went."""
+    async def prune_batch(self) -> int:
+        """Delete up to a batch of the published rows past retention (one transaction); how many went."""
         if self._retention is None:
             return 0
-        pruned = 0
-        while not self._stopping.is_set():
-            async with self._sessions() as session, session.begin():
-                deleted = await prune_published(session, utcnow() - self._retention, self._batch)
-            pruned += deleted
-            if deleted < self._batch:
-                break
-        return pruned
+        async with self._sessions() as session, session.begin():
+            return await prune_published(session, utcnow() - self._retention, self._batch)
 
     async def _prune_when_due(self) -> None:
+        """One batch after a pass, when due: a backlog of expired rows (the first run after an upgrade)
+        is deleted a batch per pass, between publishing passes, never instead of them."""
         if time.monotonic() < self._next_prune:
             return
-        self._next_prune = time.monotonic() + self._prune_interval_s
         try:
-            pruned = await self.prune_expired()
+            pruned = await self.prune_batch()
         except Exception as exc:  # an outage: the rows wait for the next interval, publishing goes on
             log.warning("outbox pruning failed; will retry", extra={"error": type(exc).__name__})
-            return
+            pruned = 0
         if pruned:
             log.info("published outbox rows pruned", extra={"rows": pruned})
+        if pruned < self._batch:  # caught up until the next interval
+            self._next_prune = time.monotonic() + self._prune_interval_s
 
     async def _publish(self, changes: list[TaskChange]) -> None:
         if not changes:
@@ -131,6 +128,7 @@ class OutboxRelay:
             try:
                 published = await self.publish_pending()
                 delay = self._retry_initial_s
+                await self._prune_when_due()
             except Exception as exc:  # a database or broker outage: back off, the rows wait in the outbox
                 OUTBOX_RELAY_FAILURES.inc()
                 log.warning(
@@ -140,7 +138,6 @@ class OutboxRelay:
                 delay = min(delay * 2, self._retry_max_s)
                 continue
             if published < self._batch:
-                await self._prune_when_due()
                 await self._sleep(self._idle_s)
 
     async def _sleep(self, seconds: float) -> None:

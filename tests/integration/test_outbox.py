@@ -210,25 +210,28 @@ async def test_published_rows_past_retention_are_pruned_and_the_rest_kept(settin
             sessions=rt.sessions,
             publisher=rt.publisher,
             topic=settings.topics.task_events,
-            batch=settings.outbox_relay_batch,  # 2: the 5 expired rows take three batches
+            batch=settings.outbox_relay_batch,
             idle_s=0.1,
             retry_initial_s=0.1,
             retry_max_s=0.1,
             retention=timedelta(days=settings.outbox_retention_days),
         )
-        assert await relay.prune_expired() == 5
+        assert [await relay.prune_batch() for _ in range(4)] == [2, 2, 1, 0]  # a batch (2) per transaction
         assert await _outbox_ids(db) == set(recent) | set(pending)
-        assert await history_ids(db) >= set(old)  # the task's history keeps the changes
-        assert await relay.prune_expired() == 0
 
 
-async def test_an_idle_relay_prunes_on_its_interval(settings: Settings, db: AsyncEngine) -> None:
+async def test_the_relay_prunes_between_passes_and_keeps_what_is_within_retention(
+    settings: Settings, db: AsyncEngine
+) -> None:
     interval_s = 0.2
-    settings = settings.model_copy(update={"outbox_retention_days": 1, "outbox_prune_interval_s": interval_s})
+    settings = settings.model_copy(
+        update={"outbox_retention_days": 1, "outbox_prune_interval_s": interval_s, "outbox_relay_batch": 2}
+    )
     async with Runtime(settings, run_consumers=False) as rt:
-        expired, kept = await _history(rt, 3), await _history(rt, 2)
+        expired, kept = await _history(rt, 5), await _history(rt, 2)
         assert await eventually(lambda: _none_unpublished(db), timeout_s=20)  # the runtime's relay published them
         await _publish_at(db, expired, utcnow() - timedelta(days=2))
+        # Five expired rows, batches of two: three batches, one after each pass.
         assert await eventually(lambda: _outbox_ids_without(db, expired), timeout_s=20)
         await asyncio.sleep(3 * interval_s)
         assert set(kept) <= await _outbox_ids(db)  # published a moment ago: within retention
