@@ -1,7 +1,8 @@
 """Broker restart test (issue 9): the Tansu process is stopped mid-stream and started again.
 
 The same producer, consumers and outbox relay carry on: ingest refuses (503, nothing acked) while the
-broker is away and accepts again after; consumers rejoin and apply what arrives; the relay publishes.
+broker is away and accepts again after; consumers start the recreated topics from the beginning (rejoined,
+or reset by the broker) and apply what arrives; the relay publishes.
 Tansu here keeps topics in memory, so the test recreates them after the restart, as a cluster's own
 storage would; with an external Kafka that is the cluster's job, the client code's is to retry."""
 
