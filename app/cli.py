@@ -53,13 +53,7 @@ def serve(
         from app.api.workers import RestartPolicy, serve_workers
 
         _prepare_multiprocess_metrics(settings)
-        restarts = RestartPolicy(
-            pause_s=settings.worker_restart_pause_s,
-            pause_max_s=settings.worker_restart_pause_max_s,
-            quick_death_s=settings.worker_quick_death_s,
-            quick_deaths_max=settings.worker_quick_deaths_max,
-        )
-        status = serve_workers(host or settings.host, port or settings.port, workers, restarts)
+        status = serve_workers(host or settings.host, port or settings.port, workers, RestartPolicy.of(settings))
         raise typer.Exit(status)
     from app.api.app import create_app
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from datetime import timedelta
 from functools import partial
 from zoneinfo import ZoneInfo
 
@@ -33,7 +32,7 @@ from app.messaging.kafka_clients import KafkaConnection
 from app.messaging.producer import Publisher
 from app.messaging.topics import ensure_topics, min_insync_replicas, topic_specs
 from app.metrics import show_overdue
-from app.outbox.relay import OutboxRelay
+from app.outbox.relay import OutboxRelay, Pruning
 from app.rules.config import load_rules
 from app.rules.engine import RuleEngine
 from app.settings import Settings
@@ -104,8 +103,7 @@ class Runtime:
                 idle_s=s.outbox_relay_idle_s,
                 retry_initial_s=s.consumer_db_retry_initial_s,
                 retry_max_s=s.outbox_relay_retry_max_s,
-                retention=timedelta(days=s.outbox_retention_days) if s.outbox_retention_days > 0 else None,
-                prune_interval_s=s.outbox_prune_interval_s,
+                pruning=Pruning.of(s),
             )
             self.relay.start()
         self.adt_handler = NoticeHandler(

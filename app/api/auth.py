@@ -162,10 +162,6 @@ def verify_token(settings: Settings, secret: str, token: str) -> Principal:
     return principal_from_claims(decode_claims(settings, secret, token, ALGORITHM))
 
 
-async def verify_any(settings: Settings, secret: str | None, jwks: JwksCache | None, token: str) -> Principal:
-    return principal_from_claims(await verified_claims(settings, secret, jwks, token))
-
-
 async def verified_claims(settings: Settings, secret: str | None, jwks: JwksCache | None, token: str) -> dict[str, Any]:
     """Any accepted algorithm: the header's `alg` must be configured; HS* use the secret, the others
     the JWKS key named by `kid`. Keys never come from the token itself."""

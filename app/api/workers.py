@@ -27,6 +27,8 @@ from types import FrameType
 
 import uvicorn
 
+from app.settings import Settings
+
 APP_FACTORY = "app.api.app:worker_app"
 BACKLOG = 2048  # uvicorn's default
 STOP_TIMEOUT_S = 60.0  # graceful shutdown allowed before a worker is killed
@@ -41,6 +43,15 @@ class RestartPolicy:
     pause_max_s: float
     quick_death_s: float  # a worker dying sooner than this after its start died "quickly" (at startup)
     quick_deaths_max: int  # consecutive quick deaths of one worker slot before the server exits 1
+
+    @classmethod
+    def of(cls, settings: Settings) -> RestartPolicy:
+        return cls(
+            pause_s=settings.worker_restart_pause_s,
+            pause_max_s=settings.worker_restart_pause_max_s,
+            quick_death_s=settings.worker_quick_death_s,
+            quick_deaths_max=settings.worker_quick_deaths_max,
+        )
 
     def pause(self, quick_deaths: int) -> float:
         return min(self.pause_max_s, self.pause_s * 2 ** max(0, quick_deaths - 1))

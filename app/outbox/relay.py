@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from dataclasses import dataclass
 from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import async_sessionmaker
@@ -22,9 +23,25 @@ from app.db.models import utcnow
 from app.messaging.producer import Publisher
 from app.metrics import OUTBOX_OLDEST_UNPUBLISHED, OUTBOX_PUBLISHED, OUTBOX_RELAY_FAILURES
 from app.outbox.cloudevent import CONTENT_TYPE, TaskChange, encode, partition_key, to_cloudevent
+from app.settings import Settings
 from app.state.outbox import claim_unpublished, mark_published, prune_published
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Pruning:
+    """Published rows older than `retention` are deleted; due every `interval_s`."""
+
+    retention: timedelta
+    interval_s: float
+
+    @classmethod
+    def of(cls, settings: Settings) -> Pruning | None:
+        """CARECOORD_OUTBOX_RETENTION_DAYS (0: published rows are kept) and CARECOORD_OUTBOX_PRUNE_INTERVAL_S."""
+        if settings.outbox_retention_days <= 0:
+            return None
+        return cls(timedelta(days=settings.outbox_retention_days), settings.outbox_prune_interval_s)
 
 
 class OutboxRelay:
@@ -38,8 +55,7 @@ class OutboxRelay:
         idle_s: float,
         retry_initial_s: float,
         retry_max_s: float,
-        retention: timedelta | None = None,
-        prune_interval_s: float = 3600.0,
+        pruning: Pruning | None = None,
     ) -> None:
         self._sessions = sessions
         self._publisher = publisher
@@ -48,8 +64,7 @@ class OutboxRelay:
         self._idle_s = idle_s
         self._retry_initial_s = retry_initial_s
         self._retry_max_s = retry_max_s
-        self._retention = retention  # None: published rows are kept
-        self._prune_interval_s = prune_interval_s
+        self._pruning = pruning  # None: published rows are kept
         self._next_prune = time.monotonic()
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -93,15 +108,15 @@ class OutboxRelay:
 
     async def prune_batch(self) -> int:
         """Delete up to a batch of the published rows past retention (one transaction); how many went."""
-        if self._retention is None:
+        if self._pruning is None:
             return 0
         async with self._sessions() as session, session.begin():
-            return await prune_published(session, utcnow() - self._retention, self._batch)
+            return await prune_published(session, utcnow() - self._pruning.retention, self._batch)
 
     async def _prune_when_due(self) -> None:
         """One batch after a pass, when due: a backlog of expired rows (the first run after an upgrade)
         is deleted a batch per pass, between publishing passes, never instead of them."""
-        if time.monotonic() < self._next_prune:
+        if self._pruning is None or time.monotonic() < self._next_prune:
             return
         try:
             pruned = await self.prune_batch()
@@ -111,7 +126,7 @@ class OutboxRelay:
         if pruned:
             log.info("published outbox rows pruned", extra={"rows": pruned})
         if pruned < self._batch:  # caught up until the next interval
-            self._next_prune = time.monotonic() + self._prune_interval_s
+            self._next_prune = time.monotonic() + self._pruning.interval_s
 
     async def _publish(self, changes: list[TaskChange]) -> None:
         if not changes:

@@ -17,7 +17,7 @@ from app.db.models import Task, TaskHistory, TaskOutbox, utcnow
 from app.messaging.producer import Publisher
 from app.metrics import sample
 from app.outbox.cloudevent import CONTENT_TYPE, event_id
-from app.outbox.relay import OutboxRelay
+from app.outbox.relay import OutboxRelay, Pruning
 from app.runtime import Runtime
 from app.settings import Settings
 from app.state.tasks import cancel_tasks_where
@@ -145,7 +145,9 @@ async def test_two_relays_never_publish_the_same_change_twice(settings: Settings
     assert len(ids) == 60 and set(ids.values()) == {1}
 
 
-def _relay(rt: Runtime, settings: Settings, publisher: Publisher | None = None) -> OutboxRelay:
+def _relay(
+    rt: Runtime, settings: Settings, publisher: Publisher | None = None, pruning: Pruning | None = None
+) -> OutboxRelay:
     assert rt.sessions is not None and rt.publisher is not None
     return OutboxRelay(
         sessions=rt.sessions,
@@ -155,6 +157,7 @@ def _relay(rt: Runtime, settings: Settings, publisher: Publisher | None = None) 
         idle_s=0.1,
         retry_initial_s=0.1,
         retry_max_s=1,
+        pruning=pruning,
     )
 
 
@@ -206,16 +209,7 @@ async def test_published_rows_past_retention_are_pruned_and_the_rest_kept(settin
         await _publish_at(db, old, now - timedelta(days=8))
         await _publish_at(db, recent, now - timedelta(days=6))
         assert pending[0] in await _outbox_ids(db)  # unpublished: written by the trigger, never pruned
-        relay = OutboxRelay(
-            sessions=rt.sessions,
-            publisher=rt.publisher,
-            topic=settings.topics.task_events,
-            batch=settings.outbox_relay_batch,
-            idle_s=0.1,
-            retry_initial_s=0.1,
-            retry_max_s=0.1,
-            retention=timedelta(days=settings.outbox_retention_days),
-        )
+        relay = _relay(rt, settings, pruning=Pruning.of(settings))
         assert [await relay.prune_batch() for _ in range(4)] == [2, 2, 1, 0]  # a batch (2) per transaction
         assert await _outbox_ids(db) == set(recent) | set(pending)
 

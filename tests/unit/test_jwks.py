@@ -16,7 +16,7 @@ import respx
 from cryptography.hazmat.primitives.asymmetric import rsa
 from pydantic import ValidationError
 
-from app.api.auth import default_scopes, mint_token, verify_any
+from app.api.auth import Principal, default_scopes, mint_token, principal_from_claims, verified_claims
 from app.api.jwks import JwksCache
 from app.api.problems import Problem
 from app.api.scopes import allows
@@ -50,6 +50,11 @@ def token(s: Settings, key: rsa.RSAPrivateKey, kid: str, **claims: Any) -> str:
         "exp": int(time.time()) + 60,
     } | claims
     return jwt.encode(body, key, algorithm="RS256", headers={"kid": kid})
+
+
+async def verify_any(s: Settings, secret: str | None, keys: JwksCache | None, raw: str) -> Principal:
+    """A token checked against the shared secret or the JWKS, as the bearer dependency checks it."""
+    return principal_from_claims(await verified_claims(s, secret, keys, raw))
 
 
 def cache(s: Settings, client: httpx.AsyncClient, **kw: float) -> JwksCache:
