@@ -1,5 +1,9 @@
 """Shared fixtures: one real Tansu broker per session, a real database (SQLite by default,
-PostgreSQL when CARECOORD_DATABASE_URL says so), fresh topics and clean tables per test."""
+PostgreSQL when CARECOORD_DATABASE_URL says so), fresh topics and clean tables per test.
+
+The suite runs in two pytest-xdist workers (pyproject addopts). Each worker is a session of its own:
+its own broker, its own SQLite file, and on PostgreSQL its own database (`<name>_<worker>`, set in
+the environment at configure time so subprocesses and Settings() read the same one)."""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ from typing import TypeVar
 
 import httpx
 import pytest
+from sqlalchemy import make_url, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.api.app import create_app
@@ -27,6 +32,28 @@ from app.settings import Settings, Topics
 T = TypeVar("T")
 
 TEST_JWT_SECRET = "test-secret-" + "x" * 40
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    url = os.environ.get("CARECOORD_DATABASE_URL", "")
+    if worker and url.startswith("postgresql"):
+        os.environ["CARECOORD_DATABASE_URL"] = asyncio.run(_worker_database(url, worker))
+
+
+async def _worker_database(url: str, worker: str) -> str:
+    """`url` with the database `<name>_<worker>`, created when missing (same server, same owner)."""
+    parsed = make_url(url)
+    name = f"{parsed.database}_{worker}"
+    admin = create_engine(url)
+    try:
+        async with admin.connect() as conn:
+            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            if not await conn.scalar(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}):
+                await conn.execute(text(f'CREATE DATABASE "{name}"'))
+    finally:
+        await admin.dispose()
+    return parsed.set(database=name).render_as_string(hide_password=False)
 
 
 @pytest.fixture(scope="session")

@@ -151,8 +151,11 @@ async def test_read_returns_a_valid_r4_encounter_and_is_audited(
     assert audit.request == f"GET /fhir/Encounter/{encounter.id}"
 
 
+UNKNOWN_ID = "5f0c8a52-2b7e-4d0e-9a57-3c1f1e0b6a01"  # fixed: xdist workers must collect the same test ids
+
+
 @pytest.mark.api_only
-@pytest.mark.parametrize("resource_id", [str(uuid.uuid4()), "not-a-uuid", "x" * 80])
+@pytest.mark.parametrize("resource_id", [UNKNOWN_ID, "not-a-uuid", "x" * 80])
 async def test_unknown_encounter_is_404_operation_outcome(
     client: httpx.AsyncClient, token_for: TokenFor, db: AsyncEngine, resource_id: str
 ) -> None:
@@ -163,7 +166,7 @@ async def test_unknown_encounter_is_404_operation_outcome(
 
 
 @pytest.mark.api_only
-@pytest.mark.parametrize("path", ["/fhir/Encounter", f"/fhir/Encounter/{uuid.uuid4()}"])
+@pytest.mark.parametrize("path", ["/fhir/Encounter", f"/fhir/Encounter/{UNKNOWN_ID}"])
 @pytest.mark.parametrize("authorization", [None, "Bearer not-a-jwt", "Basic dXNlcjpwYXNz"])
 async def test_401_is_an_operation_outcome(
     client: httpx.AsyncClient, db: AsyncEngine, path: str, authorization: str | None
