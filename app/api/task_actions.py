@@ -15,13 +15,13 @@ from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
 
 from app.api.access import is_supervisor, task_conditions
+from app.api.audit import AuditAction, AuditOutcome, audit
 from app.api.auth import CurrentPrincipal, Principal
 from app.api.problems import Problem
 from app.api.schemas import AssignIn, CancelIn, CompleteIn, TaskOut
 from app.api.scopes import scoped
 from app.api.tasks import _due_soon, _task_out
 from app.db.models import Patient, utcnow
-from app.state.audit import AuditAction, AuditOutcome, record_audit
 from app.state.task_actions import apply_action
 from app.tasks.actions import Action, ActionRefused, etag, parse_etag
 from app.tasks.actions import Request as ActionRequest
@@ -58,14 +58,13 @@ async def run_action(
         if task is not None and refused is None:
             patient = await session.get(Patient, task.patient_id) if task.patient_id else None
             out = _task_out(task, patient, utcnow(), _due_soon(request))
-        record_audit(
+        audit(
             session,
-            principal.subject,
-            principal.roles,
+            request,
+            principal,
             action=AuditAction.UPDATE,
             resource_type="Task",
-            request=f"{request.method} {request.url.path}",
-            patient_ids=[str(task.patient_id)] if task is not None and task.patient_id else [],
+            patient_ids=[task.patient_id] if task is not None else [],
             outcome=AuditOutcome.SUCCESS if out is not None else AuditOutcome.MINOR_FAILURE,
         )
     return out, refused

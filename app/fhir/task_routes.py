@@ -27,6 +27,7 @@ from sqlalchemy import ColumnElement, and_, false, or_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.api.access import is_supervisor, task_conditions
+from app.api.audit import AuditAction, AuditOutcome, audit
 from app.api.auth import CurrentPrincipal, Principal
 from app.api.problems import Problem
 from app.api.scopes import scoped
@@ -56,8 +57,7 @@ from app.fhir.task_resource import (
     wanted_changes,
 )
 from app.settings import Settings
-from app.state.audit import AuditAction, AuditOutcome, record_audit
-from app.state.task_actions import apply_actions, load_visible, lock_task
+from app.state.task_actions import apply_to_locked, load_for_update, load_visible
 from app.state.worklists import TaskFilters, filter_conditions, task_page
 from app.tasks.actions import ActionRefused, etag, parse_etag
 from app.tasks.lifecycle import STATUSES
@@ -114,14 +114,13 @@ async def read_task(resource_id: str, request: Request, principal: CurrentPrinci
         )
         if task is not None and visible:
             resource = _render(request, task)
-        record_audit(
+        audit(
             session,
-            principal.subject,
-            principal.roles,
+            request,
+            principal,
             action=AuditAction.READ,
             resource_type="Task",
-            request=f"GET /fhir/Task/{resource_id}",
-            patient_ids=[str(task.patient_id)] if task is not None and task.patient_id else [],
+            patient_ids=[task.patient_id] if task is not None else [],
             outcome=AuditOutcome.SUCCESS if resource is not None else AuditOutcome.MINOR_FAILURE,
         )
     if resource is None:
@@ -256,14 +255,13 @@ async def search_tasks(
         )
         tasks = [task for task, _ in found.rows]
         resources = [_render(request, task) for task in tasks]
-        record_audit(
+        audit(
             session,
-            principal.subject,
-            principal.roles,
+            request,
+            principal,
             action=AuditAction.READ,
             resource_type="Task",
-            request=f"GET /fhir/Task?{request.url.query}",
-            patient_ids=[str(t.patient_id) for t in tasks if t.patient_id],
+            patient_ids=[t.patient_id for t in tasks],
         )
 
     base = fhir_base(request)
@@ -319,22 +317,20 @@ async def _update(
     async with request.app.state.runtime.sessions() as session, session.begin():
         task, visible = (None, False)
         if key is not None:
-            await lock_task(session, key)
-            task, visible = await load_visible(session, key, scope)
+            task, visible = await load_for_update(session, key, scope)
         if task is None or not visible:
             problem = _not_found(resource_id)
         elif expected is not None and expected != task.version:
             problem = Problem(412, "Precondition Failed", f"the task is at version {task.version}", field="If-Match")
         else:
-            problem, resource = await _apply(request, session, principal, task, body, patch=patch, scope=scope)
-        record_audit(
+            problem, resource = await _apply(request, session, principal, task, body, patch=patch)
+        audit(
             session,
-            principal.subject,
-            principal.roles,
+            request,
+            principal,
             action=AuditAction.UPDATE,
             resource_type="Task",
-            request=f"{request.method} /fhir/Task/{resource_id}",
-            patient_ids=[str(task.patient_id)] if task is not None and task.patient_id else [],
+            patient_ids=[task.patient_id] if task is not None else [],
             outcome=AuditOutcome.SUCCESS if problem is None else AuditOutcome.MINOR_FAILURE,
         )
     if problem is not None:
@@ -354,7 +350,6 @@ async def _apply(
     body: Any,
     *,
     patch: bool,
-    scope: list[ColumnElement[bool]],
 ) -> tuple[Problem | None, dict[str, Any] | None]:
     settings = _settings(request)
     current = _render(request, task)
@@ -372,7 +367,7 @@ async def _apply(
         actor=principal.subject,
         supervisor=is_supervisor(principal, settings),
     )
-    result = await apply_actions(session, task.id, requests, scope)
+    result = await apply_to_locked(session, task, requests)
     if result.refused is not None:
         refused: ActionRefused = result.refused
         expression = {"owner": "Task.owner", "status": "Task.status"}.get(refused.field, refused.field)

@@ -55,6 +55,14 @@ async def apply_action(
     return await apply_actions(session, task_id, [request], scope, note=note)
 
 
+async def load_for_update(
+    session: AsyncSession, task_id: uuid.UUID, scope: Sequence[ColumnElement[bool]]
+) -> tuple[Task | None, bool]:
+    """`load_visible` behind the row lock: the first statement of a transaction that changes a task."""
+    await lock_task(session, task_id)
+    return await load_visible(session, task_id, scope)
+
+
 async def apply_actions(
     session: AsyncSession,
     task_id: uuid.UUID,
@@ -63,13 +71,19 @@ async def apply_actions(
     *,
     note: str | None = None,
 ) -> ActionResult:
-    """Apply the requests in order, all or none (a FHIR update may change owner and status at once):
-    each is decided on the state the previous one leaves, and nothing is written if any is refused.
-    One row update, so one new version, however many steps."""
-    await lock_task(session, task_id)
-    task, visible = await load_visible(session, task_id, scope)
+    task, visible = await load_for_update(session, task_id, scope)
     if task is None or not visible:
         return ActionResult(None)
+    return await apply_to_locked(session, task, requests, note=note)
+
+
+async def apply_to_locked(
+    session: AsyncSession, task: Task, requests: Sequence[Request], *, note: str | None = None
+) -> ActionResult:
+    """Apply the requests in order, all or none (a FHIR update may change owner and status at once):
+    each is decided on the state the previous one leaves, and nothing is written if any is refused.
+    One row update, so one new version, however many steps. `task` comes from `load_for_update` in
+    the same transaction."""
     state = TaskState(task.status, task.owner, task.version)
     changes: list[tuple[Change, Request]] = []
     try:
