@@ -23,6 +23,7 @@ from app.db.models import (
 from app.encounters.notice import EncounterNotice
 from app.encounters.notice import PatientIdentifier as Identifier
 from app.state.care_plans import move_on_merge as move_care_plans_on_merge
+from app.state.consents import move_on_merge as move_consents_on_merge
 
 
 class PatientClaims(Protocol):
@@ -115,8 +116,9 @@ async def _attach_identifiers(
 async def merge_patients(session: AsyncSession, survivor: Patient, notice: EncounterNotice) -> list[uuid.UUID]:
     """A40: the records MRG-1 names are merged into the survivor; returns the merged patient ids.
 
-    Identifiers, encounters, tasks, the event ledger, FHIR clinical resources, screening events and care
-    plans move to the survivor; the merged record keeps a pointer so nothing that referenced it is orphaned.
+    Identifiers, encounters, tasks, the event ledger, FHIR clinical resources, screening events, care
+    plans and consents move to the survivor; the merged record keeps a pointer so nothing that referenced
+    it is orphaned.
     """
     known = await _known_identifiers(session, notice.prior_identifiers)
     merged: list[uuid.UUID] = []
@@ -149,6 +151,7 @@ async def merge_patients(session: AsyncSession, survivor: Patient, notice: Encou
                 )
             )
         await move_care_plans_on_merge(session, prior.id, survivor.id)
+        await move_consents_on_merge(session, prior.id, survivor.id)
         prior.merged_into_id = survivor.id
         survivor.deceased = survivor.deceased or prior.deceased
         survivor.deceased_at = survivor.deceased_at or prior.deceased_at

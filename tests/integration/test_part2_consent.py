@@ -17,10 +17,13 @@ from fhir.resources.R4B.consent import Consent as FhirConsent
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from app.db.models import AuditEvent, ScreeningEvent, Task
+from app.api.access import has_active_consent
+from app.db.models import AuditEvent, Consent, ScreeningEvent, Task
 from app.runtime import Runtime
 from app.settings import DEFAULT_RULES_FILE, Settings
-from tests.access_builder import in_scope
+from app.state.consents import move_on_merge
+from tests.access_builder import in_scope, record_consent
+from tests.careplan_seed import seed_patient
 from tests.conftest import bearer, eventually
 from tests.fhir_builder import encode, observation
 from tests.hl7_builder import adt
@@ -261,3 +264,61 @@ async def test_the_encounter_label_reaches_tasks_raised_later_and_leaves_when_wi
     assert await labels() == {str(own.id): False, str(plain.id): False}
     shown = await listed()
     assert str(plain.id) in shown and str(own.id) not in shown  # its own label stays
+
+
+async def test_a_merge_moves_consent_to_the_survivor(
+    runtime: Runtime, settings: Settings, client: httpx.AsyncClient, db: AsyncEngine, token_for: Callable[..., str]
+) -> None:
+    """A40: the consent recorded on the merged record is the person's, so the survivor's Part 2 work shows
+    to a Part 2 holder, and the FHIR Consent now names the survivor."""
+    await produce(
+        settings, adt("A03", control_id="OLD-SUD", mrn="OLD-1", diagnoses=(("F10.20", "I10"),)).encode(), key=b"m"
+    )
+    await produce(settings, adt("A01", control_id="NEW-A01", mrn="NEW-1", visit_number="V-NEW").encode(), key=b"m")
+
+    async def part2_task() -> list[Task] | None:
+        return await tasks(db, Task.part2.is_(True), Task.rule_id == "post-discharge-contact") or None
+
+    [sud_task] = await eventually(part2_task) or []
+    prior = sud_task.patient_id
+    supervisor, holder = token_for("SUPERVISOR", sub="sup-1"), token_for("BHCF", "PART2", sub="sud-1")
+    recorded = await client.post(f"/patients/{prior}/consents", json={}, headers=bearer(supervisor))
+    assert recorded.status_code == 201, recorded.text
+    consent_id = recorded.json()["id"]
+
+    await produce(
+        settings, adt("A40", control_id="A40", mrn="NEW-1", prior_mrn="OLD-1", include_pv1=False).encode(), key=b"m"
+    )
+
+    async def moved() -> Task | None:
+        [task] = await tasks(db, Task.id == sud_task.id)
+        return task if task.patient_id != prior else None
+
+    survivor = (await eventually(moved) or sud_task).patient_id
+    assert survivor != prior
+    assert str(sud_task.id) in task_ids(await client.get("/tasks", headers=bearer(holder)))
+    searched = await client.get("/fhir/Consent", params={"patient": f"Patient/{survivor}"}, headers=bearer(holder))
+    [entry] = searched.json()["entry"]
+    resource = FhirConsent.model_validate(entry["resource"]).model_dump(mode="json")
+    assert resource["id"] == consent_id and resource["status"] == "active"
+    assert resource["patient"]["reference"] == f"Patient/{survivor}"
+
+
+@pytest.mark.api_only
+@pytest.mark.parametrize("revoked_last", [True, False], ids=["revoked-last", "consented-last"])
+async def test_after_a_merge_the_latest_recorded_consent_decides(db: AsyncEngine, revoked_last: bool) -> None:
+    """One record's consent and the other's revocation meet in a merge: the later decision holds, so an
+    older consent cannot outlive a revocation."""
+    survivor, prior = (await seed_patient(db)).patient_id, (await seed_patient(db)).patient_id
+    first, second = (prior, survivor) if revoked_last else (survivor, prior)
+    await record_consent(db, first, status="active" if revoked_last else "inactive")
+    await record_consent(db, second, status="inactive" if revoked_last else "active")
+    async with AsyncSession(db) as session, session.begin():
+        await move_on_merge(session, prior, survivor)
+    async with AsyncSession(db) as session:
+        held = (await session.execute(select(Consent).order_by(Consent.recorded_at))).scalars().all()
+        consented = await session.scalar(select(has_active_consent(survivor)))
+    assert [row.patient_id for row in held] == [survivor, survivor]
+    assert [row.status for row in held] == ["inactive", "inactive" if revoked_last else "active"]
+    assert consented is (not revoked_last)
+    assert {row.resource["patient"]["reference"] for row in held} == {f"Patient/{survivor}"}
