@@ -22,7 +22,7 @@ from app.api.schemas import AssignIn, CancelIn, CompleteIn, TaskOut
 from app.api.scopes import scoped
 from app.api.tasks import _due_soon, _task_out
 from app.db.models import Patient, utcnow
-from app.state.task_actions import apply_action
+from app.state.task_actions import apply_to_locked, load_for_update
 from app.tasks.actions import Action, ActionRefused, etag, parse_etag
 from app.tasks.actions import Request as ActionRequest
 
@@ -47,17 +47,18 @@ async def run_action(
     note: str | None = None,
 ) -> tuple[TaskOut | None, ActionRefused | None]:
     """Apply in one transaction and audit the attempt; (task out, refusal). Refusals are raised by the
-    caller after the commit, so the refused attempt stays audited."""
+    caller after the commit, so the refused attempt stays audited, with the task's patient even when the
+    task is outside the caller's scope (as reads and FHIR updates are)."""
     settings = request.app.state.settings
     out: TaskOut | None = None
     refused: ActionRefused | None = None
     async with request.app.state.runtime.sessions() as session, session.begin():
-        result = await apply_action(session, task_id, action, task_conditions(principal, settings), note=note)
-        refused = result.refused
-        task = result.task
-        if task is not None and refused is None:
-            patient = await session.get(Patient, task.patient_id) if task.patient_id else None
-            out = _task_out(task, patient, utcnow(), _due_soon(request))
+        task, visible = await load_for_update(session, task_id, task_conditions(principal, settings))
+        if task is not None and visible:
+            refused = (await apply_to_locked(session, task, [action], note=note)).refused
+            if refused is None:
+                patient = await session.get(Patient, task.patient_id) if task.patient_id else None
+                out = _task_out(task, patient, utcnow(), _due_soon(request))
         audit(
             session,
             request,

@@ -23,7 +23,6 @@ from app.tasks.actions import Action, ActionRefused, Change, Request, TaskState,
 
 @dataclass(frozen=True, slots=True)
 class ActionResult:
-    task: Task | None  # None: no such task in the caller's scope (answer 404)
     refused: ActionRefused | None = None
     changed: bool = False
 
@@ -44,37 +43,12 @@ async def load_visible(
     return task, visible
 
 
-async def apply_action(
-    session: AsyncSession,
-    task_id: uuid.UUID,
-    request: Request,
-    scope: Sequence[ColumnElement[bool]],
-    *,
-    note: str | None = None,
-) -> ActionResult:
-    return await apply_actions(session, task_id, [request], scope, note=note)
-
-
 async def load_for_update(
     session: AsyncSession, task_id: uuid.UUID, scope: Sequence[ColumnElement[bool]]
 ) -> tuple[Task | None, bool]:
     """`load_visible` behind the row lock: the first statement of a transaction that changes a task."""
     await lock_task(session, task_id)
     return await load_visible(session, task_id, scope)
-
-
-async def apply_actions(
-    session: AsyncSession,
-    task_id: uuid.UUID,
-    requests: Sequence[Request],
-    scope: Sequence[ColumnElement[bool]],
-    *,
-    note: str | None = None,
-) -> ActionResult:
-    task, visible = await load_for_update(session, task_id, scope)
-    if task is None or not visible:
-        return ActionResult(None)
-    return await apply_to_locked(session, task, requests, note=note)
 
 
 async def apply_to_locked(
@@ -92,13 +66,13 @@ async def apply_to_locked(
             changes.append((change, request))
             state = TaskState(change.status, change.owner, state.version)
     except ActionRefused as refused:
-        return ActionResult(task, refused)
+        return ActionResult(refused)
     applied = [(c, r) for c, r in changes if c.changed]
     for change, request in applied:
         write_change(session, task, change, request, note=note)
     if applied:
         await session.flush()
-    return ActionResult(task, None, bool(applied))
+    return ActionResult(None, bool(applied))
 
 
 def write_change(session: AsyncSession, task: Task, change: Change, request: Request, *, note: str | None) -> None:

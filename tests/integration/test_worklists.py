@@ -244,7 +244,10 @@ async def test_actions_version_ownership_history_and_audit(
     assert history[-1].detail == {"outcome": "follow-up booked", "note": "clinic Tue"}
     assert history[2].detail == {"owner": [None, "bo"]}
     refused = [a for a in audits if a.outcome == "4"]
-    assert len(refused) == 7 and all(a.patient_ids in ([str(task.patient_id)], []) for a in audits)
+    # Every attempt names the task's patient, the outsider's refused claim included (an auditor asks "who
+    # tried to touch this patient's work"); the outsider's answer is the same 404 as for no task.
+    assert len(refused) == 7 and all(a.patient_ids == [str(task.patient_id)] for a in audits)
+    assert any(a.actor == "cy" and a.outcome == "4" for a in audits)
 
 
 async def test_cancel_keeps_the_reason(
