@@ -14,9 +14,8 @@ from app.db.session import create_engine
 pytestmark = pytest.mark.asyncio
 
 
+@pytest.mark.postgresql(reason="SQLite has no server to close a connection")
 async def test_a_connection_the_server_closed_is_replaced(database_url: str) -> None:
-    if not database_url.startswith("postgresql"):
-        pytest.skip("SQLite has no server to close a connection")
     engine = create_engine(database_url, pool_size=2, max_overflow=0)
     ping = Prepared(select(literal(1)))
     try:

@@ -120,9 +120,8 @@ async def test_bulk_cancellation_writes_outbox_rows_in_its_transaction(settings:
     assert outboxed == await history_ids(db)
 
 
+@pytest.mark.postgresql(reason="claiming with FOR UPDATE SKIP LOCKED is PostgreSQL's; SQLite runs one relay")
 async def test_two_relays_never_publish_the_same_change_twice(settings: Settings, db: AsyncEngine) -> None:
-    if not db.url.get_backend_name().startswith("postgresql"):
-        pytest.skip("claiming with FOR UPDATE SKIP LOCKED is PostgreSQL's; SQLite runs one relay (one writer)")
     settings = settings.model_copy(update={"outbox_relay_enabled": False, "outbox_relay_batch": 7})
     async with Runtime(settings) as rt:
         await discharge(settings, 60)

@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -24,12 +23,6 @@ from tests.hl7_builder import adt
 from tests.reliability.event_mix import Message
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def require_postgres(database_url: str, why: str) -> None:
-    """Skip, with the reason reported, in the SQLite pass; these run in the PostgreSQL pass of .ci/run."""
-    if not database_url.startswith("postgresql"):
-        pytest.skip(f"PostgreSQL only ({why}); runs in the PostgreSQL pass of .ci/run")
 
 
 def consumer_env(settings: Settings, *, database_url: str, extra: dict[str, str] | None = None) -> dict[str, str]:

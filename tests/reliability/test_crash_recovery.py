@@ -36,7 +36,6 @@ from tests.reliability.harness import (
     discharges,
     outcome,
     publish,
-    require_postgres,
     wait_caught_up,
 )
 from tests.topic_reader import read_topic
@@ -50,7 +49,6 @@ SHIPPED_RULES = Path(__file__).resolve().parents[2] / "app" / "rules" / "default
 @pytest.fixture
 async def clean_engine(database_url: str) -> AsyncIterator[AsyncEngine]:
     """A second database beside the test one, for the clean run."""
-    require_postgres(database_url, "a clean run in a second database and minutes of work: too slow to repeat on SQLite")
     url = make_url(database_url)
     name = f"{url.database}_clean_run"
     admin = create_engine(database_url)
@@ -88,6 +86,7 @@ async def _wait_outbox_empty(engine: AsyncEngine, timeout_s: float) -> None:
     assert await eventually(empty, timeout_s=timeout_s, interval_s=0.5), "outbox rows left unpublished"
 
 
+@pytest.mark.postgresql(reason="a clean run in a second database and minutes of work: too slow to repeat on SQLite")
 async def test_sigkilled_consumer_ends_like_a_clean_run(
     settings: Settings, database_url: str, db: AsyncEngine, clean_engine: AsyncEngine, tmp_path: Path
 ) -> None:

@@ -27,7 +27,6 @@ from tests.reliability.harness import (
     count,
     discharges,
     publish,
-    require_postgres,
     wait_caught_up,
 )
 from tests.reliability.tcp_proxy import TcpProxy
@@ -45,10 +44,10 @@ async def _applied_offsets(db: AsyncEngine) -> dict[int, set[int]]:
     return done
 
 
+@pytest.mark.postgresql(reason="a network outage needs a database server to cut; SQLite is a file in the process")
 async def test_database_outage_backs_off_reports_not_ready_and_loses_nothing(
     settings: Settings, database_url: str, db: AsyncEngine, caplog: pytest.LogCaptureFixture
 ) -> None:
-    require_postgres(database_url, "a network outage needs a database server to cut; SQLite is a file in the process")
     url = make_url(database_url)
     proxy = TcpProxy(url.host or "127.0.0.1", url.port or 5432)
     await proxy.start()

@@ -42,10 +42,9 @@ STAY = ("A01", "A08", "A08", "A03")  # admit, two updates, discharge: one inpati
 FACILITY = "GOODHEALTH"
 DEADLINE_S = 150
 
-pytestmark = pytest.mark.skipif(
-    not os.environ.get("CARECOORD_DATABASE_URL", "").startswith("postgresql"),
-    reason="scale-out needs PostgreSQL: concurrent writer processes on one SQLite file serialize on its "
-    "single write lock (not a supported deployment); runs on the PostgreSQL pass of .ci/run",
+pytestmark = pytest.mark.postgresql(
+    reason="concurrent writer processes on one SQLite file serialize on its single write lock (not a "
+    "supported deployment)"
 )
 
 
