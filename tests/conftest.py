@@ -38,7 +38,7 @@ def pytest_configure(config: pytest.Config) -> None:
     worker = os.environ.get("PYTEST_XDIST_WORKER")
     url = os.environ.get("CARECOORD_DATABASE_URL", "")
     if worker and url.startswith("postgresql"):
-        os.environ["CARECOORD_DATABASE_URL"] = asyncio.run(_worker_database(url, worker))
+        os.environ["CARECOORD_DATABASE_URL"] = asyncio.run(database_beside(url, worker))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -46,16 +46,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     them: the PostgreSQL pass of .ci/run is where they run."""
     if os.environ.get("CARECOORD_DATABASE_URL", "").startswith("postgresql"):
         return
-    left_out = [item for item in items if item.get_closest_marker("postgresql")]
-    if left_out:
-        config.hook.pytest_deselected(items=left_out)
-        items[:] = [item for item in items if not item.get_closest_marker("postgresql")]
+    kept = [item for item in items if not item.get_closest_marker("postgresql")]
+    if len(kept) < len(items):
+        config.hook.pytest_deselected(items=[item for item in items if item not in kept])
+        items[:] = kept
 
 
-async def _worker_database(url: str, worker: str) -> str:
-    """`url` with the database `<name>_<worker>`, created when missing (same server, same owner)."""
+async def database_beside(url: str, suffix: str) -> str:
+    """`url` with the database `<name>_<suffix>` on the same PostgreSQL server, created when missing."""
     parsed = make_url(url)
-    name = f"{parsed.database}_{worker}"
+    name = f"{parsed.database}_{suffix}"
     admin = create_engine(url)
     try:
         async with admin.connect() as conn:

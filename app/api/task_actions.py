@@ -55,7 +55,7 @@ async def run_action(
     async with request.app.state.runtime.sessions() as session, session.begin():
         task, visible = await load_for_update(session, task_id, task_conditions(principal, settings))
         if task is not None and visible:
-            refused = (await apply_to_locked(session, task, [action], note=note)).refused
+            refused = await apply_to_locked(session, task, [action], note=note)
             if refused is None:
                 patient = await session.get(Patient, task.patient_id) if task.patient_id else None
                 out = _task_out(task, patient, utcnow(), _due_soon(request))

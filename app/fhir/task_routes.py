@@ -59,7 +59,7 @@ from app.fhir.task_resource import (
 from app.settings import Settings
 from app.state.task_actions import apply_to_locked, load_for_update, load_visible
 from app.state.worklists import TaskFilters, filter_conditions, task_page
-from app.tasks.actions import ActionRefused, etag, parse_etag
+from app.tasks.actions import etag, parse_etag
 from app.tasks.lifecycle import STATUSES
 from app.tasks.worklist import Cursor, CursorError, Order, SortKey
 
@@ -367,9 +367,8 @@ async def _apply(
         actor=principal.subject,
         supervisor=is_supervisor(principal, settings),
     )
-    result = await apply_to_locked(session, task, requests)
-    if result.refused is not None:
-        refused: ActionRefused = result.refused
+    refused = await apply_to_locked(session, task, requests)
+    if refused is not None:
         expression = {"owner": "Task.owner", "status": "Task.status"}.get(refused.field, refused.field)
         return Problem(refused.status, _TITLES.get(refused.status, "Conflict"), refused.message, field=expression), None
     return None, _render(request, task)

@@ -18,7 +18,7 @@ from app.fhir.consent import consent_resource
 
 
 async def move_on_merge(session: AsyncSession, prior_id: uuid.UUID, survivor_id: uuid.UUID) -> None:
-    moved = (await session.execute(select(Consent).where(Consent.patient_id == prior_id))).scalars().all()
+    moved = (await session.scalars(select(Consent).where(Consent.patient_id == prior_id))).all()
     if not moved:
         return
     for row in moved:
@@ -33,17 +33,8 @@ async def move_on_merge(session: AsyncSession, prior_id: uuid.UUID, survivor_id:
             recorded_at=row.recorded_at,
         )
     await session.flush()
-    held = (
-        (
-            await session.execute(
-                select(Consent)
-                .where(Consent.patient_id == survivor_id)
-                .order_by(Consent.recorded_at.desc(), Consent.id.desc())
-            )
-        )
-        .scalars()
-        .all()
-    )
+    newest_first = select(Consent).where(Consent.patient_id == survivor_id)
+    held = (await session.scalars(newest_first.order_by(Consent.recorded_at.desc(), Consent.id.desc()))).all()
     latest: set[str] = set()
     for row in held:  # newest first: the first of each scope decides, every earlier one is superseded
         if row.scope in latest and row.status == "active":

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import ColumnElement, select, update
@@ -19,12 +18,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.models import Task, TaskHistory
 from app.tasks.actions import Action, ActionRefused, Change, Request, TaskState, decide
-
-
-@dataclass(frozen=True, slots=True)
-class ActionResult:
-    refused: ActionRefused | None = None
-    changed: bool = False
 
 
 async def lock_task(session: AsyncSession, task_id: uuid.UUID) -> None:
@@ -53,11 +46,11 @@ async def load_for_update(
 
 async def apply_to_locked(
     session: AsyncSession, task: Task, requests: Sequence[Request], *, note: str | None = None
-) -> ActionResult:
+) -> ActionRefused | None:
     """Apply the requests in order, all or none (a FHIR update may change owner and status at once):
     each is decided on the state the previous one leaves, and nothing is written if any is refused.
     One row update, so one new version, however many steps. `task` comes from `load_for_update` in
-    the same transaction."""
+    the same transaction. Returns the refusal, or None when applied."""
     state = TaskState(task.status, task.owner, task.version)
     changes: list[tuple[Change, Request]] = []
     try:
@@ -66,13 +59,13 @@ async def apply_to_locked(
             changes.append((change, request))
             state = TaskState(change.status, change.owner, state.version)
     except ActionRefused as refused:
-        return ActionResult(refused)
+        return refused
     applied = [(c, r) for c, r in changes if c.changed]
     for change, request in applied:
         write_change(session, task, change, request, note=note)
     if applied:
         await session.flush()
-    return ActionResult(None, bool(applied))
+    return None
 
 
 def write_change(session: AsyncSession, task: Task, change: Change, request: Request, *, note: str | None) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaConsumer
-from sqlalchemy import func, make_url, select, text
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.db.migrate import recreate_schema
@@ -26,7 +26,7 @@ from app.messaging.kafka_clients import KafkaConnection
 from app.messaging.topics import TopicSpec, ensure_topics, topic_specs
 from app.outbox.cloudevent import event_id
 from app.settings import Settings
-from tests.conftest import eventually
+from tests.conftest import database_beside, eventually
 from tests.reliability.event_mix import event_mix
 from tests.reliability.harness import (
     ConsumerProcess,
@@ -49,15 +49,7 @@ SHIPPED_RULES = Path(__file__).resolve().parents[2] / "app" / "rules" / "default
 @pytest.fixture
 async def clean_engine(database_url: str) -> AsyncIterator[AsyncEngine]:
     """A second database beside the test one, for the clean run."""
-    url = make_url(database_url)
-    name = f"{url.database}_clean_run"
-    admin = create_engine(database_url)
-    async with admin.connect() as conn:
-        conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
-        if not await conn.scalar(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}):
-            await conn.execute(text(f'CREATE DATABASE "{name}"'))
-    await admin.dispose()
-    engine = create_engine(url.set(database=name).render_as_string(hide_password=False))
+    engine = create_engine(await database_beside(database_url, "clean_run"))
     await recreate_schema(engine)
     yield engine
     await engine.dispose()
