@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 import typer
 import uvicorn
 
+from app import clock
 from app.gc_tuning import tune_gc_after_startup
 from app.logging_config import configure_logging
 from app.messaging.commands import kafka_cli
@@ -441,7 +442,7 @@ def roster_export(
     from app.ingest.roster_files import export_lines
 
     settings = get_settings()
-    today = datetime.now(ZoneInfo(settings.facility_timezone)).date()
+    today = clock.today(ZoneInfo(settings.facility_timezone))
 
     async def _main() -> None:
         async with _roster_services(settings) as importer:

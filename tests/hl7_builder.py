@@ -3,6 +3,28 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime, timedelta
+
+from app.db.models import utcnow
+
+HL7_TS = "%Y%m%d%H%M%S%z"
+
+
+def hl7_ts(at: datetime) -> str:
+    """An aware instant as an HL7 v2 DTM with its offset (`YYYYMMDDHHMMSS+ZZZZ`)."""
+    return at.strftime(HL7_TS)
+
+
+def stay_ended(days_ago: float, *, length_days: float = 5) -> dict[str, str]:
+    """`adt()` times for a stay discharged `days_ago` before the clock's now: tests that compare with
+    "now" (windows still open or closed, timeliness) stay true on any date."""
+    discharged = utcnow() - timedelta(days=days_ago)
+    return {
+        "admit_time": hl7_ts(discharged - timedelta(days=length_days)),
+        "discharge_time": hl7_ts(discharged),
+        "event_time": hl7_ts(discharged + timedelta(minutes=25)),
+        "message_time": hl7_ts(discharged + timedelta(minutes=30)),
+    }
 
 
 def segment(name: str, fields: Mapping[int, str]) -> str:

@@ -6,13 +6,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from datetime import date, datetime
+from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from app import clock
 from app.api.auth import Principal, role_gate
 from app.api.problems import Problem
 from app.api.scopes import scoped
@@ -170,7 +171,7 @@ async def get_roster_export(
     await _audit(request, principal, AuditAction.READ, "RosterMember", f"GET /rosters/exports/{kind} sender={sender}")
     importer = _importer(request)
     media = "application/fhir+json" if kind == "atr" else "text/csv; charset=utf-8"
-    today = datetime.now(importer.zone).date()
+    today = clock.today(importer.zone)
     name = f"{kind}-{sender or 'all'}-{today.isoformat()}.{'json' if kind == 'atr' else 'csv'}"
     return StreamingResponse(
         export_lines(importer.sessions, kind, sender, today),

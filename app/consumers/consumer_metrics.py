@@ -34,7 +34,7 @@ def observe(record: ConsumerRecord, result: HandleResult) -> None:
     consumed.inc()
     outcome.inc()
     if result.outcome is Outcome.APPLIED and record.timestamp_type == CREATE_TIME and record.timestamp > 0:
-        _latency(record.topic).observe(max(0.0, time.time() - record.timestamp / 1000))
+        _latency(record.topic).observe(max(0.0, time.time() - record.timestamp / 1000))  # broker-stamped: OS clock
 
 
 @cache

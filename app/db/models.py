@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -25,6 +25,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from app import clock
 from app.db.types import UTCDateTime
 
 NAMING = {
@@ -37,7 +38,8 @@ NAMING = {
 
 
 def utcnow() -> datetime:
-    return datetime.now(UTC)
+    """The application clock (`app.clock.now`): ORM defaults and the state layer read it through here."""
+    return clock.now()
 
 
 class Base(DeclarativeBase):

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from app import __version__
+from app import __version__, clock
 
 FHIR_VERSION = "4.0.1"
 PROCESS_MESSAGE = "http://hl7.org/fhir/OperationDefinition/MessageHeader-process-message"
@@ -232,7 +232,7 @@ def capability_statement(base_url: str, *, now: datetime | None = None) -> dict[
     return {
         "resourceType": "CapabilityStatement",
         "status": "active",
-        "date": (now or datetime.now(UTC)).astimezone(UTC).isoformat(),
+        "date": (now or clock.now()).astimezone(UTC).isoformat(),
         "publisher": "carecoord",
         "kind": "instance",
         "software": {"name": "carecoord", "version": __version__},

@@ -34,6 +34,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import ColumnElement, and_, false, func, or_, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app import clock
 from app.api.access import encounter_part2_condition, patient_condition
 from app.api.audit import audit
 from app.api.auth import CurrentPrincipal, Principal
@@ -322,7 +323,7 @@ def searchset(total: int, links: list[dict[str, str]], entries: list[dict[str, A
     bundle: dict[str, Any] = {
         "resourceType": "Bundle",
         "id": str(uuid.uuid4()),
-        "meta": {"lastUpdated": datetime.now(UTC).isoformat()},
+        "meta": {"lastUpdated": clock.now().isoformat()},
         "type": "searchset",
         "total": total,
         "link": links,

@@ -20,6 +20,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from app import clock
 from app.db.models import Task
 from app.inbox.schedule import entry_for, overdue
 from app.ingest.roster_import import ImportOutcome, ImportRequest, RosterImporter
@@ -64,11 +65,11 @@ class InboxWatcher:
                 outcomes += await self._process(claimed)
         for orphan in sorted(self.processing.iterdir()):
             outcomes += await self._process(orphan)  # left by a watcher that stopped mid-file
-        await self.check_schedule(now or datetime.now(UTC))
+        await self.check_schedule(now or clock.now())
         return outcomes
 
     def _settled_arrivals(self) -> list[Path]:
-        cutoff = time.time() - self.settings.inbox_settle_s
+        cutoff = time.time() - self.settings.inbox_settle_s  # file mtimes are OS-stamped: the OS clock
         arrivals = []
         for path in sorted(self.inbox.iterdir()):
             if path.name.startswith(".") or not path.is_file():
@@ -133,7 +134,7 @@ class InboxWatcher:
                 f"inbox-rejected|{outcome.import_id or claimed.name}",
                 "roster-file-rejected",
                 {"policy": "inbox", "file": name, "import_id": str(outcome.import_id), "reason": outcome.reason},
-                datetime.now(UTC),
+                clock.now(),
             )
             INBOX_FILES_REJECTED.inc()
         log.info("inbox file done", extra={"import_id": str(outcome.import_id), "status": outcome.status})

@@ -39,10 +39,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from enum import StrEnum
 
 import hl7
+
+from app import clock
 
 #: MSH-3 of our acknowledgments when the message did not name us in MSH-5.
 DEFAULT_APPLICATION = "CARECOORD"
@@ -148,7 +149,7 @@ def build_ack(raw: bytes, verdict: Verdict, *, application: str = DEFAULT_APPLIC
     receiver_app = str(msh(5)).strip()
     ack = header.create_ack(str(verdict.ack_code), application=receiver_app or application, facility=str(msh(6)))
     # create_ack stamps MSH-7 in UTC without saying so; say so.
-    ack.assign_field(datetime.now(UTC).strftime("%Y%m%d%H%M%S+0000"), "MSH", 1, 7)
+    ack.assign_field(clock.now().strftime("%Y%m%d%H%M%S+0000"), "MSH", 1, 7)
     error = verdict.error
     if error is not None:
         ack.assign_field(ack.escape(_truncate(error.diagnostic, MSA3_MAX)), "MSA", 1, 3)

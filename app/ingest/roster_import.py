@@ -16,7 +16,7 @@ import logging
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
-from datetime import date, datetime
+from datetime import date
 from itertools import islice
 from pathlib import Path
 from typing import Any, Literal
@@ -25,6 +25,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
+from app import clock
 from app.db.models import RosterImport, utcnow
 from app.metrics import ROSTER_CHANGES, ROSTER_IMPORTS
 from app.roster.atr import read_atr
@@ -122,7 +123,7 @@ class RosterImporter:
             raise MappingError(f"unknown mapping {name!r} (configured: {', '.join(sorted(self.mappings))})") from None
 
     def today(self) -> date:
-        return datetime.now(self.zone).date()
+        return clock.today(self.zone)
 
     async def register(self, req: ImportRequest) -> tuple[RosterImport, bool]:
         """The job for this file: existing (True) when this sender already sent these exact bytes."""

@@ -18,6 +18,7 @@ from app.db.models import utcnow
 from app.runtime import Runtime
 from tests.browser.conftest import Shots, sign_in
 from tests.browser.test_facilitator_day import discharge
+from tests.hl7_builder import stay_ended
 
 CONTACT = "post-discharge-contact-7d"
 
@@ -25,14 +26,11 @@ CONTACT = "post-discharge-contact-7d"
 async def test_dashboard_shows_the_seeded_numbers_and_drills_down(
     runtime: Runtime, served: str, page: Page, shots: Shots, token_for: Callable[..., str], db: AsyncEngine
 ) -> None:
-    contacted = await discharge(served, token_for, db, mrn="MRN-A")
-
-    # Discharged on 10 November: its 7-day window has closed uncontacted (a window still open would
-    # leave it pending, out of the denominator).
-    other = await discharge(
-        served, token_for, db, mrn="MRN-B", visit="V0002", admit_time="20261105083000-0500",
-        discharge_time="20261110140000-0500", event_time="20261110142500-0500", message_time="20261110143000-0500",
-    )  # fmt: skip
+    # Discharged two days ago: contacted today, within its 7 days.
+    contacted = await discharge(served, token_for, db, mrn="MRN-A", **stay_ended(2))
+    # Discharged twelve days ago: its 7-day window has closed uncontacted (a window still open would
+    # leave it pending, out of the denominator). Both discharges are inside the page's 30-day period.
+    other = await discharge(served, token_for, db, mrn="MRN-B", visit="V0002", **stay_ended(12))
     assert other.patient_id != contacted.patient_id
     await sign_in(page, "sup-1", "SUPERVISOR", "T1")
     await page.goto(f"/ui/tasks/{contacted.id}")
