@@ -14,7 +14,7 @@ from pydantic_core import to_json
 from sqlalchemy import Row, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.api.access import may_work_on, task_conditions
+from app.api.access import encounter_part2_condition, may_work_on, task_conditions
 from app.api.auth import CurrentPrincipal, Principal
 from app.api.problems import Problem
 from app.api.schemas import (
@@ -29,7 +29,7 @@ from app.api.schemas import (
 )
 from app.api.scopes import scoped
 from app.api.worklist_query import PageQuery, run_page
-from app.db.models import InboundEvent, Patient, Task, TaskHistory, utcnow
+from app.db.models import Encounter, InboundEvent, Patient, Task, TaskHistory, utcnow
 from app.rules.config import RuleSpec
 from app.rules.engine import RuleEngine
 from app.state.audit import AuditAction, AuditOutcome, audit_values, record_audit
@@ -302,11 +302,40 @@ async def explain_task(request: Request, principal: CurrentPrincipal, task_id: u
     async with request.app.state.runtime.sessions() as session, session.begin():
         task = await _visible_task(session, request, principal, task_id, f"GET /tasks/{task_id}/explain")
         explanation = await _explain(session, task, _engine(request).rules_by_id) if task is not None else None
+        if explanation is not None and task is not None:
+            explanation = await _hide_part2_readmission(session, request, principal, task, explanation)
     if explanation is None:
         # Not yours, or Part 2 without the permission: the same answer as a task that does not exist
         # (raised after the commit, so the refused attempt stays audited).
         raise Problem(404, "Not Found", "no such task", field="task_id")
     return explanation
+
+
+# Shown instead of the reason when the superseding readmission is Part 2 data the caller may not see.
+NEUTRAL_SUPERSEDED = "closed by a later encounter"
+
+
+async def _hide_part2_readmission(
+    session: AsyncSession, request: Request, principal: Principal, task: Task, explanation: TaskExplanation
+) -> TaskExplanation:
+    """A task superseded by a Part 2 readmission the caller may not see: no encounter id, and the
+    history entries written by that supersession carry a neutral reason (42 CFR Part 2)."""
+    readmission = task.superseded_by_encounter_id
+    if readmission is None:
+        return explanation
+    condition = encounter_part2_condition(principal, request.app.state.settings)
+    visible = (
+        await session.execute(select(Encounter.id).where(Encounter.id == readmission, condition))
+    ).first() is not None
+    if visible:
+        return explanation
+    history = [
+        h.model_copy(update={"detail": {"reason": NEUTRAL_SUPERSEDED}})
+        if h.detail and ("readmission" in str(h.detail) or str(readmission) in str(h.detail))
+        else h
+        for h in explanation.history
+    ]
+    return explanation.model_copy(update={"superseded_by_encounter_id": None, "history": history})
 
 
 async def _explain(session: AsyncSession, task: Task, rules_by_id: Mapping[str, RuleSpec]) -> TaskExplanation:
