@@ -94,6 +94,13 @@ INBOX_FILE_MISSING = Gauge(
     multiprocess_mode="livemax",
 )
 
+# -- MLLP listener (issue 19) ------------------------------------------------------------------------
+MLLP_CONNECTIONS_CLOSED = Counter(
+    "carecoord_mllp_connections_closed",
+    "MLLP connections closed by the listener, by reason (idle, frame_timeout, evicted, refused)",
+    ["reason"],
+)
+
 OTHER = "other"
 _LABEL_SHAPE = re.compile(r"^[A-Za-z0-9^_.:/-]{1,40}$")
 _MAX_TYPES = 64

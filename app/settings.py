@@ -360,9 +360,14 @@ class Settings(BaseSettings):
     mllp_host: str = Field(default="127.0.0.1", description="bind address of `carecoord mllp`")
     mllp_port: int = Field(default=2575, ge=0, le=65535, description="MLLP port (2575 is registered for HL7 MLLP)")
     mllp_read_timeout_s: float = Field(
-        default=60.0, gt=0, description="close a connection whose started frame stalls this long"
+        default=60.0, gt=0, description="a started frame must be complete within this long, or the connection closes"
     )
-    mllp_max_connections: int = Field(default=100, ge=1, description="concurrent MLLP connections; more are refused")
+    mllp_idle_timeout_s: float = Field(
+        default=300.0, gt=0, description="close a connection that sends nothing this long between frames"
+    )
+    mllp_max_connections: int = Field(
+        default=100, ge=1, description="concurrent MLLP connections; when full, the longest-idle one is closed"
+    )
     log_level: str = "INFO"
     gc_freeze_after_startup: bool = Field(
         default=True, description="exclude the startup heap from garbage collection (app/gc_tuning.py)"

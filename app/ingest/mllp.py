@@ -11,9 +11,17 @@ Robustness: bytes before a start block are discarded; frames may arrive split ac
 TCP reads or several in one read; a start block inside an unterminated frame abandons that frame and
 starts a new one (the sender gave up on it); a frame larger than `ingest_max_bytes` is not buffered --
 its first bytes are kept to address the AR, the rest is discarded up to the end block; a connection that
-closes mid-frame, or stalls mid-frame longer than `mllp_read_timeout_s`, is closed without an ACK (the
-sender never saw one, so it resends). Idle connections between messages stay open, as interface engines
-expect. Logs carry connection ids, sizes, codes and event ids only -- never message content.
+closes mid-frame, or whose started frame is not complete within `mllp_read_timeout_s` (a deadline for
+the whole frame, so trickling a byte at a time does not extend it: slowloris), is closed without an ACK
+(the sender never saw one, so it resends). Logs carry connection ids, sizes, codes and event ids only --
+never message content.
+
+Connection limits: a connection silent for `mllp_idle_timeout_s` between frames is closed (interface
+engines reconnect on their next message). At most `mllp_max_connections` are open; when a new one
+arrives at the limit, the longest-idle connection that is not processing a message is closed to make
+room (between-frame ones before mid-frame ones), so idle or stalled sockets can never lock a real
+sender out. Only when every connection is processing a message is the newcomer refused. Every close
+the listener decides is counted in `carecoord_mllp_connections_closed{reason}`.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ from dataclasses import dataclass
 
 from aiokafka.errors import KafkaError
 
+from app import metrics
 from app.ingest import hl7_ack
 from app.ingest.publish import DecodeError, MessageTooLarge, publish_hl7v2
 from app.runtime import Runtime
@@ -173,6 +182,7 @@ class MllpServer:
         host: str | None = None,
         port: int | None = None,
         read_timeout_s: float | None = None,
+        idle_timeout_s: float | None = None,
         max_connections: int | None = None,
         grace_s: float = 10.0,
     ) -> None:
@@ -181,6 +191,7 @@ class MllpServer:
         self.host = host if host is not None else s.mllp_host
         self.requested_port = port if port is not None else s.mllp_port
         self.read_timeout_s = read_timeout_s if read_timeout_s is not None else s.mllp_read_timeout_s
+        self.idle_timeout_s = idle_timeout_s if idle_timeout_s is not None else s.mllp_idle_timeout_s
         self.max_connections = max_connections if max_connections is not None else s.mllp_max_connections
         self.grace_s = grace_s
         self._server: asyncio.Server | None = None
@@ -225,36 +236,63 @@ class MllpServer:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
+    @property
+    def open_connections(self) -> int:
+        return len(self._connections)
+
+    def _make_room(self) -> bool:
+        """At the limit, close the longest-idle connection not processing a message. False: none can go."""
+        if len(self._connections) < self.max_connections:
+            return True
+        idle = [(c.decoder.in_frame, c.last_read, cid) for cid, c in self._connections.items() if not c.busy]
+        if not idle:
+            return False
+        _, _, victim_id = min(idle)
+        victim = self._connections.pop(victim_id)
+        victim.evicted = True
+        victim.task.cancel()
+        metrics.MLLP_CONNECTIONS_CLOSED.labels("evicted").inc()
+        return True
+
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn_id = next(self._ids)
         peer = writer.get_extra_info("peername")
         peer_host = str(peer[0]) if isinstance(peer, tuple) and peer else "?"
-        if self._closing or len(self._connections) >= self.max_connections:
+        if self._closing or not self._make_room():
             log.warning(
                 "mllp connection refused", extra={"conn": conn_id, "peer": peer_host, "open": len(self._connections)}
             )
+            metrics.MLLP_CONNECTIONS_CLOSED.labels("refused").inc()
             await _close(writer)
             return
         task = asyncio.current_task()
         assert task is not None
-        conn = _Connection(task)
-        self._connections[conn_id] = conn
+        loop = asyncio.get_running_loop()
         decoder = MllpDecoder(self.runtime.settings.ingest_max_bytes)
+        conn = _Connection(task, decoder, last_read=loop.time())
+        self._connections[conn_id] = conn
         stats = {"conn": conn_id, "peer": peer_host}
         log.info("mllp connection opened", extra=stats)
         messages = 0
         reason = "closed by peer"
+        frame_deadline = 0.0
         try:
             while not self._closing:
-                timeout = self.read_timeout_s if decoder.in_frame else None
+                timeout = max(frame_deadline - loop.time(), 0.0) if decoder.in_frame else self.idle_timeout_s
                 try:
                     data = await asyncio.wait_for(reader.read(READ_CHUNK), timeout)
                 except TimeoutError:
-                    reason = "read timeout mid-frame"
+                    closed_for = "frame_timeout" if decoder.in_frame else "idle"
+                    reason = "frame not complete in time" if decoder.in_frame else "idle timeout"
+                    metrics.MLLP_CONNECTIONS_CLOSED.labels(closed_for).inc()
                     break
                 if not data:
                     break
+                conn.last_read = loop.time()
+                was_in_frame = decoder.in_frame
                 events = decoder.feed(data)
+                if decoder.in_frame and (events or not was_in_frame):
+                    frame_deadline = conn.last_read + self.read_timeout_s  # a new frame started in this read
                 if not events:
                     continue
                 conn.busy = True
@@ -268,7 +306,7 @@ class MllpServer:
             else:
                 reason = "listener stopping"
         except asyncio.CancelledError:
-            reason = "listener stopping"
+            reason = "evicted: connection limit reached" if conn.evicted else "listener stopping"
         except (ConnectionError, OSError) as exc:
             reason = f"connection error: {type(exc).__name__}"
         finally:
@@ -330,7 +368,10 @@ class MllpServer:
 @dataclass(slots=True)
 class _Connection:
     task: asyncio.Task[None]
-    busy: bool = False
+    decoder: MllpDecoder
+    last_read: float  # loop time of the last bytes received (or of the accept)
+    busy: bool = False  # processing a message: never evicted
+    evicted: bool = False
 
 
 async def _close(writer: asyncio.StreamWriter) -> None:

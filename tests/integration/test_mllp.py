@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import resource
 import signal
 import socket
 import sqlite3
@@ -20,6 +21,7 @@ from hl7.mllp import open_hl7_connection
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app import metrics
 from app.db.models import Task
 from app.ingest.mllp import MllpServer, frame
 from app.messaging.embedded_broker import free_loopback_port
@@ -242,15 +244,101 @@ async def test_broker_failure_is_answered_ar_never_aa(
     assert await records_on(runtime.settings, runtime.settings.topics.adt) == 1
 
 
-async def test_connections_beyond_the_limit_are_refused(runtime: Runtime) -> None:
-    async with MllpServer(runtime, host="127.0.0.1", port=0, max_connections=1) as server:
-        _, first = await asyncio.open_connection("127.0.0.1", server.port)
-        await asyncio.sleep(0.1)
-        reader, second = await asyncio.open_connection("127.0.0.1", server.port)
-        assert await asyncio.wait_for(reader.read(), 10) == b""
-        for w in (first, second):
+async def test_at_the_limit_the_longest_idle_connection_makes_room(runtime: Runtime) -> None:
+    async with MllpServer(runtime, host="127.0.0.1", port=0, max_connections=2) as server:
+        old_reader, old = await asyncio.open_connection("127.0.0.1", server.port)
+        await asyncio.sleep(0.05)
+        recent_reader, recent = await asyncio.open_connection("127.0.0.1", server.port)
+        assert await eventually(lambda: _has_open(server, 2))
+        ack = await asyncio.to_thread(send_blocking, server.port, adt(control_id="ROOM"))
+        assert msa(ack) == ("AA", "ROOM")
+        assert await asyncio.wait_for(old_reader.read(), 10) == b""  # the longest idle was closed
+        recent.write(frame(adt(control_id="STILL-OPEN").encode()))  # the more recent one was kept
+        await recent.drain()
+        assert msa(await read_ack(recent_reader)) == ("AA", "STILL-OPEN")
+        for w in (old, recent):
             w.close()
             await w.wait_closed()
+
+
+async def _has_open(server: MllpServer, n: int) -> bool:
+    return server.open_connections == n
+
+
+def _raise_fd_limit(needed: int) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < needed:
+        assert hard == resource.RLIM_INFINITY or hard >= needed, f"RLIMIT_NOFILE hard limit {hard} < {needed}"
+        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+
+
+async def test_a_thousand_idle_connections_do_not_lock_out_a_real_sender(runtime: Runtime) -> None:
+    idle = 1000
+    _raise_fd_limit(idle * 2 + 512)  # both ends of every socket live in this process
+    limit = runtime.settings.mllp_max_connections  # the default
+    assert limit < idle
+    evicted_before = metrics.sample("carecoord_mllp_connections_closed_total", reason="evicted") or 0.0
+    started = time.monotonic()
+    async with MllpServer(runtime, host="127.0.0.1", port=0) as server:
+        held: list[asyncio.StreamWriter] = []
+        try:
+            for _ in range(idle // 100):
+                opened = await asyncio.gather(
+                    *(asyncio.open_connection("127.0.0.1", server.port) for _ in range(100))
+                )
+                held.extend(w for _, w in opened)
+            assert await eventually(lambda: _has_open(server, limit))
+            ack = await asyncio.to_thread(send_blocking, server.port, adt(control_id="NOT-LOCKED-OUT"))
+            assert msa(ack) == ("AA", "NOT-LOCKED-OUT")
+            assert server.open_connections <= limit
+        finally:
+            for w in held:
+                w.close()
+    evicted = (metrics.sample("carecoord_mllp_connections_closed_total", reason="evicted") or 0.0) - evicted_before
+    assert evicted >= idle + 1 - limit
+    assert time.monotonic() - started < 20
+    assert await records_on(runtime.settings, runtime.settings.topics.adt) == 1
+
+
+async def test_an_idle_connection_is_closed_after_the_idle_timeout(runtime: Runtime) -> None:
+    async with MllpServer(runtime, host="127.0.0.1", port=0, idle_timeout_s=0.5) as server:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(frame(adt(control_id="THEN-SILENT").encode()))
+        await writer.drain()
+        assert msa(await read_ack(reader)) == ("AA", "THEN-SILENT")
+        started = time.monotonic()
+        assert await asyncio.wait_for(reader.read(), 10) == b""  # closed after the idle timeout
+        assert 0.4 < time.monotonic() - started < 5
+        writer.close()
+        await writer.wait_closed()
+
+
+async def test_a_trickled_frame_is_closed_at_its_deadline(runtime: Runtime) -> None:
+    """Slowloris: a byte every 0.1 s never stalls a single read for long; the frame deadline still holds."""
+    async with MllpServer(runtime, host="127.0.0.1", port=0, read_timeout_s=0.5) as server:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        data = frame(adt(control_id="TRICKLE").encode())
+        started = time.monotonic()
+        closed = False
+        for byte in data[:-2]:
+            if reader.at_eof() or writer.is_closing():
+                break
+            try:
+                writer.write(bytes([byte]))
+                await writer.drain()
+            except ConnectionError:
+                closed = True
+                break
+            try:
+                if await asyncio.wait_for(reader.read(), 0.1) == b"":
+                    closed = True
+                    break
+            except TimeoutError:
+                pass
+            assert time.monotonic() - started < 5, "the trickling connection was never closed"
+        assert closed
+        writer.close()
+    assert await records_on(runtime.settings, runtime.settings.topics.adt) == 0
 
 
 # --- the console script ----------------------------------------------------------------------------
