@@ -335,6 +335,9 @@ async def test_a_trickled_frame_is_closed_at_its_deadline(runtime: Runtime) -> N
                     break
             except TimeoutError:
                 pass
+            except ConnectionError:  # the server closed with unread bytes: the kernel sends a reset
+                closed = True
+                break
             assert time.monotonic() - started < 5, "the trickling connection was never closed"
         assert closed
         writer.close()
