@@ -39,6 +39,12 @@ EVENTS_DUPLICATE = Counter(
     "carecoord_events_duplicate", "records already applied before (redelivery or resend): no effect", ["topic", "type"]
 )
 EVENTS_REJECTED = Counter("carecoord_events_rejected", "records dead-lettered with a reason", ["topic", "type"])
+DATA_QUALITY_FINDINGS = Counter(
+    "carecoord_data_quality_findings",
+    "applied input that looks wrong (a reused control id, a sender clock ahead), listed at /admin/data-quality;"
+    " counted on commit",
+    ["kind", "source"],
+)
 EVENT_LATENCY = Histogram(
     "carecoord_event_processing_seconds",
     "publish (Kafka record timestamp) to applied (database commit)",

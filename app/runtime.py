@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from datetime import timedelta
 from functools import partial
 from zoneinfo import ZoneInfo
 
@@ -106,6 +107,7 @@ class Runtime:
                 pruning=Pruning.of(s),
             )
             self.relay.start()
+        max_skew = timedelta(seconds=s.event_time_max_skew_s)
         self.adt_handler = NoticeHandler(
             source="hl7v2",
             decode=partial(decode_hl7v2, options=self.decode_options()),
@@ -113,6 +115,7 @@ class Runtime:
             engine=self.rule_engine,
             sensitivity=self.sensitivity_policy(),
             max_bytes=s.ingest_max_bytes,
+            max_skew=max_skew,
         )
         self.ens_handler = NoticeHandler(
             source="davinci",
@@ -121,11 +124,14 @@ class Runtime:
             engine=self.rule_engine,
             sensitivity=self.sensitivity_policy(),
             max_bytes=s.ingest_max_bytes,
+            max_skew=max_skew,
         )
         self.fhir_handler = FhirHandler(
             decode=partial(decode_fhir, options=self.decode_options(), evidence_codes=self.rule_engine.evidence_codes),
             sessions=self.sessions,
-            encounters=EncounterApplier(source="fhir", engine=self.rule_engine, sensitivity=self.sensitivity_policy()),
+            encounters=EncounterApplier(
+                source="fhir", engine=self.rule_engine, sensitivity=self.sensitivity_policy(), max_skew=max_skew
+            ),
             thresholds=self.rules.screening,
             max_bytes=s.ingest_max_bytes,
             part2_instruments=frozenset(s.part2_instruments),

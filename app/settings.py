@@ -297,6 +297,12 @@ class Settings(BaseSettings):
     part2_units: list[str] = Field(default=["SUD", "CDU"], description="PV1-3.1 units that are Part 2 programs")
 
     ingest_max_bytes: int = Field(default=1_048_576, ge=1024)
+    event_time_max_skew_s: float = Field(
+        default=900.0,
+        ge=0,
+        description="an event, admit or discharge time further than this after the broker received the message "
+        "is clamped to the receipt time and listed as a data-quality finding (a sender clock running ahead)",
+    )
     dead_letter_max_bytes: int = Field(
         default=262_144, ge=1024, description="dead-letter topic copies are cut to this; rejected_events keeps all"
     )

@@ -11,6 +11,7 @@ from app import __version__
 from app.api import (
     care_plans,
     consents,
+    data_quality,
     dead_letters,
     health,
     ingest,
@@ -79,6 +80,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.include_router(measures.router)
     app.include_router(ingest.router)
     app.include_router(dead_letters.router)
+    app.include_router(data_quality.router)
     app.include_router(rosters.router)
     app.include_router(fhir_routes.router)
     app.include_router(fhir_task_routes.router)

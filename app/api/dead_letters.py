@@ -247,7 +247,7 @@ async def replay_dead_letter(request: Request, principal: AdminPrincipal, reject
 
     # The original position: the applied event records where it really came from, and a renewed
     # rejection finds this very row in record_rejected instead of inserting another.
-    position = Position(row.topic, row.partition, row.offset)
+    position = Position(row.topic, row.partition, row.offset, row.created_at)
     started = utcnow()
     try:
         result = await handler.handle(row.payload, position)

@@ -5,7 +5,8 @@ hundred microseconds each that caps a consumer near a hundred events a second. H
 with one query per table (ledger, identifiers, patients, encounters, encounter events, tasks), applied
 in memory with the same pure pieces (`fold`, `classify`, `RuleEngine`), and written back with bulk
 statements. It covers the common case only; anything else (a merge, a death, a visit without a
-number, a merged or deceased patient) makes `apply` return None and the caller uses the per-message
+number, a merged or deceased patient, a time to clamp, a control id seen before with other content or
+under an older ledger row) makes `apply` return None and the caller uses the per-message
 path, which stays the reference: a test checks that both leave the database in the same state.
 """
 
@@ -14,19 +15,21 @@ from __future__ import annotations
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import bindparam, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.exc import StaleDataError
 
+from app import clock
 from app.db.bulk import insert_rows
 from app.db.keyed import restrict_to_keys
 from app.db.models import Encounter, EncounterEvent, InboundEvent, Patient, PatientIdentifier, Task, TaskHistory, utcnow
 from app.db.task_metrics import TaskAction, note_task_actions
 from app.encounters.notice import EncounterNotice
 from app.encounters.sensitivity import SensitivityPolicy
+from app.encounters.skew import clamp_to_receipt
 from app.encounters.state import EncounterFacts, Folded, fold_all, fold_next
 from app.rules.due import anchor_of
 from app.rules.engine import RuleEngine
@@ -121,10 +124,11 @@ class _Batch:
 
 
 class BatchApplier:
-    def __init__(self, *, source: str, engine: RuleEngine, sensitivity: SensitivityPolicy) -> None:
+    def __init__(self, *, source: str, engine: RuleEngine, sensitivity: SensitivityPolicy, max_skew: timedelta) -> None:
         self._source = source
         self._engine = engine
         self._sensitivity = sensitivity
+        self._max_skew = max_skew
 
     async def apply(
         self, session: AsyncSession, notices: list[tuple[EncounterNotice, Position]]
@@ -135,6 +139,9 @@ class BatchApplier:
             n.kind is EncounterEventKind.MERGE or not n.describes_visit or not n.visit_number or n.death_indicator
             for n, _ in notices
         ):
+            return None
+        received = clock.now()
+        if any(clamp_to_receipt(n, p.received_at or received, self._max_skew)[1] for n, p in notices):
             return None
         b = _Batch()
         applied = await self._load(session, [n for n, _ in notices], b)
@@ -155,9 +162,19 @@ class BatchApplier:
 
     async def _load(self, session: AsyncSession, notices: list[EncounterNotice], b: _Batch) -> set[str] | None:
         dialect = session.bind.dialect.name
-        keys = {(n.idempotency_key,) for n in notices}
-        ledger = restrict_to_keys(select(InboundEvent.idempotency_key), [InboundEvent.idempotency_key], keys, dialect)
+        keys = {n.idempotency_key for n in notices}
+        identities = {n.message_identity for n in notices}
+        if len(identities) < len(keys):
+            return None  # a control id reused inside the batch: the per-message path records the finding
+        ledger = restrict_to_keys(
+            select(InboundEvent.idempotency_key),
+            [InboundEvent.message_identity],
+            {(identity,) for identity in identities},
+            dialect,
+        )
         applied = set((await session.execute(ledger)).scalars().all())
+        if not applied <= keys:
+            return None  # seen with other content, or under a pre-hash ledger row: the ledger decides
         pairs = {(i.system, i.value) for n in notices for i in n.identifiers}
         owners = select(PatientIdentifier.system, PatientIdentifier.value, PatientIdentifier.patient_id)
         idents = (
@@ -386,6 +403,8 @@ class BatchApplier:
             {
                 "id": event_id,
                 "idempotency_key": notice.idempotency_key,
+                "message_identity": notice.message_identity,
+                "content_hash": notice.content_hash,
                 "source": self._source,
                 "message_type": notice.message_type,
                 "topic": position.topic,

@@ -282,6 +282,7 @@ class ResourceDecoder:
             kind=kind,
             facility=self._facility(encounter, sender, enc_path),
             event_time=event_time,
+            event_time_from_envelope=message_time[0] is not None,
             identifiers=subject.identifiers,
             family_name=family,
             given_name=given,

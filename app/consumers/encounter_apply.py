@@ -1,6 +1,10 @@
 """Apply one `EncounterNotice` inside the caller's transaction: patient, encounter fold, rules,
 death cancellations and the idempotency ledger. Every feed that describes visits (HL7 v2 ADT, Da
 Vinci notifications, FHIR Encounter resources) goes through here, so they share one encounter state.
+
+Before anything is applied, times beyond the allowed skew after receipt are clamped to the receipt
+time (app/encounters/skew.py), and the ledger tells a resend (a no-op) from a reused control id with
+other content (applied too). Both cases are listed as data-quality findings in the same transaction.
 """
 
 from __future__ import annotations
@@ -8,18 +12,22 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import replace
+from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app import clock
 from app.consumers.results import HandleResult, Outcome
 from app.db.models import Encounter, Patient
 from app.encounters.notice import EncounterNotice
 from app.encounters.sensitivity import SensitivityPolicy
+from app.encounters.skew import Clamped, clamp_to_receipt
 from app.encounters.state import EncounterState
 from app.rules.engine import RuleEngine
 from app.rules.facts import VOID_STATUSES, EncounterEvent, EncounterEventKind
+from app.state.data_quality import CONTROL_ID_REUSED, EVENT_TIME_AHEAD, record_finding
 from app.state.encounters import apply_to_encounter
-from app.state.inbound import Position, already_applied, event_id_for, record_applied
+from app.state.inbound import Position, Seen, Verdict, event_id_for, ledger_verdict, record_applied
 from app.state.patient_context import closed_by_facts, load_contexts, patient_facts
 from app.state.patients import merge_patients, resolve_patient
 from app.state.tasks import apply_effects, cancel_task, open_tasks_for_patient
@@ -28,17 +36,20 @@ log = logging.getLogger(__name__)
 
 
 class EncounterApplier:
-    def __init__(self, *, source: str, engine: RuleEngine, sensitivity: SensitivityPolicy) -> None:
+    def __init__(self, *, source: str, engine: RuleEngine, sensitivity: SensitivityPolicy, max_skew: timedelta) -> None:
         self.source = source
         self.engine = engine
         self._sensitivity = sensitivity
+        self.max_skew = max_skew
 
     async def apply_in(self, session: AsyncSession, notice: EncounterNotice, position: Position) -> HandleResult:
+        notice, clamped = clamp_to_receipt(notice, position.received_at or clock.now(), self.max_skew)
         event_id = event_id_for(notice.idempotency_key)
         created = cancelled = 0
-        if await already_applied(session, notice.idempotency_key):
+        seen = await ledger_verdict(session, notice.idempotency_key, notice.message_identity)
+        if seen.verdict is Verdict.RESEND:
             log.info("event already applied", extra={"event_id": str(event_id), "offset": position.offset})
-            return HandleResult(Outcome.DUPLICATE, str(event_id))
+            return HandleResult(Outcome.DUPLICATE, str(event_id), message_type=notice.message_type)
         patient = await resolve_patient(session, notice)
         encounter: Encounter | None = None
         if notice.kind is EncounterEventKind.MERGE:
@@ -59,7 +70,10 @@ class EncounterApplier:
             patient_id=patient.id,
             encounter_id=encounter.id if encounter else None,
             event_time=notice.event_time,
+            message_identity=notice.message_identity,
+            content_hash=notice.content_hash,
         )
+        await self._record_findings(session, notice, event_id, position, seen, clamped)
         return HandleResult(
             Outcome.APPLIED,
             str(event_id),
@@ -67,6 +81,38 @@ class EncounterApplier:
             tasks_cancelled=cancelled,
             message_type=notice.message_type,
         )
+
+    async def _record_findings(
+        self,
+        session: AsyncSession,
+        notice: EncounterNotice,
+        event_id: uuid.UUID,
+        position: Position,
+        seen: Seen,
+        clamped: tuple[Clamped, ...],
+    ) -> None:
+        common = {"source": self.source, "event_id": event_id, "position": position}
+        if seen.verdict is Verdict.REUSED:
+            field = "MSH-10" if notice.source == "hl7v2" else "Bundle.id"
+            detail = (
+                f"{field} was already used by this sender for a message with different content "
+                f"(event {seen.first_event_id}); this message was applied as well"
+            )
+            await record_finding(
+                session,
+                kind=CONTROL_ID_REUSED,
+                field=field,
+                detail=detail,
+                related_event_id=seen.first_event_id,
+                **common,
+            )
+            log.warning("control id reused with different content", extra={"event_id": str(event_id)})
+        for c in clamped:
+            detail = (
+                f"{c.field} was {int(c.ahead.total_seconds())} s after the message was received (more than "
+                f"{int(self.max_skew.total_seconds())} s allowed); the receipt time was used instead"
+            )
+            await record_finding(session, kind=EVENT_TIME_AHEAD, field=c.field, detail=detail, **common)
 
     async def _run_rules(
         self,

@@ -239,7 +239,8 @@ def _decode(msg: Hl7Reader, options: DecodeOptions) -> EncounterNotice:
     message_time = _instant(msg, "MSH.F7.R1.C1", "MSH-7", zone)
     if message_time is None:
         raise Hl7DecodeError("MSH-7 is required", "MSH-7")
-    event_time = _instant(msg, "EVN.F2.R1.C1", "EVN-2", zone) or message_time
+    recorded_time = _instant(msg, "EVN.F2.R1.C1", "EVN-2", zone)
+    event_time = recorded_time or message_time
 
     if not _has_segment(msg, "PID"):
         raise Hl7DecodeError("PID segment is required", "PID")
@@ -283,6 +284,7 @@ def _decode(msg: Hl7Reader, options: DecodeOptions) -> EncounterNotice:
         kind=kind,
         facility=facility,
         event_time=event_time,
+        event_time_from_envelope=recorded_time is None,
         identifiers=tuple(identifiers),
         family_name=msg.value("PID.F5.R1.C1.S1") or None,
         given_name=msg.value("PID.F5.R1.C2") or None,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
@@ -41,6 +42,7 @@ class NoticeHandler(FeedHandler[EncounterNotice]):
         engine: RuleEngine,
         sensitivity: SensitivityPolicy,
         max_bytes: int,
+        max_skew: timedelta,
     ) -> None:
         super().__init__(
             source=source,
@@ -49,8 +51,8 @@ class NoticeHandler(FeedHandler[EncounterNotice]):
             max_bytes=max_bytes,
             undecodable_field="MSH" if source == "hl7v2" else None,
         )
-        self._applier = EncounterApplier(source=source, engine=engine, sensitivity=sensitivity)
-        self._batch = BatchApplier(source=source, engine=engine, sensitivity=sensitivity)
+        self._applier = EncounterApplier(source=source, engine=engine, sensitivity=sensitivity, max_skew=max_skew)
+        self._batch = BatchApplier(source=source, engine=engine, sensitivity=sensitivity, max_skew=max_skew)
 
     def _check(self, message: EncounterNotice) -> None:
         check_lengths(message)
@@ -85,7 +87,11 @@ class NoticeHandler(FeedHandler[EncounterNotice]):
                 else:
                     for (i, notice, _), done in zip(decoded, bulk, strict=True):
                         results[i] = (
-                            HandleResult(Outcome.DUPLICATE, str(event_id_for(notice.idempotency_key)))
+                            HandleResult(
+                                Outcome.DUPLICATE,
+                                str(event_id_for(notice.idempotency_key)),
+                                message_type=notice.message_type,
+                            )
                             if done is None
                             else HandleResult(
                                 Outcome.APPLIED,

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 
 from aiokafka import ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError, MessageSizeTooLargeError
@@ -180,9 +181,7 @@ class ConsumerRunner:
     async def _try_batch(self, records: list[ConsumerRecord]) -> bool:
         assert self._batch_handler is not None
         try:
-            results = await self._batch_handler(
-                [(r.value or b"", Position(r.topic, r.partition, r.offset)) for r in records]
-            )
+            results = await self._batch_handler([(r.value or b"", position_of(r)) for r in records])
             if results is None:
                 return False
             for record, result in zip(records, results, strict=True):
@@ -199,7 +198,7 @@ class ConsumerRunner:
     async def _process_with_retry(self, record: ConsumerRecord, commit_progress: Callable[[], Awaitable[None]]) -> bool:
         delay = self._retry_initial_s
         stalled = False
-        position = Position(record.topic, record.partition, record.offset)
+        position = position_of(record)
         while True:
             try:
                 result = await self._handler(record.value or b"", position)
@@ -275,3 +274,11 @@ class ConsumerRunner:
                 "offset commit skipped",
                 extra={"partitions": sorted(tp.partition for tp in offsets), "error": type(exc).__name__},
             )
+
+
+def position_of(record: ConsumerRecord) -> Position:
+    """Where the record sits, and when the broker took it (the record timestamp, ms since the epoch)."""
+    received = (
+        datetime.fromtimestamp(record.timestamp / 1000, UTC) if record.timestamp and record.timestamp > 0 else None
+    )
+    return Position(record.topic, record.partition, record.offset, received)

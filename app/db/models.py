@@ -136,6 +136,11 @@ class InboundEvent(Base):
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
     idempotency_key: Mapped[str] = mapped_column(String(512), unique=True)
+    # What the sender calls the message (facility + MSH-10, a Bundle id) and a hash of what it says:
+    # the same identity with another hash is a reused control id (a data-quality finding), not a resend.
+    # Rows applied before 0017 have no hash: a message matching their identity counts as a resend.
+    message_identity: Mapped[str | None] = mapped_column(String(512), index=True)
+    content_hash: Mapped[str | None] = mapped_column(String(64))
     source: Mapped[str] = mapped_column(String(32))
     message_type: Mapped[str | None] = mapped_column(String(32))
     topic: Mapped[str | None] = mapped_column(String(255))
@@ -147,6 +152,26 @@ class InboundEvent(Base):
     event_time: Mapped[datetime | None] = mapped_column(UTCDateTime)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     applied_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class DataQualityFinding(Base):
+    """Input that was applied but looks wrong (a reused control id, a sender clock running ahead),
+    listed for data staff. `detail` never quotes field values; the message stays in the ledger."""
+
+    __tablename__ = "data_quality_findings"
+    __table_args__ = (UniqueConstraint("inbound_event_id", "kind", "field"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    kind: Mapped[str] = mapped_column(String(64), index=True)
+    source: Mapped[str] = mapped_column(String(32))
+    inbound_event_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    related_event_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)  # e.g. the first message under the id
+    field: Mapped[str] = mapped_column(String(64), default="")
+    detail: Mapped[str] = mapped_column(Text)
+    topic: Mapped[str | None] = mapped_column(String(255))
+    partition: Mapped[int | None] = mapped_column(Integer)
+    offset: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
 
 
 class RejectedEvent(Base):

@@ -1,6 +1,6 @@
-"""Task counters (created, completed, escalated by type and role) counted when the transaction that
-wrote them commits, never before: a rolled-back batch that is then re-applied one record at a time
-must not count its tasks twice.
+"""Task counters (created, completed, escalated by type and role) and data-quality findings (by kind
+and source) counted when the transaction that wrote them commits, never before: a rolled-back batch
+that is then re-applied one record at a time must not count its tasks twice.
 
 ORM writes are seen by a flush hook (every `TaskHistory` row added through the session); set-based
 writes (the consumer's batch path, roster imports) report theirs with `note_task_actions`.
@@ -16,10 +16,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session, UOWTransaction
 from sqlalchemy.orm.util import identity_key
 
-from app.db.models import Task, TaskHistory
-from app.metrics import TASKS_COMPLETED, TASKS_CREATED, TASKS_ESCALATED
+from app.db.models import DataQualityFinding, Task, TaskHistory
+from app.metrics import DATA_QUALITY_FINDINGS, TASKS_COMPLETED, TASKS_CREATED, TASKS_ESCALATED
 
 _PENDING = "carecoord_task_metrics"
+_PENDING_FINDINGS = "carecoord_finding_metrics"
 _COUNTERS = {"created": TASKS_CREATED, "completed": TASKS_COMPLETED, "escalated": TASKS_ESCALATED}
 UNKNOWN = "unknown"
 COMPLETED = "completed"
@@ -40,6 +41,9 @@ def _after_flush(session: Session, _flush: UOWTransaction) -> None:
         if isinstance(obj, TaskHistory) and (kind := _counted_as(obj)) is not None:
             task = session.identity_map.get(identity_key(Task, obj.task_id))
             actions.append((kind, *_type_and_role(task)))
+        elif isinstance(obj, DataQualityFinding):
+            findings: Counter[tuple[str, str]] = session.info.setdefault(_PENDING_FINDINGS, Counter())
+            findings[(obj.kind, obj.source)] += 1
     if actions:
         note_task_actions(session, actions)
 
@@ -64,10 +68,14 @@ def _after_commit(session: Session) -> None:
     pending: Counter[TaskAction] | None = session.info.pop(_PENDING, None)
     for (action, task_type, role), count in (pending or {}).items():
         _COUNTERS[action].labels(task_type, role).inc(count)
+    findings: Counter[tuple[str, str]] | None = session.info.pop(_PENDING_FINDINGS, None)
+    for (kind, source), count in (findings or {}).items():
+        DATA_QUALITY_FINDINGS.labels(kind, source).inc(count)
 
 
 def _after_rollback(session: Session) -> None:
     session.info.pop(_PENDING, None)
+    session.info.pop(_PENDING_FINDINGS, None)
 
 
 def install() -> None:

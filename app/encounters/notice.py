@@ -6,7 +6,9 @@ admit from ADT and an admit from an ENS Bundle produce the same encounter and th
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import hashlib
+import json
+from dataclasses import dataclass, field, fields
 from datetime import date, datetime
 
 from app.messaging.keys import patient_partition_key
@@ -65,13 +67,36 @@ class EncounterNotice:
     discharge_time: datetime | None = None
     diagnoses: tuple[Diagnosis, ...] = field(default_factory=tuple)
     prior_identifiers: tuple[PatientIdentifier, ...] = field(default_factory=tuple)  # A40 MRG-1
+    # The content hash of the notice as sent, kept when the consumer adjusts a field (an event time
+    # clamped to receipt) so the adjusted notice keeps the idempotency key of the message it came from.
+    sent_digest: str | None = None
+    # The event time is the envelope's (MSH-7, Bundle.timestamp: no EVN-2 / Encounter time was sent). A
+    # resend may restamp the envelope, so an envelope time is not part of what the message says.
+    event_time_from_envelope: bool = False
 
     @property
-    def idempotency_key(self) -> str:
-        """Stable across resends: sending facility + MSH-10 for v2, the Bundle id for FHIR."""
+    def message_identity(self) -> str:
+        """What the sender calls the message: sending facility + MSH-10 for v2, the Bundle id for FHIR."""
         if self.source == "hl7v2":
             return f"hl7v2|{self.facility}|{self.message_id}"
         return f"{self.source}|{self.message_id}"
+
+    @property
+    def content_hash(self) -> str:
+        """sha256 of everything the notice says (not its id): an identical resend hashes the same,
+        a different message under a reused control id does not. Envelope-only fields (MSH-7, the
+        Bundle timestamp) never reach the notice, so a resend that only restamps them is the same."""
+        if self.sent_digest is not None:
+            return self.sent_digest
+        skip = _NOT_CONTENT | ({"event_time"} if self.event_time_from_envelope else set())
+        said = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
+        canonical = json.dumps(said, default=_canonical, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+    @property
+    def idempotency_key(self) -> str:
+        """The same message, resent, has the same key; a reused control id with other content does not."""
+        return f"{self.message_identity}|{self.content_hash[:32]}"
 
     @property
     def patient_key(self) -> PatientIdentifier:
@@ -85,3 +110,16 @@ class EncounterNotice:
     @property
     def describes_visit(self) -> bool:
         return self.kind not in (EncounterEventKind.MERGE, EncounterEventKind.OTHER)
+
+
+_NOT_CONTENT = frozenset({"message_id", "sent_digest", "event_time_from_envelope"})
+
+
+def _canonical(value: object) -> object:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if hasattr(value, "__dataclass_fields__"):
+        return [getattr(value, f.name) for f in fields(value)]  # type: ignore[arg-type]
+    if hasattr(value, "value"):  # an enum
+        return value.value  # type: ignore[attr-defined]
+    raise TypeError(f"not canonical: {type(value).__name__}")

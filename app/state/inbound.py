@@ -1,7 +1,13 @@
-"""The inbound-event ledger (idempotency) and the rejected-event table (dead letters)."""
+"""The inbound-event ledger (idempotency) and the rejected-event table (dead letters).
+
+The ledger knows a message by its key (identity + content hash) and by its identity alone (what the
+sender calls it: facility + MSH-10, a Bundle id). `ledger_verdict` tells a resend (same key: a no-op)
+from a reused identity with other content (applied, and a data-quality finding) from a new message.
+"""
 
 from __future__ import annotations
 
+import enum
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -24,11 +30,41 @@ class Position:
     topic: str | None
     partition: int | None
     offset: int | None
+    received_at: datetime | None = None  # when the broker took the record (its timestamp), if known
+
+
+class Verdict(enum.Enum):
+    NEW = "new"
+    RESEND = "resend"  # this very message was applied before: a no-op
+    REUSED = "reused"  # another message was applied under the same identity: apply, and flag it
+
+
+@dataclass(frozen=True, slots=True)
+class Seen:
+    verdict: Verdict
+    first_event_id: uuid.UUID | None = None  # for REUSED: the first message applied under the identity
 
 
 async def already_applied(session: AsyncSession, idempotency_key: str) -> bool:
     found = await session.scalar(select(InboundEvent.id).where(InboundEvent.idempotency_key == idempotency_key))
     return found is not None
+
+
+async def ledger_verdict(session: AsyncSession, idempotency_key: str, message_identity: str) -> Seen:
+    """A row applied before identities carried a hash (no `content_hash`) matches by identity alone:
+    taken as a resend, so an upgrade never applies an earlier message twice."""
+    rows = (
+        await session.execute(
+            select(InboundEvent.id, InboundEvent.idempotency_key, InboundEvent.content_hash)
+            .where(InboundEvent.message_identity == message_identity)
+            .order_by(InboundEvent.applied_at, InboundEvent.id)
+        )
+    ).all()
+    if not rows:
+        return Seen(Verdict.NEW)
+    if any(key == idempotency_key or digest is None for _, key, digest in rows):
+        return Seen(Verdict.RESEND)
+    return Seen(Verdict.REUSED, rows[0][0])
 
 
 def record_applied(
@@ -41,10 +77,16 @@ def record_applied(
     patient_id: uuid.UUID | None,
     encounter_id: uuid.UUID | None,
     event_time: datetime | None,
+    message_identity: str | None = None,
+    content_hash: str | None = None,
 ) -> InboundEvent:
+    """`message_identity` and `content_hash` are given for messages a sender names (v2, Da Vinci);
+    FHIR resources are keyed by resource identity and content already and leave them empty."""
     row = InboundEvent(
         id=event_id_for(idempotency_key),
         idempotency_key=idempotency_key,
+        message_identity=message_identity,
+        content_hash=content_hash,
         source=source,
         message_type=message_type,
         topic=position.topic,

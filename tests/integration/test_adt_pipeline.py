@@ -67,7 +67,7 @@ async def test_a03_on_topic_becomes_a_task_over_http(
         encounter = (await conn.execute(select(Encounter))).one()
         history = (await conn.execute(select(TaskHistory))).one()
     assert task["triggering_event_ids"] == [str(event.id)]
-    assert (event.topic, event.status, event.idempotency_key) == (
+    assert (event.topic, event.status, event.message_identity) == (
         runtime.settings.topics.adt,
         "applied",
         "hl7v2|GOODHEALTH|MSG-0001",

@@ -151,7 +151,7 @@ async def test_merge_moves_encounters_and_tasks_to_the_survivor(
         settings, adt("A08", control_id="LATE", mrn="OLD-1", event_time="20261122100000-0500").encode(), key=b"old"
     )
     await settle(db, 4)
-    [late] = await rows(db, InboundEvent, InboundEvent.idempotency_key == "hl7v2|GOODHEALTH|LATE")
+    [late] = await rows(db, InboundEvent, InboundEvent.message_identity == "hl7v2|GOODHEALTH|LATE")
     assert late.patient_id == survivor_id
     assert len(await rows(db, Patient)) == 2
 

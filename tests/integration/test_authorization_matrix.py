@@ -74,6 +74,7 @@ MATRIX: dict[tuple[str, str], Access] = {
     ("POST", "/tasks/{task_id}/attempts"): Access(("BHCF",), 200, ("PMC",), 404, "Task"),
     ("GET", "/tasks/escalated"): Access(("SUPERVISOR",), 200, ("BHCF",), 403, "Task"),
     ("POST", "/ingest/hl7v2"): Access(("INTEGRATION",), 202, ("BHCF",), 403, "Encounter"),
+    ("GET", "/admin/data-quality"): Access(("ADMIN",), 200, ("BHCF",), 403, None),
     ("GET", "/admin/dead-letters"): Access(("ADMIN",), 200, ("BHCF",), 403, None),
     ("GET", "/admin/dead-letters/{rejected_id}"): Access(("ADMIN",), 200, ("BHCF",), 403, None),
     ("POST", "/admin/dead-letters/{rejected_id}/replay"): Access(("ADMIN",), 200, ("BHCF",), 403, None),

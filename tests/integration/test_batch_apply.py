@@ -3,6 +3,8 @@ the per-record path isolates the bad record, so the good ones around it are stil
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -108,7 +110,12 @@ async def test_batch_close_is_guarded_by_the_version_it_read(
         event_time="20261122090000-0500",
         admit_time="20261122090000-0500",
     ).encode()
-    applier = BatchApplier(source="hl7v2", engine=runtime.rule_engine, sensitivity=runtime.sensitivity_policy())
+    applier = BatchApplier(
+        source="hl7v2",
+        engine=runtime.rule_engine,
+        sensitivity=runtime.sensitivity_policy(),
+        max_skew=timedelta(seconds=runtime.settings.event_time_max_skew_s),
+    )
     with pytest.raises(StaleDataError):
         async with runtime.sessions() as session, session.begin():
             await applier.apply(session, [(handler.decode(office), Position("t", 0, 1))])

@@ -98,7 +98,7 @@ async def test_discharge_bundle_on_the_ens_topic_becomes_a_task(
     [event] = await rows(db, InboundEvent)
     [encounter] = await rows(db, Encounter)
     assert task["triggering_event_ids"] == [str(event.id)]
-    assert (event.source, event.message_type, event.idempotency_key, event.topic) == (
+    assert (event.source, event.message_type, event.message_identity, event.topic) == (
         "davinci",
         "notification-discharge",
         "davinci|discharge-notification-message-bundle-01",
@@ -239,3 +239,22 @@ async def test_invalid_bundle_is_refused_over_http_and_dead_lettered_on_the_topi
     assert headers["carecoord-source-topic"] == settings.topics.ens.encode()
     assert records[0].value == encode(bad) and records[0].key == b"same-partition"
     assert await eventually(lambda: caught_up(runtime))
+
+
+async def test_a_reused_bundle_id_with_other_content_is_applied_and_listed(
+    runtime: Runtime, settings: Settings, client: httpx.AsyncClient, token_for: Callable[..., str], db: AsyncEngine
+) -> None:
+    """Bundle.id is the Da Vinci duplicate-detection key: a resend is a no-op, another message under it is not."""
+    bundle = sample("discharge")
+    await produce_ens(settings, encode(bundle), encode(bundle), key=PATIENT_KEY)
+    assert await eventually(lambda: n_rows(db, InboundEvent, 1))
+    for entry in bundle["entry"]:
+        if entry["resource"]["resourceType"] == "Encounter":
+            entry["resource"]["period"]["start"] = "2018-10-20T08:00:00-07:00"  # another stay's admit time
+    await produce_ens(settings, encode(bundle), key=PATIENT_KEY)
+    events = await eventually(lambda: n_rows(db, InboundEvent, 2))
+    assert events and len({e.content_hash for e in events}) == 2
+    resp = await client.get("/admin/data-quality", headers=bearer(token_for("ADMIN")))
+    assert resp.status_code == 200, resp.text
+    [finding] = resp.json()["items"]
+    assert (finding["kind"], finding["source"], finding["field"]) == ("control-id-reused", "davinci", "Bundle.id")

@@ -42,7 +42,8 @@ def test_discharge_sample() -> None:
     n = decode(sample("discharge"))
     assert (n.source, n.kind, n.message_type) == ("davinci", EncounterEventKind.DISCHARGE, "notification-discharge")
     assert n.message_id == "discharge-notification-message-bundle-01"
-    assert n.idempotency_key == "davinci|discharge-notification-message-bundle-01"
+    assert n.message_identity == "davinci|discharge-notification-message-bundle-01"
+    assert n.idempotency_key == f"{n.message_identity}|{n.content_hash[:32]}"
     assert n.event_time == datetime(2020, 8, 17, 19, 0, 15, 888493, tzinfo=UTC)  # Bundle.timestamp
     assert n.admit_time == ADMITTED
     assert n.discharge_time == datetime(2018, 10, 24, 5, 22, 15, tzinfo=UTC)  # 2018-10-23T22:22:15-07:00

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -31,7 +31,8 @@ def test_a03_sample_header_and_patient() -> None:
     assert msg.message_id == "MSG00001"
     assert msg.facility == "GHHSFacility"
     assert (msg.message_type, msg.kind) == ("ADT^A03", "discharge")
-    assert msg.idempotency_key == "hl7v2|GHHSFacility|MSG00001"
+    assert msg.message_identity == "hl7v2|GHHSFacility|MSG00001"
+    assert msg.idempotency_key.startswith("hl7v2|GHHSFacility|MSG00001|")
     assert [(i.system, i.value, i.type_code) for i in msg.identifiers] == [
         ("urn:hl7v2:aa:test1", "PATID1234", "MR"),
         ("urn:hl7v2:aa:USSSA", "123456789", "SS"),
@@ -147,6 +148,7 @@ def test_a_parser_crash_is_a_decode_error_for_every_entry_point() -> None:
         engine=None,
         sensitivity=None,  # type: ignore[arg-type]
         max_bytes=1024,
+        max_skew=timedelta(minutes=15),
     )
     with pytest.raises(DecodeError) as err:
         handler.decode(b"MSH&^~\\&|X")
@@ -158,6 +160,7 @@ def test_a_parser_crash_is_a_decode_error_for_every_entry_point() -> None:
         engine=None,
         sensitivity=None,
         max_bytes=1024,
+        max_skew=timedelta(minutes=15),
     )  # type: ignore[arg-type]
     with pytest.raises(DecodeError):
         real.decode(b"MSH&^~\\&|ADT1|GOODHEALTH")
