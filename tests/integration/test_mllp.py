@@ -261,6 +261,39 @@ async def test_at_the_limit_the_longest_idle_connection_makes_room(runtime: Runt
             await w.wait_closed()
 
 
+async def test_when_every_connection_is_processing_a_message_a_newcomer_is_refused(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Busy connections are never evicted: the newcomer is closed and counted; the busy ones get their ACK."""
+    async with MllpServer(runtime, host="127.0.0.1", port=0, max_connections=2) as server:
+        release = asyncio.Event()
+        answer = server._answer
+
+        async def held(event: object, conn_id: int) -> bytes:
+            await release.wait()  # the broker is slow: both connections stay busy
+            return await answer(event, conn_id)
+
+        monkeypatch.setattr(server, "_answer", held)
+        refused_before = metrics.sample("carecoord_mllp_connections_closed_total", reason="refused") or 0.0
+        senders = [await asyncio.open_connection("127.0.0.1", server.port) for _ in range(2)]
+        for i, (_, writer) in enumerate(senders):
+            writer.write(frame(adt(control_id=f"BUSY-{i}").encode()))
+            await writer.drain()
+        assert await eventually(lambda: _all_busy(server, 2))
+        late_reader, late = await asyncio.open_connection("127.0.0.1", server.port)
+        assert await asyncio.wait_for(late_reader.read(), 10) == b"", "the newcomer was refused"
+        assert metrics.sample("carecoord_mllp_connections_closed_total", reason="refused") == refused_before + 1
+        release.set()
+        for i, (reader, _) in enumerate(senders):
+            assert msa(await read_ack(reader)) == ("AA", f"BUSY-{i}")
+        for _, writer in [*senders, (late_reader, late)]:
+            writer.close()
+
+
+async def _all_busy(server: MllpServer, n: int) -> bool:
+    return server.open_connections == n and all(c.busy for c in server._connections.values())
+
+
 async def _has_open(server: MllpServer, n: int) -> bool:
     return server.open_connections == n
 
