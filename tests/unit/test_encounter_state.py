@@ -148,9 +148,7 @@ def test_a_late_arrival_reopens_exactly_when_it_follows_the_discharge(
 
 
 @given(
-    st.permutations(
-        [ADMIT, TRANSFER, UPDATE, DISCHARGE, LATE_UPDATE, LATE_ADMIT, facts(K.CANCEL_DISCHARGE, 97, "c")]
-    )
+    st.permutations([ADMIT, TRANSFER, UPDATE, DISCHARGE, LATE_UPDATE, LATE_ADMIT, facts(K.CANCEL_DISCHARGE, 97, "c")])
 )
 def test_incremental_fold_equals_full_fold(events: list[EncounterFacts]) -> None:
     folded = fold_all(events[:1])
