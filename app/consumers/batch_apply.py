@@ -260,6 +260,7 @@ class BatchApplier:
         facts = EncounterFacts.from_notice(notice)
         history = b.history[encounter["id"]]
         previous = b.states.get(encounter["id"])
+        previous_class, previous_status = encounter.get("class_code"), encounter.get("status") or "unknown"
         folded = fold_next(previous, history, facts) if previous is not None else fold_all([*history, facts])
         history.append(facts)
         b.states[encounter["id"]] = folded
@@ -288,6 +289,8 @@ class BatchApplier:
             discharge_at=state.discharge_at,
             hospital_service=state.hospital_service,
             behavioral_health=columns["behavioral_health"],
+            previous_class_code=previous_class,
+            previous_status=previous_status,
         )
         pid = patient["id"]
         visits = b.encounter_summaries[pid]

@@ -55,8 +55,10 @@ class EncounterApplier:
         if notice.kind is EncounterEventKind.MERGE:
             await merge_patients(session, patient, notice)
         if notice.describes_visit:
-            encounter, state = await apply_to_encounter(session, patient.id, notice, event_id, self._sensitivity)
-            created, cancelled = await self._run_rules(session, notice, event_id, patient, encounter, state)
+            encounter, state, before = await apply_to_encounter(
+                session, patient.id, notice, event_id, self._sensitivity
+            )
+            created, cancelled = await self._run_rules(session, notice, event_id, patient, encounter, state, before)
         if patient.deceased and not notice.describes_visit:
             # A visit's rules already cancelled the deceased patient's open work; a death sent without
             # a visit (an A08 with PID-30 alone) reaches it here.
@@ -122,6 +124,7 @@ class EncounterApplier:
         patient: Patient,
         encounter: Encounter,
         state: EncounterState,
+        before: EncounterState,
     ) -> tuple[int, int]:
         event = EncounterEvent(
             event_id=str(event_id),
@@ -134,6 +137,8 @@ class EncounterApplier:
             discharge_at=state.discharge_at,
             hospital_service=state.hospital_service,
             behavioral_health=encounter.behavioral_health,
+            previous_class_code=before.class_code,
+            previous_status=before.status,
         )
         await session.flush()  # the encounter's BH flag and times count towards the patient's context
         contexts = await load_contexts(session, [patient.id], self.engine.evidence_codes)

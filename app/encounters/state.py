@@ -3,6 +3,12 @@
 Events are sorted by (event time, kind precedence, idempotency key) before folding, so the final
 state depends only on the set of events, never on the order they arrived in: an A03 that overtakes
 its A01, or an A08 that trails the A03, converge to the state a perfectly ordered feed produces.
+
+Whether an arrival reopens a finished stay is decided by clinical instants, not message times: an
+admit or registration reopens it only when the arrival it describes (PV1-44 / Encounter.period.start,
+else its event time) is after the recorded discharge. A late-entered A01 for the stay the A03 already
+ended (EVN-2 after the A03's, PV1-44 before the discharge) only fills in what the stay lacks; the stay
+stays finished. The order-independence holds either way: the events are sorted before folding.
 """
 
 from __future__ import annotations
@@ -151,7 +157,46 @@ def fold_next(folded: Folded, history: list[EncounterFacts], new: EncounterFacts
     return fold_all([*history, new])
 
 
+_ARRIVALS = frozenset({K.ADMIT, K.REGISTER, K.TRANSFER})
+
+
+def arrival_instant(facts: EncounterFacts) -> datetime:
+    """When the arrival an event describes happened: the admit time an admit or registration carries
+    (PV1-44, Encounter.period.start), else the event time (a transfer's is its own)."""
+    if facts.kind in (K.ADMIT, K.REGISTER) and facts.admit_time is not None:
+        return facts.admit_time
+    return facts.event_time
+
+
+def _describes_the_ended_stay(state: EncounterState, f: EncounterFacts) -> bool:
+    """An arrival at or before the recorded discharge of a finished stay: news about that stay
+    (entered late), not a new start."""
+    return (
+        f.kind in _ARRIVALS
+        and state.status == "finished"
+        and state.discharge_at is not None
+        and arrival_instant(f) <= state.discharge_at
+    )
+
+
+def _fill_in(state: EncounterState, f: EncounterFacts) -> EncounterState:
+    """What a late arrival adds to a finished stay: only what the stay does not know yet."""
+    return replace(
+        state,
+        class_system=state.class_system if state.class_code else f.class_system,
+        class_code=state.class_code or f.class_code,
+        patient_class=state.patient_class or f.patient_class,
+        hospital_service=state.hospital_service or f.hospital_service,
+        location=state.location or f.location,
+        admit_at=state.admit_at or f.admit_time,
+        diagnoses=_merge_diagnoses(state.diagnoses, f.diagnoses),
+        last_event_at=f.event_time,
+    )
+
+
 def _apply(state: EncounterState, f: EncounterFacts) -> EncounterState:
+    if _describes_the_ended_stay(state, f):
+        return _fill_in(state, f)
     s = replace(
         state,
         class_system=f.class_system if f.class_code else state.class_system,
@@ -171,7 +216,7 @@ def _apply(state: EncounterState, f: EncounterFacts) -> EncounterState:
                 s = replace(s, status="planned")
         case K.ADMIT | K.REGISTER | K.TRANSFER:
             if s.status == "finished":
-                # A later admit reopens the visit: an end it no longer has must not linger.
+                # An arrival after the discharge reopens the visit: an end it no longer has must not linger.
                 s = replace(s, discharge_at=None, discharge_disposition=None)
             s = replace(s, status="in-progress")
         case K.CLASS_CHANGE | K.UPDATE:

@@ -67,6 +67,7 @@ def dry_run(
             continue
         visit = notice.visit_number or (notice.admit_time.isoformat() if notice.admit_time else notice.message_id)
         encounter = f"{notice.facility}|{visit}"
+        before = fold(history[encounter])
         history[encounter].append(EncounterFacts.from_notice(notice))
         state = fold(history[encounter])
         bh = classify(
@@ -88,6 +89,8 @@ def dry_run(
             discharge_at=state.discharge_at,
             hospital_service=state.hospital_service,
             behavioral_health=bh,
+            previous_class_code=before.class_code,
+            previous_status=before.status,
         )
         open_tasks = tuple(
             OpenTask(t.task_id, t.rule, t.encounter, anchors[t.task_id])

@@ -174,7 +174,7 @@ class RuleEngine:
                     )
                 )
         for rule in self._enabled:
-            if event.kind == rule.trigger.event and self._fires(rule, event, patient):
+            if _triggered(rule.trigger, event) and self._fires(rule, event, patient):
                 effects.create.append(self._create(rule, event, patient))
         return effects
 
@@ -559,9 +559,30 @@ def _screening_matches(trigger: Trigger, event: ScreeningEvent) -> bool:
     return trigger.item9_at_least is None or (event.item9 is not None and event.item9 >= trigger.item9_at_least)
 
 
+def _triggered(trigger: Trigger, event: EncounterEvent) -> bool:
+    """The event is the rule's trigger: its kind, or for an "admit" rule the visit entering the rule's
+    classes (an ED-to-inpatient conversion), whatever message said so. Repeats raise nothing new: the
+    class was already entered, and the task's dedupe key holds one task per rule per visit."""
+    if event.kind == trigger.event:
+        return True
+    return trigger.event == EncounterEventKind.ADMIT and _entered(event, frozenset(trigger.encounter_classes))
+
+
+def _entered(event: EncounterEvent, classes: frozenset[str]) -> bool:
+    """The event moved the visit into one of `classes` (from another class, or from no class known)."""
+    return (
+        bool(classes)
+        and event.previous_status is not None
+        and event.class_code in classes
+        and event.previous_class_code not in classes
+    )
+
+
 def _is_readmission(event: EncounterEvent, task: OpenTask) -> bool:
-    """A new stay that began after the task's anchor (a late A01 for an earlier stay is not one)."""
-    if event.kind is not EncounterEventKind.ADMIT or event.class_code not in ADMISSION_CLASSES:
+    """A new stay that began after the task's anchor (a late A01 for an earlier stay is not one); an
+    ED visit converted to inpatient is one too."""
+    admitted = event.kind is EncounterEventKind.ADMIT or _entered(event, ADMISSION_CLASSES)
+    if not admitted or event.class_code not in ADMISSION_CLASSES:
         return False
     started = event.admit_at or event.occurred_at
     return task.anchor_at is None or started >= task.anchor_at

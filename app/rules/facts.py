@@ -127,6 +127,12 @@ class EncounterEvent:
     discharge_at: datetime | None
     hospital_service: str | None
     behavioral_health: bool = False
+    # The visit's class and status before this event (a new visit: None and "unknown"); a None status
+    # means "not told", and the event is judged by its kind alone. An "admit" rule also fires when the
+    # event took the visit into one of its classes: an ED visit converted to inpatient (A06, an A08 or
+    # A02 with a new PV1-2, a Da Vinci transfer EMER -> IMP) is an admission like an A01.
+    previous_class_code: str | None = None
+    previous_status: str | None = None
 
 
 class ScreeningStatus(StrEnum):

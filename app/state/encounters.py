@@ -37,7 +37,8 @@ async def apply_to_encounter(
     notice: EncounterNotice,
     event_id: uuid.UUID,
     policy: SensitivityPolicy,
-) -> tuple[Encounter, EncounterState]:
+) -> tuple[Encounter, EncounterState, EncounterState]:
+    """(encounter, state after the notice, state before it): rules see the change the notice made."""
     encounter = await find_encounter(session, patient_id, notice)
     if encounter is None:
         encounter = Encounter(
@@ -45,6 +46,7 @@ async def apply_to_encounter(
         )
         session.add(encounter)
         await session.flush()
+    before = EncounterState(status=encounter.status or "unknown", class_code=encounter.class_code)
     facts = EncounterFacts.from_notice(notice)
     history = (
         (await session.execute(select(EncounterEvent.facts).where(EncounterEvent.encounter_id == encounter.id)))
@@ -62,7 +64,7 @@ async def apply_to_encounter(
         )
     )
     _store(encounter, state, policy)
-    return encounter, state
+    return encounter, state, before
 
 
 def encounter_columns(state: EncounterState, policy: SensitivityPolicy) -> dict[str, Any]:

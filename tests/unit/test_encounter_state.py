@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from hypothesis import given
@@ -23,6 +24,9 @@ TRANSFER = facts(K.TRANSFER, 24, "t", location="5E^510^B")
 UPDATE = facts(K.UPDATE, 30, "u", hospital_service="MED", diagnoses=(Diagnosis("I50.9", "I10"),))
 DISCHARGE = facts(K.DISCHARGE, 96, "d", discharge_time=T0 + timedelta(hours=95), discharge_disposition="01")
 LATE_UPDATE = facts(K.UPDATE, 100, "u2", diagnoses=(Diagnosis("F32.9", "I10"),))
+# Entered after the A03 (EVN-2 later) but admitting the patient before the recorded discharge (PV1-44).
+LATE_ADMIT = facts(K.ADMIT, 110, "a-late", class_code="IMP", location="4W^401^A", admit_time=T0)
+DISCHARGED_AT = T0 + timedelta(hours=95)
 
 
 def test_normal_stay() -> None:
@@ -49,6 +53,7 @@ def test_discharge_before_admit_and_update_after_discharge_converge() -> None:
             UPDATE,
             DISCHARGE,
             LATE_UPDATE,
+            LATE_ADMIT,
             facts(K.CANCEL_DISCHARGE, 97, "c"),
             facts(K.DISCHARGE, 120, "d2"),
         ]
@@ -92,7 +97,59 @@ def test_preadmit_does_not_undo_an_admission() -> None:
     assert fold([facts(K.PREADMIT, -24, "p")]).status == "planned"
 
 
-@given(st.permutations([ADMIT, TRANSFER, UPDATE, DISCHARGE, LATE_UPDATE, facts(K.CANCEL_DISCHARGE, 97, "c")]))
+def test_a_late_entered_admit_does_not_reopen_the_finished_stay() -> None:
+    expected = fold([ADMIT, TRANSFER, UPDATE, DISCHARGE])
+    state = fold([ADMIT, TRANSFER, UPDATE, DISCHARGE, LATE_ADMIT])
+    assert state.status == "finished"
+    assert state.discharge_at == DISCHARGED_AT and state.discharge_disposition == "01"
+    assert state.location == "5E^510^B"  # the discharge's, not the admit bed the late A01 names
+    assert state.last_event_at == LATE_ADMIT.event_time
+    assert replace(state, last_event_at=expected.last_event_at) == expected
+    # Alone with its discharge, the late admit fills in what the discharge did not say.
+    alone = fold([DISCHARGE, LATE_ADMIT])
+    assert alone.status == "finished" and alone.class_code == "IMP" and alone.admit_at == T0
+
+
+def test_an_arrival_after_the_discharge_still_reopens() -> None:
+    readmit = facts(K.ADMIT, 110, "a-new", class_code="IMP", admit_time=DISCHARGED_AT + timedelta(hours=2))
+    transfer = facts(K.TRANSFER, 110, "t-new", location="6N^601^A")
+    for event in (readmit, transfer):
+        state = fold([ADMIT, DISCHARGE, event])
+        assert state.status == "in-progress" and state.discharge_at is None, event.sort_key
+
+
+def test_an_admit_at_the_discharge_instant_is_the_ended_stay() -> None:
+    at_discharge = facts(K.REGISTER, 110, "r", admit_time=DISCHARGED_AT)
+    assert fold([DISCHARGE, at_discharge]).status == "finished"
+
+
+@given(
+    admit_hours=st.floats(min_value=-48, max_value=200, allow_nan=False),
+    entered_hours=st.floats(min_value=96.5, max_value=300, allow_nan=False),
+    kind=st.sampled_from([K.ADMIT, K.REGISTER]),
+    order=st.permutations(range(6)),
+)
+def test_a_late_arrival_reopens_exactly_when_it_follows_the_discharge(
+    admit_hours: float, entered_hours: float, kind: K, order: list[int]
+) -> None:
+    """Order-independent, and decided by the clinical instants: PV1-44 against the discharge."""
+    late = facts(kind, entered_hours, "late", class_code="IMP", admit_time=T0 + timedelta(hours=admit_hours))
+    events = [ADMIT, TRANSFER, UPDATE, DISCHARGE, LATE_UPDATE, late]
+    arrived = [events[i] for i in order]
+    state = fold(arrived)
+    assert state == fold(events)
+    reopened = late.admit_time is not None and late.admit_time > DISCHARGED_AT
+    assert state.status == ("in-progress" if reopened else "finished")
+    assert state.discharge_at == (None if reopened else DISCHARGED_AT)
+    folded = fold_all(arrived[:1])
+    for i in range(1, len(arrived)):
+        folded = fold_next(folded, arrived[:i], arrived[i])
+    assert folded == fold_all(events)
+
+
+@given(
+    st.permutations([ADMIT, TRANSFER, UPDATE, DISCHARGE, LATE_UPDATE, LATE_ADMIT, facts(K.CANCEL_DISCHARGE, 97, "c")])
+)
 def test_incremental_fold_equals_full_fold(events: list[EncounterFacts]) -> None:
     folded = fold_all(events[:1])
     for i in range(1, len(events)):

@@ -477,3 +477,31 @@ def test_end_of_day_due_is_on_the_trigger_day_and_not_before_it(anchor: datetime
     due = end_of_day_due(anchor, "event", zone=NY).due_at
     assert due >= anchor
     assert due.astimezone(NY).date() == anchor.astimezone(NY).date()
+
+
+def _conversion(previous_class: str | None, previous_status: str | None, kind: EncounterEventKind) -> EncounterEvent:
+    return replace(
+        visit(kind, "IMP", DISCHARGED_AT + timedelta(days=10)),
+        previous_class_code=previous_class,
+        previous_status=previous_status,
+    )
+
+
+@pytest.mark.parametrize(
+    "kind", [EncounterEventKind.CLASS_CHANGE, EncounterEventKind.UPDATE, EncounterEventKind.TRANSFER]
+)
+def test_a_visit_entering_an_inpatient_class_raises_the_in_reach(engine: RuleEngine, kind: EncounterEventKind) -> None:
+    assert "admission-notification" in created(engine, _conversion("EMER", "in-progress", kind))
+    assert "admission-notification" in created(engine, _conversion(None, "unknown", kind))  # first seen as inpatient
+    # Already inpatient (a repeat), or no previous state told: judged by the event's kind alone.
+    assert "admission-notification" not in created(engine, _conversion("IMP", "in-progress", kind))
+    assert "admission-notification" not in created(engine, _conversion(None, None, kind))
+
+
+def test_a_conversion_supersedes_an_earlier_stays_post_discharge_work(engine: RuleEngine) -> None:
+    task = OpenTask("t1", "post-discharge-contact", ENC, DISCHARGED_AT)
+    patient = replace(ADULT, open_tasks=(task,))
+    event = _conversion("EMER", "in-progress", EncounterEventKind.CLASS_CHANGE)
+    [cancel] = engine.on_encounter_event(event, patient).cancel
+    assert cancel.task_id == "t1" and cancel.superseded_by_encounter == OTHER_ENC
+    assert not engine.on_encounter_event(_conversion("IMP", "in-progress", EncounterEventKind.UPDATE), patient).cancel
