@@ -11,11 +11,14 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from app.api.tasks import NEUTRAL_SUPERSEDED
 from app.careplans.model import MAX_ITEMS
-from app.db.models import utcnow
+from app.db.models import Encounter, InboundEvent, TaskHistory, utcnow
 from app.runtime import Runtime
+from app.state.tasks import SUPERSEDED_BY_KEY
 from tests.access_builder import record_consent
 from tests.careplan_seed import add_task, seed_patient
 from tests.conftest import bearer
@@ -191,3 +194,57 @@ async def test_fhir_care_plan_update_cannot_collide_with_a_hidden_activity(
     full = await _holder_view(client, token_for, plan_id)
     kept = [a for a in full["activities"] if a["task_id"] == str(sud_task)]
     assert [(a["description"], a["id"] not in ("x1", "x2")) for a in kept] == [("SUD follow-up", True)]
+
+
+async def test_a_voided_part2_readmission_and_reworded_reasons_stay_neutral(
+    service: tuple[Runtime, httpx.AsyncClient],
+    db: AsyncEngine,
+    token_for: Callable[..., str],
+) -> None:
+    """The hiding follows the encounter each history entry names (SUPERSEDED_BY_KEY), not the wording:
+    after the Part 2 readmission is voided (A11) the task is open again and no longer names it, yet both
+    entries it wrote stay neutral; a reason worded without "readmission" is hidden all the same."""
+    runtime, client = service
+    await send(
+        runtime,
+        db,
+        adt("A03", control_id="P2V-A03", visit_number="V1", admit_time=hl7_at(6), discharge_time=hl7_at(4)),
+        adt(
+            "A01",
+            control_id="P2V-A01",
+            visit_number="V2",
+            event_time=hl7_at(1),
+            admit_time=hl7_at(1),
+            diagnoses=(("F10.20", "I10"),),
+        ),
+    )
+    await send(runtime, db, adt("A11", control_id="P2V-A11", visit_number="V2", event_time=hl7_at(0.5)))
+    contacts = by_type(await tasks(client, token_for(*FACILITATORS)))["post-discharge-contact"]
+    assert [t["status"] for t in contacts] == ["ready"], contacts
+    task_id = contacts[0]["id"]
+    async with AsyncSession(db) as session:
+        stay = (await session.execute(select(Encounter).where(Encounter.visit_number == "V2"))).scalar_one()
+        event_ids = [str(e) for e in (await session.execute(select(InboundEvent.id))).scalars()]
+    pmc = token_for("PMC")
+
+    async def explained() -> httpx.Response:
+        response = await client.get(f"/tasks/{task_id}/explain", headers=bearer(pmc))
+        assert response.status_code == 200, response.text
+        return response
+
+    shown = await explained()
+    steps = shown.json()["history"]
+    assert [h["action"] for h in steps] == ["created", "cancelled", "reopened"]
+    assert [h["detail"] for h in steps[1:]] == [{"reason": NEUTRAL_SUPERSEDED}] * 2
+    assert "readmission" not in shown.text.lower() and str(stay.id) not in shown.text
+    assert not [e for e in event_ids if e in json.dumps(steps[1:])]
+
+    # Reword the stored reasons: the hiding does not depend on them.
+    async with AsyncSession(db) as session, session.begin():
+        rows = (await session.execute(select(TaskHistory).where(TaskHistory.task_id == uuid.UUID(task_id)))).scalars()
+        for row in rows:
+            if row.detail and SUPERSEDED_BY_KEY in row.detail:
+                row.detail = row.detail | {"reason": "closed: SUD stay at 4W"}
+    reworded = await explained()
+    assert "SUD" not in reworded.text
+    assert [h["detail"] for h in reworded.json()["history"][1:]] == [{"reason": NEUTRAL_SUPERSEDED}] * 2
