@@ -176,17 +176,19 @@ async def validated_plan(
     current: CarePlanOut | None = None,
 ) -> CarePlanIn:
     """Ids given, checks passed; on update by a writer who may not see some Part 2 activities (no
-    permission, or no active consent of the patient), those are carried over unchanged."""
-    hidden: set[uuid.UUID] = set()
-    if current is not None:
-        hidden = await store.part2_task_ids(session, [current], part2_hidden(principal, settings))
-        body = store.kept_hidden_activities(current, hidden, body)
+    permission, or no active consent of the patient), those are carried over unchanged.
+
+    The writer's plan is checked on its own, before the hidden activities join it: ids, duplicates and
+    task links are judged as if the hidden activities did not exist, so no answer (a duplicate id, a task
+    backing two activities) can reveal one. A hidden task the writer names reads as unknown (task_scope)."""
     plan = assign_ids(body)
     task_scope = part2_task_scope(principal, settings)
-    link_errors = await store.task_link_errors(session, patient_id, plan, task_scope, already_linked=hidden)
-    errors = check_plan(plan) + link_errors
+    errors = check_plan(plan) + await store.task_link_errors(session, patient_id, plan, task_scope)
     if errors:
         raise _invalid(errors)
+    if current is not None:
+        hidden = await store.part2_task_ids(session, [current], part2_hidden(principal, settings))
+        plan = store.kept_hidden_activities(current, hidden, plan)
     return plan
 
 

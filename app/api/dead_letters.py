@@ -47,6 +47,7 @@ from app.state.dead_letters import (
     update_rejection,
 )
 from app.state.inbound import Position
+from app.state.value_free import value_free_reason
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["dead letters"])
@@ -261,10 +262,10 @@ async def replay_dead_letter(request: Request, principal: AdminPrincipal, reject
     request_line = f"POST {PATH}/{row.id}/replay outcome={result.outcome.value}"
 
     if result.outcome is Outcome.REJECTED:
-        reason = result.reason or "rejected"
+        reason = value_free_reason(result.reason or "rejected", row.payload)  # as stored: no field values
         async with runtime.sessions() as session, session.begin():
             await drop_positionless_copies(session, row, since=started)
-            await update_rejection(session, row.id, reason, result.field)
+            await update_rejection(session, row.id, reason, result.field, row.payload)
             record_audit(
                 session,
                 principal.subject,

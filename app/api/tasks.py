@@ -34,7 +34,7 @@ from app.rules.config import RuleSpec
 from app.rules.engine import RuleEngine
 from app.state.audit import AuditAction, AuditOutcome, audit_values, record_audit
 from app.state.task_actions import lock_task
-from app.state.tasks import record_attempt
+from app.state.tasks import SUPERSEDED_BY_KEY, record_attempt
 from app.state.worklists import PatientView, TaskFilters
 from app.tasks.actions import etag, parse_etag
 from app.tasks.lifecycle import ACTIVE, ACTIVE_STATUSES, STATUSES, TransitionError, timeliness
@@ -319,23 +319,33 @@ async def _hide_part2_readmission(
     session: AsyncSession, request: Request, principal: Principal, task: Task, explanation: TaskExplanation
 ) -> TaskExplanation:
     """A task superseded by a Part 2 readmission the caller may not see: no encounter id, and the
-    history entries written by that supersession carry a neutral reason (42 CFR Part 2)."""
-    readmission = task.superseded_by_encounter_id
-    if readmission is None:
+    history entries that supersession wrote (its cancellation, the reopening when it was voided) carry a
+    neutral reason (42 CFR Part 2). Those entries are found by the encounter they name under
+    SUPERSEDED_BY_KEY (app/state/tasks.py), never by their wording; whether the caller may see that
+    encounter is decided now, so a stay that became Part 2 after the fact is hidden too."""
+    named = {str(h.detail[SUPERSEDED_BY_KEY]) for h in explanation.history if h.detail.get(SUPERSEDED_BY_KEY)}
+    if task.superseded_by_encounter_id is not None:
+        named.add(str(task.superseded_by_encounter_id))
+    ids = _uuids(sorted(named))
+    if not ids:
         return explanation
     condition = encounter_part2_condition(principal, request.app.state.settings)
-    visible = (
-        await session.execute(select(Encounter.id).where(Encounter.id == readmission, condition))
-    ).first() is not None
-    if visible:
+    visible = {
+        str(e) for e in (await session.execute(select(Encounter.id).where(Encounter.id.in_(ids), condition))).scalars()
+    }
+    hidden = {str(i) for i in ids} - visible
+    if not hidden:
         return explanation
     history = [
         h.model_copy(update={"detail": {"reason": NEUTRAL_SUPERSEDED}})
-        if h.detail and ("readmission" in str(h.detail) or str(readmission) in str(h.detail))
+        if str(h.detail.get(SUPERSEDED_BY_KEY)) in hidden
         else h
         for h in explanation.history
     ]
-    return explanation.model_copy(update={"superseded_by_encounter_id": None, "history": history})
+    update: dict[str, Any] = {"history": history}
+    if str(task.superseded_by_encounter_id) in hidden:
+        update["superseded_by_encounter_id"] = None
+    return explanation.model_copy(update=update)
 
 
 async def _explain(session: AsyncSession, task: Task, rules_by_id: Mapping[str, RuleSpec]) -> TaskExplanation:

@@ -108,6 +108,10 @@ class SignOff(BaseModel):
 class CarePlanOut(CarePlanIn):
     model_config = ConfigDict(extra="ignore")
 
+    # A stored plan may hold more activities than one writer may send: a writer who cannot see the
+    # 42 CFR Part 2 activities sends up to MAX_ITEMS of their own, and the hidden ones are kept besides.
+    activities: list[Activity] = Field(default_factory=list)
+
     id: uuid.UUID
     patient_id: uuid.UUID
     version: int
@@ -145,20 +149,23 @@ class PlanError:
     message: str
 
 
+def next_free_id(prefix: str, taken: set[str]) -> str:
+    """The first `{prefix}{n}` (n = 1, 2, ...) not in `taken`."""
+    n = 1
+    while f"{prefix}{n}" in taken:
+        n += 1
+    return f"{prefix}{n}"
+
+
 def assign_ids(plan: CarePlanIn) -> CarePlanIn:
     """Give every goal, activity and patient action a stable id (kept across versions once given)."""
     plan = plan.model_copy(deep=True)
     for prefix, items in (("g", plan.goals), ("a", plan.activities), ("p", plan.patient_actions)):
         taken = {item.id for item in items if item.id}
-        n = 0
         for item in items:
-            if item.id:
-                continue
-            n += 1
-            while f"{prefix}{n}" in taken:
-                n += 1
-            item.id = f"{prefix}{n}"
-            taken.add(item.id)
+            if not item.id:
+                item.id = next_free_id(prefix, taken)
+                taken.add(item.id)
     return plan
 
 

@@ -45,7 +45,7 @@ from app.rules.facts import EncounterEvent as RuleEvent
 from app.state.encounters import encounter_columns
 from app.state.inbound import Position, event_id_for
 from app.state.patient_context import in_bh_population, load_contexts
-from app.state.tasks import INITIAL_STATUS
+from app.state.tasks import INITIAL_STATUS, cancel_detail
 
 _PATIENT_FIELDS = ("family_name", "given_name", "birth_date", "sex")
 _ENCOUNTER_STATE_FIELDS = (
@@ -343,9 +343,8 @@ class BatchApplier:
                 task.superseded_by = uuid.UUID(cancel.superseded_by_encounter)
                 b.closers.add(task.superseded_by)
             b.dedupe_keys.add(task.dedupe_key)
-            self._close(
-                b, open_tasks, task, "cancelled", {"reason": cancel.reason, "event_id": str(event_id)}, actor, now
-            )
+            detail = cancel_detail(cancel.reason, str(event_id), cancel.superseded_by_encounter)
+            self._close(b, open_tasks, task, "cancelled", detail, actor, now)
             result.tasks_cancelled += 1
         for effect in effects.create:
             if effect.dedupe_key in b.dedupe_keys:

@@ -255,7 +255,7 @@ class ConsumerRunner:
         )
         try:
             await self._dead_letter(
-                record, HandleResult(Outcome.REJECTED, reason=f"unrecordable: {type(exc).__name__}: {exc}"[:1000])
+                record, HandleResult(Outcome.REJECTED, reason=f"unrecordable: {type(exc).__name__}")
             )
         except KafkaError:
             return False

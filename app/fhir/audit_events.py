@@ -4,6 +4,10 @@ Only `auditor_roles` may search (the trail names every patient anyone looked at)
 (a Patient id or reference: events that touched that patient), `agent` (the user id, token `sub`),
 `date` (AuditEvent.recorded, with the R4 date prefixes; repeat to AND), `_count` (default 50, at most
 200) and the opaque `_cursor` of a `next` link. Newest first. The search itself is audited.
+
+42 CFR Part 2: a Consent record (a consent written or read) tells that the patient has Part 2 data, so
+an auditor without the Part 2 permission (`part2_roles`) is given none, exactly like the consents
+themselves (app/fhir/consents.py): they are left out of the results and of `total`, not redacted.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import ColumnElement, String, and_, cast, false, func, or_, select
 
 from app.api.audit import AuditAction, audit
-from app.api.auth import CurrentPrincipal
+from app.api.auth import CurrentPrincipal, may_see_part2
 from app.api.problems import Problem
 from app.api.scopes import scoped
 from app.db.models import AuditEvent
@@ -47,6 +51,7 @@ ENTITY_TYPE = "http://terminology.hl7.org/CodeSystem/audit-entity-type"
 OBJECT_ROLE = "http://terminology.hl7.org/CodeSystem/object-role"
 SOURCE_TYPE = "http://terminology.hl7.org/CodeSystem/security-source-type"
 NETWORK_IP = "2"  # AuditEvent.agent.network.type: IP address
+PART2_RESOURCE_TYPES = ("Consent",)  # audit records whose existence is 42 CFR Part 2 data
 
 
 def audit_event_resource(row: AuditEvent) -> dict[str, Any]:
@@ -151,6 +156,8 @@ async def search_audit_events(
     except SearchParamError as exc:
         raise Problem(400, "Invalid search", exc.message, field=exc.param) from None
 
+    if not may_see_part2(principal, settings):
+        conditions.append(AuditEvent.resource_type.not_in(PART2_RESOURCE_TYPES))
     page_conditions = [*conditions, *([AuditEvent.id < after] if after is not None else [])]
     async with request.app.state.runtime.sessions() as session, session.begin():
         total = int(await session.scalar(select(func.count()).select_from(AuditEvent).where(*conditions)) or 0)

@@ -80,6 +80,7 @@ class ReopenTask:
     task_id: str
     status: str  # the active status it had before it closed
     reason: str
+    superseded_by_encounter: str | None = None  # the voided readmission, when it was a supersession
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,7 +243,8 @@ class RuleEngine:
                 why = f"the readmission that superseded it was cancelled ({event.kind.value}, event {event.event_id})"
             else:
                 continue
-            found.append(ReopenTask(task.task_id, task.previous_status, why))
+            superseding = event.encounter_id if task.superseded_by_encounter == event.encounter_id else None
+            found.append(ReopenTask(task.task_id, task.previous_status, why, superseding))
         return found
 
     def on_evidence_retracted(self, record_id: str, patient: PatientFacts) -> Effects:

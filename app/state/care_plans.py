@@ -15,7 +15,7 @@ from sqlalchemy import ColumnElement, and_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.careplans.model import CarePlanIn, CarePlanOut, PlanError, SignOff
+from app.careplans.model import CarePlanIn, CarePlanOut, PlanError, SignOff, next_free_id
 from app.careplans.signoff import SignOffPolicy
 from app.db.models import CarePlan, CarePlanVersion, Patient, RosterMember, Task, utcnow
 
@@ -113,12 +113,10 @@ async def task_link_errors(
     patient_id: uuid.UUID,
     plan: CarePlanIn,
     task_scope: Sequence[ColumnElement[bool]] = (),
-    already_linked: set[uuid.UUID] | None = None,
 ) -> list[PlanError]:
     """Each linked task must exist, be about this patient and be one the writer may see (`task_scope`,
     app/api/access.py task_conditions): a hidden task, a Part 2 one included, reads as unknown."""
-    skip = already_linked or set()  # links an entitled writer made, carried over unseen
-    wanted = {a.task_id: i for i, a in enumerate(plan.activities) if a.task_id is not None and a.task_id not in skip}
+    wanted = {a.task_id: i for i, a in enumerate(plan.activities) if a.task_id is not None}
     if not wanted:
         return []
     query = select(Task.id, Task.patient_id).where(Task.id.in_(list(wanted)), *task_scope)
@@ -152,13 +150,25 @@ def without_tasks(plan: CarePlanOut, hidden: set[uuid.UUID]) -> CarePlanOut:
 
 def kept_hidden_activities(current: CarePlanOut, hidden: set[uuid.UUID], plan: CarePlanIn) -> CarePlanIn:
     """A writer who could not see the Part 2 activities must not delete them by omission: they are kept
-    (their links to goals the writer removed are dropped)."""
+    (their links to goals the writer removed are dropped).
+
+    Merged only after the writer's own plan passed every check (app/api/care_plans.py validated_plan),
+    so no validation answer depends on them. An id the writer's plan uses that a kept activity holds
+    goes to the writer; the kept activity takes the next free id instead (only a reader who may see it
+    notices, in the new version)."""
     kept = [a for a in current.activities if a.task_id in hidden]
     if not kept:
         return plan
     goal_ids = {g.id for g in plan.goals if g.id}
-    kept = [a.model_copy(update={"goal_ids": [g for g in a.goal_ids if g in goal_ids]}) for a in kept]
-    return plan.model_copy(update={"activities": [*plan.activities, *kept]})
+    taken = {a.id for a in plan.activities if a.id} | {p.id for p in plan.patient_actions if p.id}
+    carried = []
+    for activity in kept:
+        changes: dict[str, object] = {"goal_ids": [g for g in activity.goal_ids if g in goal_ids]}
+        if activity.id is None or activity.id in taken:
+            changes["id"] = next_free_id("a", taken)
+        taken.add(str(changes.get("id", activity.id)))
+        carried.append(activity.model_copy(update=changes))
+    return plan.model_copy(update={"activities": [*plan.activities, *carried]})
 
 
 async def _flush_or_conflict(session: AsyncSession) -> None:

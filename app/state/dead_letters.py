@@ -16,6 +16,7 @@ from sqlalchemy import ColumnElement, and_, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.models import InboundEvent, PatientIdentifier, RejectedEvent, utcnow
+from app.state.value_free import value_free_reason
 
 OPEN = "open"
 REPLAYED = "replayed"
@@ -165,7 +166,9 @@ async def mark_discarded(session: AsyncSession, rejected_id: uuid.UUID, *, actor
     return await _settle(session, rejected_id, DISCARDED, actor=actor, resolution=reason)
 
 
-async def update_rejection(session: AsyncSession, rejected_id: uuid.UUID, reason: str, field: str | None) -> bool:
+async def update_rejection(
+    session: AsyncSession, rejected_id: uuid.UUID, reason: str, field: str | None, payload: bytes
+) -> bool:
     """A replay was rejected again: keep the row open and record why it failed this time.
 
     `record_rejected` is idempotent per broker position and returns the existing row unchanged,
@@ -174,7 +177,7 @@ async def update_rejection(session: AsyncSession, rejected_id: uuid.UUID, reason
     result = await session.execute(
         update(RejectedEvent)
         .where(RejectedEvent.id == rejected_id, RejectedEvent.status == OPEN)
-        .values(reason=reason[:REASON_MAX], field=field[:FIELD_MAX] if field else None)
+        .values(reason=value_free_reason(reason, payload)[:REASON_MAX], field=field[:FIELD_MAX] if field else None)
         .execution_options(synchronize_session=False)
     )
     return result.rowcount == 1

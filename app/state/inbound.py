@@ -16,6 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.models import InboundEvent, RejectedEvent, utcnow
+from app.state.value_free import value_free_reason
 
 EVENT_ID_NAMESPACE = uuid.UUID("6f1d9b3c-2a4e-5b7d-9c1e-3f5a7b9d1c2e")
 
@@ -121,7 +122,7 @@ async def record_rejected(
         topic=position.topic,
         partition=position.partition,
         offset=position.offset,
-        reason=reason[:4000],
+        reason=value_free_reason(reason, payload)[:4000],
         field=field[:64] if field else None,
         payload=payload,
     )

@@ -105,7 +105,9 @@ def cancel_task(
     check_transition(previous, CANCELLED)
     task.status = CANCELLED
     task.dedupe_key = f"{task.dedupe_key}{CANCEL_KEY_SEPARATOR}{task.id}"
-    _history(session, task, actor, CANCELLED, previous, CANCELLED, _cancel_detail(reason, event_id))
+    _history(
+        session, task, actor, CANCELLED, previous, CANCELLED, cancel_detail(reason, event_id, superseded_by_encounter)
+    )
 
 
 def complete_task(
@@ -269,7 +271,7 @@ async def cancel_tasks_where(
         literal(CANCELLED),
         t.c.status,
         literal(CANCELLED),
-        literal(_cancel_detail(reason, event_id), JSON()),
+        literal(cancel_detail(reason, event_id), JSON()),
     ).where(active)
     await session.execute(
         insert(TaskHistory.__table__).from_select(
@@ -304,7 +306,7 @@ async def reopen_task(session: AsyncSession, task: Task, reopen: ReopenTask, *, 
         if holder is not None:
             return False
         task.dedupe_key = key
-    detail = {"reason": reopen.reason, "event_id": event_id}
+    detail: dict[str, Any] = cancel_detail(reopen.reason, event_id, reopen.superseded_by_encounter)
     if task.business_status is not None and previous == "completed":  # a loop closed by its summary
         closing = await session.scalar(
             select(TaskHistory.detail)
@@ -351,8 +353,18 @@ def _advance(session: AsyncSession, task: Task, advance: AdvanceTask, actor: str
     )
 
 
-def _cancel_detail(reason: str, event_id: str) -> dict[str, str]:
-    return {"reason": reason, "event_id": event_id}
+# Task-history detail key naming the encounter a supersession (a readmission) came from, on the
+# "cancelled" entry it wrote and the "reopened" entry of its voiding. The explain hides such an entry's
+# reason from callers who may not see that encounter (42 CFR Part 2, app/api/tasks.py): the decision reads
+# this key, never the reason's wording.
+SUPERSEDED_BY_KEY = "superseded_by_encounter_id"
+
+
+def cancel_detail(reason: str, event_id: str, superseded_by_encounter: str | None = None) -> dict[str, Any]:
+    detail: dict[str, Any] = {"reason": reason, "event_id": event_id}
+    if superseded_by_encounter:
+        detail[SUPERSEDED_BY_KEY] = superseded_by_encounter
+    return detail
 
 
 async def apply_effects(

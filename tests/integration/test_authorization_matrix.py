@@ -176,6 +176,28 @@ class World:
     fhir_draft_id: uuid.UUID  # a draft the FHIR PUT updates
     fhir_task: dict[str, Any]  # the FHIR Task PUT's task as read
     fhir_plan: dict[str, Any]  # the FHIR CarePlan PUT's plan as read
+    part2_ids: tuple[str, ...] = ()  # the Part 2 seed: patient, encounter, task, consent
+
+
+async def seed_part2(db: AsyncEngine) -> tuple[str, ...]:
+    """A patient known only through 42 CFR Part 2 data (a Part 2 stay, its task in team T1, a consent):
+    every id of it must stay out of every body a caller without the Part 2 permission gets."""
+    async with AsyncSession(db, expire_on_commit=False) as session, session.begin():
+        patient = Patient(family_name="PARTTWO")
+        session.add(patient)
+        await session.flush()
+        stay = Encounter(
+            patient_id=patient.id, facility="GOODHEALTH", visit_number="MX-P2", status="finished", diagnoses=[],
+            security_labels=[], admit_at=datetime(2026, 11, 1, tzinfo=UTC), part2=True, hospital_service="SUD",
+        )  # fmt: skip
+        session.add(stay)
+        await session.flush()
+        task = scope_task(patient.id, "BHCF", "T1", encounter_id=stay.id, part2=True)
+        session.add(task)
+    await record_consent(db, patient.id)
+    async with AsyncSession(db) as session:
+        consent_id = await session.scalar(select(Consent.id).where(Consent.patient_id == patient.id))
+    return (str(patient.id), str(stay.id), str(task.id), str(consent_id))
 
 
 # one task each: (status, owner, type, business_status)
@@ -270,7 +292,7 @@ async def build_world(db: AsyncEngine, client: httpx.AsyncClient, token: Callabl
         patient.id, task.id, encounter.id, consent_id, [r.id for r in rows], import_id,
         action_tasks={name: t.id for name, t in action_tasks.items()},
         plan_id=plans[0], draft_plan_id=plans[1], fhir_draft_id=fhir_draft_id,
-        fhir_task=fhir_task_read.json(), fhir_plan=fhir_plan_read.json(),
+        fhir_task=fhir_task_read.json(), fhir_plan=fhir_plan_read.json(), part2_ids=await seed_part2(db),
     )  # fmt: skip
 
 
@@ -393,18 +415,25 @@ async def test_authorization_matrix(
     failures: list[str] = []
     for (method, path), access in MATRIX.items():
         req = request_for(method, path, world)
-        checks: list[tuple[str, str | None, int]] = [("no token", None, 401)]
+        checks: list[tuple[str, str | None, int, bool]] = [("no token", None, 401, False)]
         if access.denied is not None:
-            checks.append((f"roles {access.denied}", token(*access.denied, scopes=ALL_SCOPES), access.denied_status))
+            denied = token(*access.denied, scopes=ALL_SCOPES)
+            checks.append((f"roles {access.denied}", denied, access.denied_status, "PART2" in access.denied))
         if access.scope is not None:
-            checks.append(("no scope for it", token(*access.ok, scopes=NO_USEFUL_SCOPE), 403))
-        checks.append((f"roles {access.ok}", token(*access.ok, scopes=ALL_SCOPES), access.ok_status))
-        for label, bearer_token, expected in checks:
+            checks.append(("no scope for it", token(*access.ok, scopes=NO_USEFUL_SCOPE), 403, False))
+        checks.append(
+            (f"roles {access.ok}", token(*access.ok, scopes=ALL_SCOPES), access.ok_status, "PART2" in access.ok)
+        )
+        for label, bearer_token, expected, may_see_part2 in checks:
             response = await call(client, req, bearer_token)
             if response.status_code != expected:
                 failures.append(
                     f"{method} {path} as {label}: {response.status_code} != {expected} {response.text[:200]}"
                 )
+            # Every body, not just the status: no id of the Part 2 seed for a caller without the permission.
+            shown = [i for i in world.part2_ids if i in response.text or i in str(response.headers)]
+            if shown and not may_see_part2:
+                failures.append(f"{method} {path} as {label}: the body names Part 2 ids {shown}")
     assert not failures, "\n".join(failures)
 
 

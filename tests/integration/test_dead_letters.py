@@ -18,6 +18,7 @@ from app.consumers.hl7v2_decode import Hl7DecodeError
 from app.db.models import AuditEvent, InboundEvent, Patient, RejectedEvent, Task
 from app.runtime import Runtime
 from app.settings import Settings
+from app.state.value_free import value_free_reason
 from tests.conftest import bearer, eventually
 from tests.hl7_builder import adt
 from tests.integration.test_adt_pipeline import count, produce, tasks_over_http
@@ -373,3 +374,40 @@ async def test_a_da_vinci_dead_letter_replays_through_the_ens_handler(
         source = await conn.scalar(select(InboundEvent.source))
     assert source == "davinci"
     assert [r.status for r in await rejected_rows(db)] == ["replayed"]
+
+
+async def test_the_listed_reason_quotes_no_field_values(
+    runtime: Runtime, settings: Settings, client: httpx.AsyncClient, token_for: Callable[..., str], db: AsyncEngine
+) -> None:
+    """The decoder words the error with the bad birth date in it; the stored, listed and replayed reason
+    names the field only. The values stay in the payload, for an admin who may read it."""
+    name, mrn, birth = "ZWIRBELHOFER", "MRN-QX7731", "19800231"
+    poison = adt(family=name, given="QUENTINA", mrn=mrn, birth_date=birth).encode()
+    await produce(settings, poison, key=b"poison")
+    assert await eventually(lambda: n_rejected(db, 1))
+    admin = bearer(token_for("ADMIN", sub="admin-1"))
+    listing = await client.get(PATH, headers=admin)
+    assert listing.status_code == 200, listing.text
+    [item] = listing.json()["items"]
+    assert item["field"] == "PID-7" and item["reason"].startswith("PID-7: "), item
+    replayed = await client.post(f"{PATH}/{item['id']}/replay", headers=admin)
+    assert replayed.status_code == 409, replayed.text
+    for text in (listing.text, replayed.text):
+        assert not [v for v in (name, mrn, birth, "QUENTINA") if v in text], text
+    holder = bearer(token_for("ADMIN", "PART2", sub="admin-2"))
+    detail = await client.get(f"{PATH}/{item['id']}", headers=holder)
+    assert detail.status_code == 200, detail.text
+    body = detail.json()
+    assert all(v in body["payload"] for v in (name, mrn, birth)) and birth not in body["reason"]
+
+
+def test_value_free_reason_withholds_quoted_and_payload_values() -> None:
+    payload = adt(family="ZWIRBELHOFER", mrn="MRN-QX7731").encode()
+    reason = "PID-5: ZWIRBELHOFER is too long; PID-3 MRN-QX7731 unknown; input_value=42 'x'"
+    cleaned = value_free_reason(reason, payload)
+    assert "ZWIRBELHOFER" not in cleaned and "MRN-QX7731" not in cleaned and "42" not in cleaned
+    assert cleaned.startswith("PID-5: ") and "PID-3" in cleaned
+    fhir = b'{"resourceType": "Patient", "birthDate": "1980-02-31", "name": [{"family": "Okonkwo-Ruiz"}]}'
+    assert value_free_reason("birthDate 1980-02-31 of Okonkwo-Ruiz", fhir) == (
+        "birthDate (value withheld) of (value withheld)"
+    )

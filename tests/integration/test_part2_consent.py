@@ -5,6 +5,7 @@ are recorded over REST and read back as validated FHIR R4 Consent resources."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -322,3 +323,35 @@ async def test_after_a_merge_the_latest_recorded_consent_decides(db: AsyncEngine
     assert [row.status for row in held] == ["inactive", "inactive" if revoked_last else "active"]
     assert consented is (not revoked_last)
     assert {row.resource["patient"]["reference"] for row in held} == {f"Patient/{survivor}"}
+
+
+@pytest.mark.api_only
+async def test_consent_audit_records_are_gated_like_consents(
+    runtime: Runtime, client: httpx.AsyncClient, db: AsyncEngine, token_for: Callable[..., str]
+) -> None:
+    """An AuditEvent of a Consent write or read tells the patient has Part 2 data: an auditor without the
+    Part 2 permission finds none (not in the results, not in the total); one with it finds them all."""
+    seeded = await seed_patient(db)
+    supervisor = bearer(token_for("SUPERVISOR", sub="sup-audit", teams=("T1",)))
+    written = await client.post(f"/patients/{seeded.patient_id}/consents", json={}, headers=supervisor)
+    assert written.status_code == 201, written.text
+    consent_id = written.json()["id"]
+    holder = bearer(token_for("SUPERVISOR", "PART2", sub="sud-auditee", teams=("T1",)))
+    assert (await client.get(f"/fhir/Consent/{consent_id}", headers=holder)).status_code == 200
+    other = await client.get(f"/patients/{seeded.patient_id}/care-plans", headers=holder)  # not Part 2
+    assert other.status_code == 200, other.text
+    params = {"patient": str(seeded.patient_id)}
+
+    async def searched(token: str) -> dict[str, Any]:
+        response = await client.get("/fhir/AuditEvent", params=params, headers=bearer(token))
+        assert response.status_code == 200, response.text
+        return dict(response.json())
+
+    plain = await searched(token_for("AUDITOR", sub="auditor-plain"))
+    names = [e["resource"]["entity"][-1]["name"] for e in plain.get("entry", [])]
+    assert names == ["CarePlan"] and plain["total"] == 1, names
+    assert consent_id not in json.dumps(plain) and "Consent" not in json.dumps(plain)
+    entitled = await searched(token_for("AUDITOR", "PART2", sub="auditor-p2"))
+    names = [e["resource"]["entity"][-1]["name"] for e in entitled["entry"]]
+    # (the plain auditor's search is on record too, naming the patient it found)
+    assert sorted(names) == ["AuditEvent", "CarePlan", "Consent", "Consent"] and entitled["total"] == 4, names
