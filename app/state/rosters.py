@@ -444,6 +444,14 @@ async def _create_member_tasks(
         "adult": true(),
     }
     role = case(*((member_of[population], literal(role)) for population, role in plan.routes))
+    # Why that role, for the task's explanation: the population the roster row put the member in.
+    route_basis = case(
+        *(
+            (member_of[population], literal(_member_route_basis(population, role), JSON()))
+            for population, role in plan.routes
+        ),
+        else_=null(),
+    )
     now = literal(utcnow(), UTCDateTime())
     added = (
         select(
@@ -459,6 +467,7 @@ async def _create_member_tasks(
             literal(plan.due_basis, JSON()),
             literal(plan.rule_id),
             literal(plan.rule_version),
+            route_basis,
             literal([str(import_id)], JSON()),
             literal(1),
             now,
@@ -480,6 +489,7 @@ async def _create_member_tasks(
         "due_basis",
         "rule_id",
         "rule_version",
+        "route_basis",
         "triggering_event_ids",
         "version",
         "created_at",
@@ -504,6 +514,15 @@ async def _create_member_tasks(
             )
         )
     return created
+
+
+def _member_route_basis(population: str, role: str) -> dict[str, str]:
+    return {
+        "population": population,
+        "role": role,
+        "team": "the member's practice on the roster",
+        "reason": "roster member: BH program flag and age on the roster's date, in the routing precedence",
+    }
 
 
 async def _cancel_tasks_of_terminated(session: AsyncSession, import_id: uuid.UUID, sender: str) -> int:
