@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.db.models import AuditEvent, RosterImport, RosterMember, Task
 from app.inbox.watcher import InboxWatcher
 from app.runtime import Runtime
-from tests.conftest import bearer
+from tests.conftest import bearer, eventually
 from tests.roster_builder import csv_text, make_importer, member
 
 MONDAY = datetime(2026, 11, 2, 17, 0, tzinfo=UTC)  # no schedule: nothing else raises alerts
@@ -127,3 +127,29 @@ async def test_links_and_special_files_are_refused_not_read(db: AsyncEngine, inb
         alerts = (await conn.execute(select(Task.type))).scalars().all()
     assert alerts == ["roster-file-rejected"] * 4
     assert await members(db, "active") == 0
+
+
+@pytest.mark.api_only
+async def test_a_held_upload_is_kept_and_applied_on_confirm(
+    client: httpx.AsyncClient, token_for: Callable[..., str], runtime: Runtime, db: AsyncEngine
+) -> None:
+    from tests.integration.test_roster_api import finished, upload
+
+    data = token_for("DATA")
+    first = await upload(client, data, csv_text([member(i) for i in range(1, 21)]), "day1.csv")
+    assert (await finished(client, data, first.json()["id"]))["status"] == "completed"
+    second = await upload(client, data, csv_text([member(1)]), "day2.csv", as_of="2026-11-03")
+    job = await finished(client, data, second.json()["id"])
+    assert job["status"] == "held" and job["terminated"] == 19 and "would terminate" in job["reason"]
+    kept = runtime.settings.var_dir / "roster-uploads" / "held" / f"{job['id']}.upload"
+    assert kept.exists() and await members(db, "active") == 20
+    confirmed = await client.post(f"/rosters/imports/{job['id']}/confirm", headers=bearer(data))
+    assert confirmed.status_code == 200, confirmed.text
+
+    async def applied() -> dict | None:
+        body = (await client.get(f"/rosters/imports/{job['id']}", headers=bearer(data))).json()
+        return body if body["status"] not in ("queued", "confirmed") else None
+
+    done = await eventually(applied)
+    assert done is not None and (done["status"], done["terminated"]) == ("completed", 19)
+    assert not kept.exists() and await members(db, "active") == 1
