@@ -315,6 +315,16 @@ class Settings(BaseSettings):
     roster_max_error_ratio: float = Field(
         default=0.05, ge=0, le=1, description="a file with more bad rows than this share is rejected whole"
     )
+    roster_hold_termination_ratio: float = Field(
+        default=0.2,
+        ge=0,
+        le=1,
+        description="a full snapshot terminating more than this share of the sender's active members is held for "
+        "data staff to confirm (1 = never hold)",
+    )
+    roster_hold_min_terminations: int = Field(
+        default=10, ge=1, description="a file terminating fewer members than this is never held (small lists churn)"
+    )
     roster_batch_rows: int = Field(default=20_000, ge=100, description="rows staged per database round trip")
     roster_temp_buffers_mb: int = Field(
         default=512, ge=8, description="PostgreSQL temp_buffers for a roster's staging table (per importing session)"

@@ -103,9 +103,7 @@ async def upload_roster(
     if duplicate:
         saved.unlink(missing_ok=True)
         return JSONResponse({**_job_body(job), "duplicate": True}, status_code=200)
-    task = asyncio.create_task(_process(importer, job.id, req))
-    request.app.state.roster_jobs.add(task)
-    task.add_done_callback(request.app.state.roster_jobs.discard)
+    _spawn(request, importer, job.id, req)
     return JSONResponse(
         {**_job_body(job), "duplicate": False},
         status_code=202,
@@ -113,13 +111,95 @@ async def upload_roster(
     )
 
 
+def _held_upload(settings: Any, import_id: uuid.UUID) -> Path:
+    return settings.var_dir / "roster-uploads" / "held" / f"{import_id}.upload"
+
+
 async def _process(importer: RosterImporter, import_id: uuid.UUID, req: ImportRequest) -> None:
+    """Run an upload's import; a held file is kept (for data staff's decision), any other is deleted."""
+    held = _held_upload(importer.settings, import_id)
+    kept = False
     try:
-        await importer.process(import_id, req)
+        outcome = await importer.process(import_id, req)
+        if outcome.status == store.HELD:
+            held.parent.mkdir(parents=True, exist_ok=True)
+            if req.path != held:
+                req.path.replace(held)
+            kept = True
     except Exception:
         log.warning("roster upload processing failed", extra={"import_id": str(import_id)})
+        kept = req.path == held  # a confirmed file that failed stays for a retry
     finally:
-        req.path.unlink(missing_ok=True)
+        if not kept:
+            req.path.unlink(missing_ok=True)
+
+
+def _spawn(request: Request, importer: RosterImporter, import_id: uuid.UUID, req: ImportRequest) -> None:
+    task = asyncio.create_task(_process(importer, import_id, req))
+    request.app.state.roster_jobs.add(task)
+    task.add_done_callback(request.app.state.roster_jobs.discard)
+
+
+@router.get("/rosters/imports", dependencies=scoped("Group"))
+async def list_roster_imports(
+    request: Request,
+    principal: RosterPrincipal,
+    status: Annotated[Literal["held"], Query(description="held: files waiting for data staff to confirm")] = "held",
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> dict[str, Any]:
+    """Import jobs in a status: today the held files (a mass termination waiting for confirmation)."""
+    async with request.app.state.runtime.sessions() as session, session.begin():
+        jobs = await store.imports_with_status(session, status, limit)
+        record_audit(
+            session,
+            principal.subject,
+            principal.roles,
+            action=AuditAction.READ,
+            resource_type="RosterImport",
+            request=f"GET /rosters/imports?status={status}",
+        )
+    return {"items": [_job_body(job) for job in jobs], "count": len(jobs)}
+
+
+async def _decide(request: Request, principal: Principal, import_id: uuid.UUID, verb: str) -> dict[str, Any]:
+    importer = _importer(request)
+    status = store.CONFIRMED if verb == "confirm" else store.REJECTED
+    reason = None if verb == "confirm" else f"rejected by data staff ({principal.subject}) after a hold"
+    async with request.app.state.runtime.sessions() as session, session.begin():
+        decided = await store.decide_held(session, import_id, status, reason)
+        job = await store.get_import(session, import_id)
+        record_audit(
+            session,
+            principal.subject,
+            principal.roles,
+            action=AuditAction.UPDATE,
+            resource_type="RosterImport",
+            request=f"POST /rosters/imports/{import_id}/{verb}",
+        )
+    if job is None:
+        raise Problem(404, "Not found", f"no roster import {import_id}", field="import_id")
+    if not decided:
+        raise Problem(409, "Conflict", f"the import is {job.status}, not held", field="status")
+    held = _held_upload(importer.settings, import_id)
+    if status == store.CONFIRMED and held.exists():  # an API upload: apply it here; inbox files: the watcher
+        fmt: Any = job.format
+        req = ImportRequest(held, job.filename, fmt, job.mapping, job.sender, "api", job.as_of)
+        _spawn(request, importer, import_id, req)
+    elif status == store.REJECTED:
+        held.unlink(missing_ok=True)
+    return _job_body(job)
+
+
+@router.post("/rosters/imports/{import_id}/confirm", dependencies=scoped("Group"))
+async def confirm_roster_import(request: Request, principal: RosterPrincipal, import_id: uuid.UUID) -> dict[str, Any]:
+    """Apply a held file as it is (the mass termination was intended)."""
+    return await _decide(request, principal, import_id, "confirm")
+
+
+@router.post("/rosters/imports/{import_id}/reject", dependencies=scoped("Group"))
+async def reject_roster_import(request: Request, principal: RosterPrincipal, import_id: uuid.UUID) -> dict[str, Any]:
+    """Refuse a held file: nothing is applied, the same bytes stay refused."""
+    return await _decide(request, principal, import_id, "reject")
 
 
 @router.get("/rosters/imports/{import_id}", dependencies=scoped("Group"))

@@ -68,6 +68,19 @@ class TriggeringEvent(BaseModel):
     received_at: datetime | None
 
 
+class TriggeringScreening(BaseModel):
+    """The screening a screening-raised task came from (its triggering event is the screening's id)."""
+
+    event_id: str
+    resource: str = Field(description="the source FHIR resource, `Observation/<id>` or `QuestionnaireResponse/<id>`")
+    instrument: str
+    score: int
+    positive: bool
+    status: str = Field(description="active, or retracted when its source was entered in error")
+    effective_at: datetime
+    received_at: datetime = Field(description="when the service recorded the screening")
+
+
 class HistoryEntry(BaseModel):
     at: datetime
     actor: str
@@ -87,6 +100,9 @@ class TaskExplanation(BaseModel):
     rule_description: str | None = Field(description="from the rules file now loaded; null if the rule was removed")
     rule_version_current: bool = Field(description="the task was raised by the version of the rule now loaded")
     triggering_events: list[TriggeringEvent]
+    screenings: list[TriggeringScreening] = Field(
+        default_factory=list, description="the screenings that raised the task (screening rules); empty otherwise"
+    )
     due_at: datetime
     due_basis: dict[str, Any]
     route_basis: dict[str, Any] | None

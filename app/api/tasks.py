@@ -25,12 +25,13 @@ from app.api.schemas import (
     TaskList,
     TaskOut,
     TriggeringEvent,
+    TriggeringScreening,
     WorklistPage,
 )
 from app.api.scopes import scoped
 from app.api.worklist_query import PageQuery, run_page
-from app.db.models import Encounter, InboundEvent, Patient, Task, TaskHistory, utcnow
-from app.rules.config import RuleSpec
+from app.db.models import Encounter, InboundEvent, Patient, ScreeningEvent, Task, TaskHistory, utcnow
+from app.rules.config import MemberRuleSpec, RuleSpec
 from app.rules.engine import RuleEngine
 from app.state.audit import AuditAction, AuditOutcome, audit_values, record_audit
 from app.state.task_actions import lock_task
@@ -301,7 +302,7 @@ async def explain_task(request: Request, principal: CurrentPrincipal, task_id: u
     and its history: what a facilitator or auditor needs to see why it exists."""
     async with request.app.state.runtime.sessions() as session, session.begin():
         task = await _visible_task(session, request, principal, task_id, f"GET /tasks/{task_id}/explain")
-        explanation = await _explain(session, task, _engine(request).rules_by_id) if task is not None else None
+        explanation = await _explain(session, task, _engine(request).explainable_rules) if task is not None else None
         if explanation is not None and task is not None:
             explanation = await _hide_part2_readmission(session, request, principal, task, explanation)
     if explanation is None:
@@ -348,11 +349,13 @@ async def _hide_part2_readmission(
     return explanation.model_copy(update=update)
 
 
-async def _explain(session: AsyncSession, task: Task, rules_by_id: Mapping[str, RuleSpec]) -> TaskExplanation:
-    events = (
-        await session.execute(select(InboundEvent).where(InboundEvent.id.in_(_uuids(task.triggering_event_ids))))
-    ).scalars()
+async def _explain(
+    session: AsyncSession, task: Task, rules_by_id: Mapping[str, RuleSpec | MemberRuleSpec]
+) -> TaskExplanation:
+    ids = _uuids(task.triggering_event_ids)
+    events = (await session.execute(select(InboundEvent).where(InboundEvent.id.in_(ids)))).scalars()
     by_id = {str(e.id): e for e in events}
+    screenings = (await session.execute(select(ScreeningEvent).where(ScreeningEvent.id.in_(ids)))).scalars()
     history = (
         await session.execute(select(TaskHistory).where(TaskHistory.task_id == task.id).order_by(TaskHistory.id))
     ).scalars()
@@ -378,6 +381,19 @@ async def _explain(session: AsyncSession, task: Task, rules_by_id: Mapping[str, 
         rule_description=rule.description if rule is not None else None,
         rule_version_current=rule is not None and rule.version == task.rule_version,
         triggering_events=[_triggering(event_id, by_id.get(event_id)) for event_id in task.triggering_event_ids],
+        screenings=[
+            TriggeringScreening(
+                event_id=str(s.id),
+                resource=f"{s.source_type}/{s.source_id}",
+                instrument=s.instrument,
+                score=s.score,
+                positive=s.positive,
+                status=s.status,
+                effective_at=s.effective_at,
+                received_at=s.recorded_at,
+            )
+            for s in screenings
+        ],
         due_at=task.due_at,
         due_basis=task.due_basis,
         route_basis=task.route_basis,

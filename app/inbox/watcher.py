@@ -6,15 +6,22 @@ leaves it in processing/ unlocked, and the next poll of any watcher takes it ove
 itself is idempotent (sender + checksum, one transaction), so a file interrupted at any point is
 applied once. Afterwards the file moves to processed/, or to rejected/ beside a `.reason.txt`.
 Files still being written are left alone until unchanged for CARECOORD_INBOX_SETTLE_S.
+
+Only regular files in DIR itself are read: a symbolic link (to /etc/passwd, to a file elsewhere), a
+hard link, a FIFO or a device is refused into rejected/ with its reason and never opened for reading
+(O_NOFOLLOW); subfolders are not descended into. A file that would terminate most of its sender's
+members is held in held/<import id>~<name> until data staff confirm (then it is applied) or reject it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import fcntl
 import logging
 import os
+import stat
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -26,7 +33,7 @@ from app.inbox.schedule import entry_for, overdue
 from app.ingest.roster_import import ImportOutcome, ImportRequest, RosterImporter
 from app.metrics import INBOX_FILE_MISSING, INBOX_FILES_REJECTED, INBOX_MISSING_FILES
 from app.rules.engine import CreateTask
-from app.state.rosters import COMPLETED, last_completed_import
+from app.state.rosters import COMPLETED, CONFIRMED, HELD, REJECTED, get_import, last_completed_import
 from app.state.tasks import create_task_once
 
 log = logging.getLogger(__name__)
@@ -42,8 +49,11 @@ class InboxWatcher:
         self.processing = directory / "processing"
         self.processed = directory / "processed"
         self.rejected = directory / "rejected"
-        for folder in (self.processing, self.processed, self.rejected):
+        self.held = directory / "held"
+        for folder in (self.processing, self.processed, self.rejected, self.held):
             folder.mkdir(exist_ok=True)
+            if folder.is_symlink() or not folder.is_dir():
+                raise ValueError(f"{folder} must be a directory inside the inbox, not a link")
         self.importer = importer
         self.settings = importer.settings
 
@@ -58,7 +68,7 @@ class InboxWatcher:
                 await asyncio.wait_for(stop.wait(), self.settings.inbox_poll_interval_s)
 
     async def poll_once(self, now: datetime | None = None) -> list[ImportOutcome]:
-        outcomes = []
+        outcomes = await self._release_decided()
         for path in self._settled_arrivals():
             claimed = self._claim(path)
             if claimed is not None:
@@ -72,15 +82,43 @@ class InboxWatcher:
         cutoff = time.time() - self.settings.inbox_settle_s  # file mtimes are OS-stamped: the OS clock
         arrivals = []
         for path in sorted(self.inbox.iterdir()):
-            if path.name.startswith(".") or not path.is_file():
+            if path.name.startswith("."):
                 continue  # hidden names are the usual upload-in-progress convention
             with contextlib.suppress(FileNotFoundError):
-                if path.stat().st_mtime <= cutoff:
-                    arrivals.append(path)
+                info = os.lstat(path)  # the entry itself: a link is never followed
+                if stat.S_ISDIR(info.st_mode):
+                    continue  # our own folders; subfolders are not read
+                if info.st_mtime <= cutoff:
+                    arrivals.append(path)  # links and special files too: claimed, then refused visibly
         return arrivals
 
-    def _claim(self, path: Path) -> Path | None:
-        target = self.processing / f"{uuid.uuid4().hex[:12]}{CLAIM_SEPARATOR}{path.name}"
+    async def _release_decided(self) -> list[ImportOutcome]:
+        """Held files data staff have decided on: confirmed ones go back to processing/ (applied on
+        this poll), rejected ones to rejected/ with the decision as reason."""
+        outcomes: list[ImportOutcome] = []
+        for path in sorted(self.held.iterdir()):
+            if path.name.endswith(".reason.txt") or CLAIM_SEPARATOR not in path.name:
+                continue
+            job_id, name = path.name.split(CLAIM_SEPARATOR, 1)
+            try:
+                import_id = uuid.UUID(job_id)
+            except ValueError:
+                continue
+            async with self.importer.sessions() as session:
+                job = await get_import(session, import_id)
+            if job is None or job.status == HELD:
+                continue
+            path.with_name(path.name + ".reason.txt").unlink(missing_ok=True)
+            if job.status == CONFIRMED:
+                self._claim(path, name)
+            elif job.status == REJECTED:
+                outcome = ImportOutcome(import_id=import_id, status=REJECTED, reason=job.reason)
+                await self._file(path, name, outcome)
+                outcomes.append(outcome)
+        return outcomes
+
+    def _claim(self, path: Path, name: str | None = None) -> Path | None:
+        target = self.processing / f"{uuid.uuid4().hex[:12]}{CLAIM_SEPARATOR}{name or path.name}"
         try:
             os.rename(path, target)
         except FileNotFoundError:
@@ -88,11 +126,23 @@ class InboxWatcher:
         return target
 
     async def _process(self, claimed: Path) -> list[ImportOutcome]:
+        name = claimed.name.split(CLAIM_SEPARATOR, 1)[-1]
         try:
-            handle = claimed.open("rb")
+            fd = os.open(claimed, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         except FileNotFoundError:
             return []
-        with handle:
+        except OSError as exc:
+            if exc.errno != errno.ELOOP:
+                raise
+            return [await self._refuse(claimed, name, "a symbolic link: refused, not followed")]
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_nlink > 1:
+            os.close(fd)
+            why = (
+                "not a regular file" if not stat.S_ISREG(info.st_mode) else "a hard link (its data may live elsewhere)"
+            )
+            return [await self._refuse(claimed, name, f"{why}: refused, not read")]
+        with os.fdopen(fd, "rb") as handle:
             try:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -121,8 +171,33 @@ class InboxWatcher:
                 source="inbox",
             )
             outcome = await self.importer.run(request)
+        await self._file(claimed, name, outcome)
+        log.info("inbox file done", extra={"import_id": str(outcome.import_id), "status": outcome.status})
+        return outcome
+
+    async def _refuse(self, claimed: Path, name: str, reason: str) -> ImportOutcome:
+        outcome = ImportOutcome(import_id=None, status=REJECTED, reason=reason)
+        await self._file(claimed, name, outcome)
+        log.warning("inbox entry refused", extra={"reason": reason})
+        return outcome
+
+    async def _file(self, claimed: Path, name: str, outcome: ImportOutcome) -> None:
         if outcome.status == COMPLETED:
             self._move(claimed, self.processed, name, outcome)
+        elif outcome.status == HELD:
+            target = self.held / f"{outcome.import_id}{CLAIM_SEPARATOR}{name}"
+            os.replace(claimed, target)
+            target.with_name(target.name + ".reason.txt").write_text(
+                f"{outcome.reason}\nimport: {outcome.import_id}\n"
+                "confirm or reject: POST /rosters/imports/<import>/confirm | /reject (data staff)\n",
+                encoding="utf-8",
+            )
+            await self._alert(
+                f"inbox-held|{outcome.import_id}",
+                "roster-file-held",
+                {"policy": "roster-hold", "file": name, "import_id": str(outcome.import_id), "reason": outcome.reason},
+                clock.now(),
+            )
         else:
             target = self._move(claimed, self.rejected, name, outcome)
             target.with_name(target.name + ".reason.txt").write_text(
@@ -137,8 +212,6 @@ class InboxWatcher:
                 clock.now(),
             )
             INBOX_FILES_REJECTED.inc()
-        log.info("inbox file done", extra={"import_id": str(outcome.import_id), "status": outcome.status})
-        return outcome
 
     def _move(self, claimed: Path, folder: Path, name: str, outcome: ImportOutcome) -> Path:
         target = folder / name

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hashlib
 import logging
+import os
+import stat
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -31,7 +34,7 @@ from app.metrics import ROSTER_CHANGES, ROSTER_IMPORTS
 from app.roster.atr import read_atr
 from app.roster.delimited import RosterFileError, read_delimited
 from app.roster.mapping import DEFAULT_MAPPING_NAME, MappingError, RosterMapping, load_mappings
-from app.roster.reconcile import judge_file
+from app.roster.reconcile import judge_file, judge_terminations
 from app.roster.records import MemberRecord, RowError
 from app.rules.engine import RuleEngine
 from app.settings import Settings
@@ -96,7 +99,7 @@ class ImportOutcome:
 
 def file_checksum(path: Path) -> str:
     digest = hashlib.sha256()
-    with path.open("rb") as f:
+    with open_regular(path) as f:
         while chunk := f.read(CHUNK_BYTES):
             digest.update(chunk)
     return digest.hexdigest()
@@ -104,6 +107,25 @@ def file_checksum(path: Path) -> str:
 
 class _Rollback(Exception):
     pass
+
+
+class _Hold(Exception):
+    pass
+
+
+def open_regular(path: Path, mode: str = "rb", **kwargs: Any) -> Any:
+    """Open a roster file without following a symbolic link (O_NOFOLLOW), and only a regular file:
+    a link planted in an inbox or an upload folder is refused, never read."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise RosterFileError("a symbolic link: refused, not followed") from None
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise RosterFileError("not a regular file: refused")
+    return os.fdopen(fd, mode, **kwargs)
 
 
 class RosterImporter:
@@ -133,7 +155,7 @@ class RosterImporter:
         async with self.sessions() as session:
             existing = await store.find_import(session, sender, checksum)
             if existing is not None:
-                return existing, existing.status in (store.COMPLETED, store.REJECTED)
+                return existing, existing.status in store.SETTLED
             row = RosterImport(
                 sender=sender,
                 format=req.resolved_format,
@@ -151,7 +173,7 @@ class RosterImporter:
                 await session.rollback()
                 existing = await store.find_import(session, sender, checksum)
                 assert existing is not None
-                return existing, existing.status in (store.COMPLETED, store.REJECTED)
+                return existing, existing.status in store.SETTLED
             return row, False
 
     async def run(self, req: ImportRequest, progress: Progress | None = None) -> ImportOutcome:
@@ -211,11 +233,12 @@ class RosterImporter:
 
     def _records(self, req: ImportRequest, as_of: date) -> Iterator[MemberRecord | RowError]:
         if req.resolved_format == "atr":
-            return read_atr(req.path.read_bytes(), as_of=as_of, today=self.today())
+            with open_regular(req.path) as f:
+                return read_atr(f.read(), as_of=as_of, today=self.today())
         mapping = self.mapping(req.mapping)
 
         def lines() -> Iterator[MemberRecord | RowError]:
-            with req.path.open(encoding="utf-8-sig", newline="") as f:
+            with open_regular(req.path, "r", encoding="utf-8-sig", newline="") as f:
                 yield from read_delimited(f, mapping, today=self.today())
 
         return lines()
@@ -224,6 +247,7 @@ class RosterImporter:
         self, job: RosterImport, req: ImportRequest, progress: Progress | None, *, dry_run: bool
     ) -> ImportOutcome:
         outcome = ImportOutcome(import_id=None if dry_run else job.id, status=store.COMPLETED)
+        confirmed = job.status == store.CONFIRMED  # data staff confirmed a held file: no second hold
         batch_rows = self.settings.roster_batch_rows
         try:
             async with self.sessions() as session, session.begin():
@@ -265,6 +289,7 @@ class RosterImporter:
                 verdict = judge_file(outcome.total_rows, outcome.error_rows, self.settings.roster_max_error_ratio)
                 if not verdict.accepted:
                     raise RosterFileError(verdict.reason or "refused")
+                active_before = await store.active_member_count(session, job.sender)
                 counts = await store.reconcile(
                     session,
                     import_id=job.id,
@@ -274,12 +299,27 @@ class RosterImporter:
                 )
                 for name, value in asdict(counts).items():
                     setattr(outcome, name, value)
+                hold = judge_terminations(
+                    active_before,
+                    counts.terminated,
+                    self.settings.roster_hold_termination_ratio,
+                    self.settings.roster_hold_min_terminations,
+                )
                 if dry_run:
                     outcome.changes = await store.change_summaries(session, job.id)
+                    outcome.reason = hold.reason
                     raise _Rollback
+                if not hold.accepted and not confirmed:
+                    outcome.status, outcome.reason = store.HELD, hold.reason
+                    raise _Hold
                 await store.drop_staging(session)
                 await store.finish_import(session, job.id, store.COMPLETED, **_counts(outcome))
         except _Rollback:
+            return outcome
+        except _Hold:  # nothing applied; the job waits for data staff with what it would have done
+            async with self.sessions() as session, session.begin():
+                if await store.claim_import(session, job.id):
+                    await store.finish_import(session, job.id, store.HELD, reason=outcome.reason, **_counts(outcome))
             return outcome
         except (RosterFileError, MappingError) as exc:
             outcome.status, outcome.reason = store.REJECTED, str(exc)

@@ -1,14 +1,13 @@
 """CSV of the measures and of a drill-down list (RFC 4180, CRLF line ends, a header row).
 
-Cells a spreadsheet would run as a formula (leading =, +, -, @, tab, CR) are prefixed with a quote:
-team names and patient names come from feeds (OWASP CSV injection)."""
+Written by the shared writer (app/csv_writer.py), which quote-prefixes cells a spreadsheet would run as
+a formula: team names and patient names come from feeds (OWASP CSV injection)."""
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Iterable
 
+from app.csv_writer import csv_text
 from app.measures.filters import MeasureFilter
 from app.measures.results import MeasurePatient, MeasureResult
 
@@ -27,22 +26,10 @@ MEASURE_COLUMNS = (
     "extras",
 )
 PATIENT_COLUMNS = ("patient_id", "family_name", "given_name", "birth_date", "task_ids", "event_ids")
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
-def _cell(value: object) -> str:
-    if value is None:
-        return ""
-    text = str(value)
-    return "'" + text if text.startswith(_FORMULA_START) else text
 
 
 def _write(header: Iterable[str], rows: Iterable[Iterable[object]]) -> str:
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow(header)
-    writer.writerows([_cell(v) for v in row] for row in rows)
-    return out.getvalue()
+    return csv_text(header, rows)
 
 
 def _extras(result: MeasureResult) -> str:

@@ -3,12 +3,11 @@ engagement status file back to the ACO, the change report, and a Da Vinci ATR Gr
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Iterable, Iterator
 from datetime import date, datetime
 from typing import Any, Protocol
 
+from app import csv_writer
 from app.roster.atr import (
     ATR_GROUP_PROFILE,
     EXT_CHANGE_TYPE,
@@ -87,26 +86,15 @@ CHANGE_COLUMNS = (
 )
 
 
-def _text(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "Y" if value else "N"
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    return str(value)
+def _flag(value: Any) -> Any:
+    """Flags as the partners' files spell them (`Y`/`N`); everything else as the shared writer formats it."""
+    return ("Y" if value else "N") if isinstance(value, bool) else value
 
 
 def csv_lines(header: Iterable[str], rows: Iterable[Iterable[Any]]) -> Iterator[str]:
-    """CSV text one line at a time (CRLF, RFC 4180), for streaming to a file or an HTTP response."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    header = list(header)
-    for row in ([header] if header else []) + [[_text(v) for v in r] for r in rows]:
-        writer.writerow(row)
-        yield buffer.getvalue()
-        buffer.seek(0)
-        buffer.truncate()
+    """CSV text one line at a time (CRLF, RFC 4180) through the shared writer (app/csv_writer.py),
+    which neutralises formula-like cells."""
+    return csv_writer.csv_lines(header, ([_flag(v) for v in r] for r in rows))
 
 
 def ens_row(member: Member) -> list[Any]:

@@ -65,3 +65,19 @@ def judge_file(total_rows: int, error_rows: int, max_error_ratio: float) -> Verd
     if ratio > max_error_ratio:
         return Verdict(False, f"{error_rows} of {total_rows} rows are bad ({ratio:.1%} > {max_error_ratio:.1%})")
     return Verdict(True)
+
+
+def judge_terminations(active_before: int, terminated: int, max_ratio: float, min_terminations: int) -> Verdict:
+    """A full snapshot that would end more than `max_ratio` of the sender's active members (and at
+    least `min_terminations` of them) is not applied but held for data staff: a one-row file sent as a
+    full roster must not terminate everyone and cancel their tasks."""
+    if active_before <= 0 or terminated < min_terminations:
+        return Verdict(True)
+    ratio = terminated / active_before
+    if ratio > max_ratio:
+        return Verdict(
+            False,
+            f"held for confirmation: would terminate {terminated} of {active_before} active members "
+            f"({ratio:.1%} > {max_ratio:.1%})",
+        )
+    return Verdict(True)

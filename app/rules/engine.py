@@ -13,7 +13,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from app.rules.calendar import BusinessCalendar
-from app.rules.config import SCREENING, LoopSpec, RulesFile, RuleSpec, Trigger
+from app.rules.config import SCREENING, LoopSpec, MemberRuleSpec, RulesFile, RuleSpec, Trigger
 from app.rules.due import DueTime, business_due, calendar_due, end_of_day_due
 from app.rules.facts import (
     VOID_STATUSES,
@@ -124,6 +124,9 @@ class RuleEngine:
         self.rules_by_id = {r.id: r for r in rules.rule}
         self._member_rules = [r for r in rules.member_rule if r.enabled and r.on == "added"]
         self._member_rule_ids = {r.id for r in rules.member_rule}  # outreach to a member: pointless once deceased
+        # Every rule a task may name, for its explanation: event rules and roster (member) rules.
+        self.explainable_rules: dict[str, RuleSpec | MemberRuleSpec] = {r.id: r for r in rules.member_rule}
+        self.explainable_rules.update(self.rules_by_id)
         self._zone = zone
         self._calendar: BusinessCalendar = rules.calendar.business_calendar()
         self._require_attribution = require_attribution

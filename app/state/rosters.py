@@ -62,6 +62,8 @@ from app.rules.engine import MemberTaskPlan
 from app.state.tasks import INITIAL_STATUS, cancel_tasks_where
 
 QUEUED, COMPLETED, REJECTED, FAILED = "queued", "completed", "rejected", "failed"
+HELD, CONFIRMED = "held", "confirmed"  # held for data staff (mass termination); confirmed: apply it anyway
+SETTLED = (COMPLETED, REJECTED, HELD)  # the same file again changes nothing
 MERGE_HOPS = 10  # A40 merge chains longer than this are not expected
 
 _staging_meta = MetaData()
@@ -133,8 +135,32 @@ async def claim_import(session: AsyncSession, import_id: uuid.UUID) -> bool:
     database (SQLite), so a concurrent run of the same file waits here and then sees it done."""
     result = await session.execute(
         update(RosterImport)
-        .where(RosterImport.id == import_id, RosterImport.status.in_((QUEUED, FAILED)))
+        .where(RosterImport.id == import_id, RosterImport.status.in_((QUEUED, FAILED, CONFIRMED)))
         .values(status=QUEUED)
+    )
+    return result.rowcount == 1  # type: ignore[attr-defined]
+
+
+async def active_member_count(session: AsyncSession, sender: str) -> int:
+    m = RosterMember.__table__
+    query = select(func.count()).select_from(m).where(m.c.sender == sender, m.c.status == MemberStatus.ACTIVE)
+    return int(await session.scalar(query) or 0)
+
+
+async def imports_with_status(session: AsyncSession, status: str, limit: int) -> list[RosterImport]:
+    query = select(RosterImport).where(RosterImport.status == status).order_by(RosterImport.received_at).limit(limit)
+    return list((await session.execute(query)).scalars().all())
+
+
+async def decide_held(session: AsyncSession, import_id: uuid.UUID, status: str, reason: str | None = None) -> bool:
+    """Data staff's decision on a held file: CONFIRMED (the next run applies it) or REJECTED."""
+    values: dict[str, Any] = {"status": status}
+    if reason is not None:
+        values["reason"] = reason
+    if status == REJECTED:
+        values["finished_at"] = utcnow()
+    result = await session.execute(
+        update(RosterImport).where(RosterImport.id == import_id, RosterImport.status == HELD).values(**values)
     )
     return result.rowcount == 1  # type: ignore[attr-defined]
 
@@ -418,6 +444,14 @@ async def _create_member_tasks(
         "adult": true(),
     }
     role = case(*((member_of[population], literal(role)) for population, role in plan.routes))
+    # Why that role, for the task's explanation: the population the roster row put the member in.
+    route_basis = case(
+        *(
+            (member_of[population], literal(_member_route_basis(population, role), JSON()))
+            for population, role in plan.routes
+        ),
+        else_=null(),
+    )
     now = literal(utcnow(), UTCDateTime())
     added = (
         select(
@@ -433,6 +467,7 @@ async def _create_member_tasks(
             literal(plan.due_basis, JSON()),
             literal(plan.rule_id),
             literal(plan.rule_version),
+            route_basis,
             literal([str(import_id)], JSON()),
             literal(1),
             now,
@@ -454,6 +489,7 @@ async def _create_member_tasks(
         "due_basis",
         "rule_id",
         "rule_version",
+        "route_basis",
         "triggering_event_ids",
         "version",
         "created_at",
@@ -478,6 +514,15 @@ async def _create_member_tasks(
             )
         )
     return created
+
+
+def _member_route_basis(population: str, role: str) -> dict[str, str]:
+    return {
+        "population": population,
+        "role": role,
+        "team": "the member's practice on the roster",
+        "reason": "roster member: BH program flag and age on the roster's date, in the routing precedence",
+    }
 
 
 async def _cancel_tasks_of_terminated(session: AsyncSession, import_id: uuid.UUID, sender: str) -> int:

@@ -82,6 +82,10 @@ MATRIX: dict[tuple[str, str], Access] = {
     ("POST", "/rosters/imports"): Access(("DATA",), 202, ("BHCF",), 403, "Group"),
     ("GET", "/rosters/imports/{import_id}"): Access(("DATA",), 200, ("BHCF",), 403, "Group"),
     ("GET", "/rosters/imports/{import_id}/changes"): Access(("DATA",), 200, ("BHCF",), 403, "Group"),
+    ("GET", "/rosters/imports"): Access(("DATA",), 200, ("BHCF",), 403, "Group"),
+    # The matrix's import completed (it was not held): allowed callers get 409, not a decision.
+    ("POST", "/rosters/imports/{import_id}/confirm"): Access(("DATA",), 409, ("BHCF",), 403, "Group"),
+    ("POST", "/rosters/imports/{import_id}/reject"): Access(("DATA",), 409, ("BHCF",), 403, "Group"),
     ("GET", "/rosters/exports/{kind}"): Access(("DATA",), 200, ("BHCF",), 403, "Group"),
     ("GET", "/metrics"): Access(("METRICS",), 200, ("DATA",), 403, None),
     ("GET", "/fhir/Encounter/{resource_id}"): care(scope="Encounter"),

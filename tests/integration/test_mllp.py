@@ -316,9 +316,7 @@ async def test_a_thousand_idle_connections_do_not_lock_out_a_real_sender(runtime
         held: list[asyncio.StreamWriter] = []
         try:
             for _ in range(idle // 100):
-                opened = await asyncio.gather(
-                    *(asyncio.open_connection("127.0.0.1", server.port) for _ in range(100))
-                )
+                opened = await asyncio.gather(*(asyncio.open_connection("127.0.0.1", server.port) for _ in range(100)))
                 held.extend(w for _, w in opened)
             assert await eventually(lambda: _has_open(server, limit))
             ack = await asyncio.to_thread(send_blocking, server.port, adt(control_id="NOT-LOCKED-OUT"))
