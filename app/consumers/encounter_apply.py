@@ -1,6 +1,8 @@
 """Apply one `EncounterNotice` inside the caller's transaction: patient, encounter fold, rules,
-death cancellations and the idempotency ledger. Every feed that describes visits (HL7 v2 ADT, Da
-Vinci notifications, FHIR Encounter resources) goes through here, so they share one encounter state.
+death cancellations and the idempotency ledger. A40/A47 apply every PID/MRG group in order; an event
+the service does not act on is recorded "not acted on" (ledger status and metric), never silently.
+Every feed that describes visits (HL7 v2 ADT, Da Vinci notifications, FHIR Encounter resources) goes
+through here, so they share one encounter state.
 """
 
 from __future__ import annotations
@@ -19,9 +21,9 @@ from app.encounters.state import EncounterState
 from app.rules.engine import RuleEngine
 from app.rules.facts import VOID_STATUSES, EncounterEvent, EncounterEventKind
 from app.state.encounters import apply_to_encounter
-from app.state.inbound import Position, already_applied, event_id_for, record_applied
+from app.state.inbound import NOT_ACTED_ON, Position, already_applied, event_id_for, record_applied
 from app.state.patient_context import closed_by_facts, load_contexts, patient_facts
-from app.state.patients import merge_patients, resolve_patient
+from app.state.patients import apply_identifier_changes, find_patient, resolve_patient
 from app.state.tasks import apply_effects, cancel_task, open_tasks_for_patient
 
 log = logging.getLogger(__name__)
@@ -38,11 +40,14 @@ class EncounterApplier:
         created = cancelled = 0
         if await already_applied(session, notice.idempotency_key):
             log.info("event already applied", extra={"event_id": str(event_id), "offset": position.offset})
-            return HandleResult(Outcome.DUPLICATE, str(event_id))
-        patient = await resolve_patient(session, notice)
+            return HandleResult(Outcome.DUPLICATE, str(event_id), message_type=notice.message_type)
+        if notice.kind is EncounterEventKind.OTHER and not notice.death_indicator:
+            return await self._not_acted_on(session, notice, position, event_id)
         encounter: Encounter | None = None
-        if notice.kind is EncounterEventKind.MERGE:
-            await merge_patients(session, patient, notice)
+        if notice.identifier_changes:  # A40 merge, A47 change identifier: every PID/MRG group, in order
+            patient = await apply_identifier_changes(session, notice)
+        else:
+            patient = await resolve_patient(session, notice)
         if notice.describes_visit:
             encounter, state = await apply_to_encounter(session, patient.id, notice, event_id, self._sensitivity)
             created, cancelled = await self._run_rules(session, notice, event_id, patient, encounter, state)
@@ -67,6 +72,27 @@ class EncounterApplier:
             tasks_cancelled=cancelled,
             message_type=notice.message_type,
         )
+
+    async def _not_acted_on(
+        self, session: AsyncSession, notice: EncounterNotice, position: Position, event_id: uuid.UUID
+    ) -> HandleResult:
+        """An ADT event the service has no use for (A09 tracking, A14 pending admit, A31 person update...):
+        nothing changes, but the ledger records it as "not acted on" (a resend is a duplicate, data staff
+        can see it arrived) and the metrics count it by type. A death it carries is still acted on."""
+        patient = await find_patient(session, notice.identifiers)
+        record_applied(
+            session,
+            idempotency_key=notice.idempotency_key,
+            source=self.source,
+            message_type=notice.message_type,
+            position=position,
+            patient_id=patient.id if patient else None,
+            encounter_id=None,
+            event_time=notice.event_time,
+            status=NOT_ACTED_ON,
+        )
+        log.info("event not acted on", extra={"event_id": str(event_id), "type": notice.message_type})
+        return HandleResult(Outcome.NOT_ACTED_ON, str(event_id), message_type=notice.message_type)
 
     async def _run_rules(
         self,

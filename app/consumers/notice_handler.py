@@ -85,7 +85,11 @@ class NoticeHandler(FeedHandler[EncounterNotice]):
                 else:
                     for (i, notice, _), done in zip(decoded, bulk, strict=True):
                         results[i] = (
-                            HandleResult(Outcome.DUPLICATE, str(event_id_for(notice.idempotency_key)))
+                            HandleResult(
+                                Outcome.DUPLICATE,
+                                str(event_id_for(notice.idempotency_key)),
+                                message_type=notice.message_type,
+                            )
                             if done is None
                             else HandleResult(
                                 Outcome.APPLIED,

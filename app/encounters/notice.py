@@ -40,6 +40,15 @@ class Diagnosis:
 
 
 @dataclass(frozen=True, slots=True)
+class IdentifierChange:
+    """One PID/MRG group of an A40 (merge) or A47 (change identifier): the patient's identifiers as they
+    are now (PID-3) and the prior ones (MRG-1) being merged into them or replaced by them."""
+
+    identifiers: tuple[PatientIdentifier, ...]
+    prior_identifiers: tuple[PatientIdentifier, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class EncounterNotice:
     source: str  # "hl7v2" | "davinci"
     message_id: str  # MSH-10, or the Bundle id
@@ -64,7 +73,9 @@ class EncounterNotice:
     admit_time: datetime | None = None
     discharge_time: datetime | None = None
     diagnoses: tuple[Diagnosis, ...] = field(default_factory=tuple)
-    prior_identifiers: tuple[PatientIdentifier, ...] = field(default_factory=tuple)  # A40 MRG-1
+    prior_identifiers: tuple[PatientIdentifier, ...] = field(default_factory=tuple)  # MRG-1 of every group
+    # A40 / A47: every PID/MRG group, in message order (the first is `identifiers` / its MRG-1).
+    identifier_changes: tuple[IdentifierChange, ...] = field(default_factory=tuple)
 
     @property
     def idempotency_key(self) -> str:
@@ -83,5 +94,17 @@ class EncounterNotice:
         return patient_partition_key(self.patient_key.system, self.patient_key.value)
 
     @property
+    def named_identifiers(self) -> tuple[PatientIdentifier, ...]:
+        """Every identifier the message names: PID-3 and MRG-1 of every group."""
+        found = [*self.identifiers, *self.prior_identifiers]
+        for change in self.identifier_changes:
+            found.extend(change.identifiers)
+        return tuple(dict.fromkeys(found))
+
+    @property
     def describes_visit(self) -> bool:
-        return self.kind not in (EncounterEventKind.MERGE, EncounterEventKind.OTHER)
+        return self.kind not in PATIENT_LEVEL_KINDS
+
+
+# Events about the patient record, not a visit: no encounter, no visit rules.
+PATIENT_LEVEL_KINDS = frozenset({EncounterEventKind.MERGE, EncounterEventKind.CHANGE_ID, EncounterEventKind.OTHER})

@@ -31,6 +31,10 @@ async def already_applied(session: AsyncSession, idempotency_key: str) -> bool:
     return found is not None
 
 
+APPLIED = "applied"
+NOT_ACTED_ON = "not-acted-on"  # recorded (a resend is a duplicate) but the event changes nothing here
+
+
 def record_applied(
     session: AsyncSession,
     *,
@@ -41,6 +45,7 @@ def record_applied(
     patient_id: uuid.UUID | None,
     encounter_id: uuid.UUID | None,
     event_time: datetime | None,
+    status: str = APPLIED,
 ) -> InboundEvent:
     row = InboundEvent(
         id=event_id_for(idempotency_key),
@@ -50,7 +55,7 @@ def record_applied(
         topic=position.topic,
         partition=position.partition,
         offset=position.offset,
-        status="applied",
+        status=status,
         patient_id=patient_id,
         encounter_id=encounter_id,
         event_time=event_time,
