@@ -38,6 +38,11 @@ EVENTS_APPLIED = Counter("carecoord_events_applied", "records applied to the dat
 EVENTS_DUPLICATE = Counter(
     "carecoord_events_duplicate", "records already applied before (redelivery or resend): no effect", ["topic", "type"]
 )
+EVENTS_NOT_ACTED_ON = Counter(
+    "carecoord_events_not_acted_on",
+    "records of an event type the service does not act on (A09, A14, A31, ...): recorded, no effect",
+    ["topic", "type"],
+)
 EVENTS_REJECTED = Counter("carecoord_events_rejected", "records dead-lettered with a reason", ["topic", "type"])
 DATA_QUALITY_FINDINGS = Counter(
     "carecoord_data_quality_findings",

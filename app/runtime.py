@@ -162,6 +162,7 @@ class Runtime:
                     session_timeout_ms=s.consumer_session_timeout_ms,
                     heartbeat_interval_ms=s.consumer_heartbeat_interval_ms,
                     fetch_max_wait_ms=s.consumer_fetch_max_wait_ms,
+                    max_record_bytes=s.broker_message_max_bytes,
                     retry_initial_s=s.consumer_db_retry_initial_s,
                     retry_max_s=s.consumer_db_retry_max_s,
                     shutdown_timeout_s=s.consumer_shutdown_timeout_s,

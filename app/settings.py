@@ -14,6 +14,10 @@ from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_RULES_FILE = Path(__file__).parent / "rules" / "default_rules.toml"
+# A record carries more than its value: the partition key (a 32-byte hash), carecoord's headers (event id,
+# source, content type: under 200 bytes) and the record-batch framing (61 bytes + ~20 a record). 64 KiB
+# is far above that, so a message of exactly CARECOORD_INGEST_MAX_BYTES always fits the producer limit.
+KAFKA_RECORD_HEADROOM_BYTES = 64 * 1024
 
 
 class Topics(BaseModel):
@@ -133,6 +137,16 @@ class Settings(BaseSettings):
     kafka_ssl_key_password: SecretStr | None = None
     kafka_ssl_check_hostname: bool = True
     kafka_request_timeout_ms: int = Field(default=15000, ge=1000)
+    kafka_max_message_bytes: int | None = Field(
+        default=None,
+        ge=1024,
+        description=(
+            "largest record batch the producer sends and the input topics are created to accept (aiokafka "
+            "max_request_size, topic max.message.bytes); default CARECOORD_INGEST_MAX_BYTES + "
+            "KAFKA_RECORD_HEADROOM_BYTES. Set it to the cluster's limit when that is lower: a message the "
+            "broker cannot take is then refused permanently (HTTP 413, MLLP AR 104), never retried"
+        ),
+    )
     topics: Topics = Topics()
     measures: MeasureSettings = MeasureSettings()
     consumer_group: str = "carecoord-adt"
@@ -431,6 +445,14 @@ class Settings(BaseSettings):
     @property
     def scopes_required(self) -> bool:
         return self.environment == "production" if self.require_scopes is None else self.require_scopes
+
+    @property
+    def broker_message_max_bytes(self) -> int:
+        """What one record may take on the broker: room for a message at exactly the ingest limit (or a
+        dead-letter copy) plus its key, headers and record-batch framing (KAFKA_RECORD_HEADROOM_BYTES)."""
+        if self.kafka_max_message_bytes is not None:
+            return self.kafka_max_message_bytes
+        return max(self.ingest_max_bytes, self.dead_letter_max_bytes) + KAFKA_RECORD_HEADROOM_BYTES
 
     @property
     def should_create_topics(self) -> bool:

@@ -137,7 +137,7 @@ async def _patients_in_payload(request: Request, session: AsyncSession, row: Rej
         msg = handler.decode(payload)
     except Exception:  # a dead letter is by definition input the decoder may choke on
         return []
-    named = (*msg.identifiers, *msg.prior_identifiers)  # a merge (A40) also names the prior record
+    named = msg.named_identifiers  # a merge (A40) also names the prior records, of every PID/MRG group
     return await patient_ids_for_identifiers(session, [(i.system, i.value) for i in named])
 
 

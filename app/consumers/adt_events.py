@@ -17,10 +17,20 @@ TRIGGER_KINDS: dict[str, EncounterEventKind] = {
     "A12": EncounterEventKind.CANCEL_TRANSFER,
     "A13": EncounterEventKind.CANCEL_DISCHARGE,
     "A40": EncounterEventKind.MERGE,
+    "A47": EncounterEventKind.CHANGE_ID,
 }
 
+# Triggers whose message is PID/MRG groups (A40: {PID, [PD1], MRG, [PV1]}; A47: PID, [PD1], MRG, and the
+# same repeated by feeds that batch corrections), applied group by group in message order.
+IDENTIFIER_TRIGGERS = frozenset(
+    t for t, k in TRIGGER_KINDS.items() if k in (EncounterEventKind.MERGE, EncounterEventKind.CHANGE_ID)
+)
+
 # Triggers that describe a visit, and so must carry PV1.
-VISIT_TRIGGERS = frozenset(t for t, k in TRIGGER_KINDS.items() if k is not EncounterEventKind.MERGE)
+VISIT_TRIGGERS = frozenset(TRIGGER_KINDS) - IDENTIFIER_TRIGGERS
+
+# Every other trigger (A09/A10 tracking, A14-A16 and A25-A27 pending events, A28/A29/A31 person
+# maintenance, A45 move visit, ...) decodes to OTHER: recorded "not acted on" and counted per type.
 
 ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 V2_0004 = "http://terminology.hl7.org/CodeSystem/v2-0004"

@@ -17,6 +17,7 @@ from app.metrics import (
     EVENTS_APPLIED,
     EVENTS_CONSUMED,
     EVENTS_DUPLICATE,
+    EVENTS_NOT_ACTED_ON,
     EVENTS_REJECTED,
     type_label,
 )
@@ -24,7 +25,12 @@ from app.metrics import (
 log = logging.getLogger(__name__)
 
 CREATE_TIME = 0  # Kafka timestamp type: set by the producer when it published the record
-_BY_OUTCOME = {Outcome.APPLIED: EVENTS_APPLIED, Outcome.DUPLICATE: EVENTS_DUPLICATE, Outcome.REJECTED: EVENTS_REJECTED}
+_BY_OUTCOME = {
+    Outcome.APPLIED: EVENTS_APPLIED,
+    Outcome.NOT_ACTED_ON: EVENTS_NOT_ACTED_ON,
+    Outcome.DUPLICATE: EVENTS_DUPLICATE,
+    Outcome.REJECTED: EVENTS_REJECTED,
+}
 
 
 def observe(record: ConsumerRecord, result: HandleResult) -> None:

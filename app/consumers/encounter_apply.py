@@ -1,6 +1,8 @@
 """Apply one `EncounterNotice` inside the caller's transaction: patient, encounter fold, rules,
-death cancellations and the idempotency ledger. Every feed that describes visits (HL7 v2 ADT, Da
-Vinci notifications, FHIR Encounter resources) goes through here, so they share one encounter state.
+death cancellations and the idempotency ledger. A40/A47 apply every PID/MRG group in order; an event
+the service does not act on is recorded "not acted on" (ledger status and metric), never silently.
+Every feed that describes visits (HL7 v2 ADT, Da Vinci notifications, FHIR Encounter resources) goes
+through here, so they share one encounter state.
 
 Before anything is applied, times beyond the allowed skew after receipt are clamped to the receipt
 time (app/encounters/skew.py), and the ledger tells a resend (a no-op) from a reused control id with
@@ -27,9 +29,9 @@ from app.rules.engine import RuleEngine
 from app.rules.facts import VOID_STATUSES, EncounterEvent, EncounterEventKind
 from app.state.data_quality import CONTROL_ID_REUSED, EVENT_TIME_AHEAD, record_finding
 from app.state.encounters import apply_to_encounter
-from app.state.inbound import Position, Seen, Verdict, event_id_for, ledger_verdict, record_applied
+from app.state.inbound import NOT_ACTED_ON, Position, Seen, Verdict, event_id_for, ledger_verdict, record_applied
 from app.state.patient_context import closed_by_facts, load_contexts, patient_facts
-from app.state.patients import merge_patients, resolve_patient
+from app.state.patients import apply_identifier_changes, find_patient, resolve_patient
 from app.state.tasks import apply_effects, cancel_task, open_tasks_for_patient
 
 log = logging.getLogger(__name__)
@@ -50,10 +52,13 @@ class EncounterApplier:
         if seen.verdict is Verdict.RESEND:
             log.info("event already applied", extra={"event_id": str(event_id), "offset": position.offset})
             return HandleResult(Outcome.DUPLICATE, str(event_id), message_type=notice.message_type)
-        patient = await resolve_patient(session, notice)
+        if notice.kind is EncounterEventKind.OTHER and not notice.death_indicator:
+            return await self._not_acted_on(session, notice, position, event_id)
         encounter: Encounter | None = None
-        if notice.kind is EncounterEventKind.MERGE:
-            await merge_patients(session, patient, notice)
+        if notice.identifier_changes:  # A40 merge, A47 change identifier: every PID/MRG group, in order
+            patient = await apply_identifier_changes(session, notice)
+        else:
+            patient = await resolve_patient(session, notice)
         if notice.describes_visit:
             encounter, state, before = await apply_to_encounter(
                 session, patient.id, notice, event_id, self._sensitivity
@@ -115,6 +120,29 @@ class EncounterApplier:
                 f"{int(self.max_skew.total_seconds())} s allowed); the receipt time was used instead"
             )
             await record_finding(session, kind=EVENT_TIME_AHEAD, field=c.field, detail=detail, **common)
+
+    async def _not_acted_on(
+        self, session: AsyncSession, notice: EncounterNotice, position: Position, event_id: uuid.UUID
+    ) -> HandleResult:
+        """An ADT event the service has no use for (A09 tracking, A14 pending admit, A31 person update...):
+        nothing changes, but the ledger records it as "not acted on" (a resend is a duplicate, data staff
+        can see it arrived) and the metrics count it by type. A death it carries is still acted on."""
+        patient = await find_patient(session, notice.identifiers)
+        record_applied(
+            session,
+            idempotency_key=notice.idempotency_key,
+            source=self.source,
+            message_type=notice.message_type,
+            position=position,
+            patient_id=patient.id if patient else None,
+            encounter_id=None,
+            event_time=notice.event_time,
+            message_identity=notice.message_identity,
+            content_hash=notice.content_hash,
+            status=NOT_ACTED_ON,
+        )
+        log.info("event not acted on", extra={"event_id": str(event_id), "type": notice.message_type})
+        return HandleResult(Outcome.NOT_ACTED_ON, str(event_id), message_type=notice.message_type)
 
     async def _run_rules(
         self,

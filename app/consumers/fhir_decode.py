@@ -237,6 +237,10 @@ class FhirMessage:
         return ()
 
     @property
+    def named_identifiers(self) -> tuple[PatientIdentifier, ...]:
+        return self.identifiers
+
+    @property
     def partition_key(self) -> bytes:
         """One patient's resources share a partition, so they apply in order."""
         if self.identifiers:

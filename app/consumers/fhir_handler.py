@@ -115,7 +115,7 @@ class FhirHandler(FeedHandler[FhirMessage]):
         event_id = str(event_id_for(message.idempotency_key))
         if not applied:
             log.info("event already applied", extra={"event_id": event_id, "offset": position.offset})
-            return HandleResult(Outcome.DUPLICATE, event_id)
+            return HandleResult(Outcome.DUPLICATE, event_id, message_type=f"fhir:{len(message.items)}")
         result = HandleResult(
             Outcome.APPLIED,
             event_id,

@@ -19,17 +19,17 @@ from zoneinfo import ZoneInfo
 
 import hl7
 
-from app.consumers.adt_events import VISIT_TRIGGERS, encounter_class, kind_for_trigger
+from app.consumers.adt_events import IDENTIFIER_TRIGGERS, VISIT_TRIGGERS, encounter_class, kind_for_trigger
 from app.consumers.hl7_time import Hl7TimeError, parse_date, parse_instant
 from app.consumers.hl7v2_fast import parse_er7
-from app.encounters.notice import DecodeError, Diagnosis, EncounterNotice, PatientIdentifier
+from app.encounters.notice import DecodeError, Diagnosis, EncounterNotice, IdentifierChange, PatientIdentifier
 from app.fhir.identifiers import system_for_authority
-from app.rules.facts import EncounterEventKind
 
 # UB-04 patient discharge status codes meaning the patient died (HL7 table 0112 in the US).
 DEFAULT_EXPIRED_DISPOSITIONS = frozenset({"20", "40", "41", "42"})
 
 MLLP_FRAME_CHARS = "\x0b\x1c"
+BOM = "\ufeff"  # U+FEFF as the first character: a UTF-8 byte-order mark, not content
 
 
 class Hl7DecodeError(DecodeError):
@@ -56,8 +56,11 @@ def decode_text(payload: bytes) -> str:
 
 
 def normalise(text: str) -> str:
-    """Strip MLLP framing and accept LF / CRLF segment separators as well as CR."""
+    """Strip MLLP framing and a leading UTF-8 byte-order mark (Windows tools write one), and accept LF /
+    CRLF segment separators as well as CR. Every front door (HTTP, MLLP, Kafka) decodes through here."""
     text = text.strip(MLLP_FRAME_CHARS + "\r\n\t ")
+    if text.startswith(BOM):
+        text = text.lstrip(BOM).strip(MLLP_FRAME_CHARS + "\r\n\t ")
     return text.replace("\r\n", "\r").replace("\n", "\r") if "\n" in text else text
 
 
@@ -257,15 +260,12 @@ def _decode(msg: Hl7Reader, options: DecodeOptions) -> EncounterNotice:
         raise Hl7DecodeError("PID-7 birth date is after the message time", "PID-7")
 
     kind = kind_for_trigger(trigger)
-    prior: list[PatientIdentifier] = []
-    if kind is EncounterEventKind.MERGE:
-        if not _has_segment(msg, "MRG"):
-            raise Hl7DecodeError("MRG segment is required for a merge", "MRG")
-        prior = _identifiers(msg, "MRG.F1", options.authority_systems, facility)
-        if not prior:
-            raise Hl7DecodeError("MRG-1 prior patient identifier list is empty", "MRG-1")
+    changes: tuple[IdentifierChange, ...] = ()
+    if trigger in IDENTIFIER_TRIGGERS:
+        changes = _identifier_changes(msg, trigger, options.authority_systems, facility)
     elif trigger in VISIT_TRIGGERS and not _has_segment(msg, "PV1"):
         raise Hl7DecodeError(f"PV1 segment is required for {trigger}", "PV1")
+    prior = [ident for change in changes for ident in change.prior_identifiers]
 
     admit_time = _instant(msg, "PV1.F44.R1.C1", "PV1-44", zone)
     discharge_time = _instant(msg, "PV1.F45.R1.C1", "PV1-45", zone)
@@ -302,8 +302,30 @@ def _decode(msg: Hl7Reader, options: DecodeOptions) -> EncounterNotice:
         admit_time=admit_time,
         discharge_time=discharge_time,
         diagnoses=_diagnoses(msg),
-        prior_identifiers=tuple(prior),
+        prior_identifiers=tuple(dict.fromkeys(prior)),
+        identifier_changes=changes,
     )
+
+
+def _identifier_changes(
+    msg: Hl7Reader, trigger: str, authority_systems: Mapping[str, str], facility: str
+) -> tuple[IdentifierChange, ...]:
+    """A40 / A47: each PID is paired with the MRG of its group, in message order."""
+    if not _has_segment(msg, "MRG"):
+        raise Hl7DecodeError(f"MRG segment is required for {trigger}", "MRG")
+    pids, mrgs = len(msg.segments("PID")), len(msg.segments("MRG"))
+    if pids != mrgs:
+        raise Hl7DecodeError(f"{trigger}: each PID needs its MRG ({pids} PID, {mrgs} MRG segments)", "MRG")
+    changes: list[IdentifierChange] = []
+    for n in range(1, pids + 1):
+        current = _identifiers(msg, f"PID{n}.F3", authority_systems, facility)
+        prior = _identifiers(msg, f"MRG{n}.F1", authority_systems, facility)
+        if not current:
+            raise Hl7DecodeError("PID-3 patient identifier list is empty", "PID-3")
+        if not prior:
+            raise Hl7DecodeError("MRG-1 prior patient identifier list is empty", "MRG-1")
+        changes.append(IdentifierChange(tuple(current), tuple(prior)))
+    return tuple(changes)
 
 
 def _has_segment(msg: Hl7Reader, name: str) -> bool:

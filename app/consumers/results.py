@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 class Outcome(StrEnum):
     APPLIED = "applied"
+    NOT_ACTED_ON = "not-acted-on"  # recorded in the ledger; an event type the service has no use for
     DUPLICATE = "duplicate"
     REJECTED = "rejected"
 

@@ -48,6 +48,7 @@ class ConsumerRunner:
         session_timeout_ms: int,
         heartbeat_interval_ms: int,
         fetch_max_wait_ms: int = 500,
+        max_record_bytes: int | None = None,
         retry_initial_s: float,
         retry_max_s: float,
         shutdown_timeout_s: float = 30.0,
@@ -69,6 +70,8 @@ class ConsumerRunner:
             session_timeout_ms=session_timeout_ms,
             heartbeat_interval_ms=heartbeat_interval_ms,
             fetch_max_wait_ms=fetch_max_wait_ms,
+            # A record as large as the producer may send must fit one partition fetch.
+            **({"max_partition_fetch_bytes": max_record_bytes} if max_record_bytes else {}),
         )
         self._consumer.subscribe([topic], listener=AssignmentLog(group_id))
         self._lag = LagTracker(self._consumer)

@@ -42,6 +42,15 @@ class Diagnosis:
 
 
 @dataclass(frozen=True, slots=True)
+class IdentifierChange:
+    """One PID/MRG group of an A40 (merge) or A47 (change identifier): the patient's identifiers as they
+    are now (PID-3) and the prior ones (MRG-1) being merged into them or replaced by them."""
+
+    identifiers: tuple[PatientIdentifier, ...]
+    prior_identifiers: tuple[PatientIdentifier, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class EncounterNotice:
     source: str  # "hl7v2" | "davinci"
     message_id: str  # MSH-10, or the Bundle id
@@ -66,7 +75,9 @@ class EncounterNotice:
     admit_time: datetime | None = None
     discharge_time: datetime | None = None
     diagnoses: tuple[Diagnosis, ...] = field(default_factory=tuple)
-    prior_identifiers: tuple[PatientIdentifier, ...] = field(default_factory=tuple)  # A40 MRG-1
+    prior_identifiers: tuple[PatientIdentifier, ...] = field(default_factory=tuple)  # MRG-1 of every group
+    # A40 / A47: every PID/MRG group, in message order (the first is `identifiers` / its MRG-1).
+    identifier_changes: tuple[IdentifierChange, ...] = field(default_factory=tuple)
     # The content hash of the notice as sent, kept when the consumer adjusts a field (an event time
     # clamped to receipt) so the adjusted notice keeps the idempotency key of the message it came from.
     sent_digest: str | None = None
@@ -84,8 +95,8 @@ class EncounterNotice:
     @property
     def content_hash(self) -> str:
         """sha256 of everything the notice says (not its id): an identical resend hashes the same,
-        a different message under a reused control id does not. Envelope-only fields (MSH-7, the
-        Bundle timestamp) never reach the notice, so a resend that only restamps them is the same."""
+        a different message under a reused control id does not. The envelope (MSH-7, Bundle.timestamp)
+        is left out, even standing in for the event time, so a resend that only restamps it is the same."""
         if self.sent_digest is not None:
             return self.sent_digest
         skip = _NOT_CONTENT | ({"event_time"} if self.event_time_from_envelope else set())
@@ -108,8 +119,16 @@ class EncounterNotice:
         return patient_partition_key(self.patient_key.system, self.patient_key.value)
 
     @property
+    def named_identifiers(self) -> tuple[PatientIdentifier, ...]:
+        """Every identifier the message names: PID-3 and MRG-1 of every group."""
+        found = [*self.identifiers, *self.prior_identifiers]
+        for change in self.identifier_changes:
+            found.extend(change.identifiers)
+        return tuple(dict.fromkeys(found))
+
+    @property
     def describes_visit(self) -> bool:
-        return self.kind not in (EncounterEventKind.MERGE, EncounterEventKind.OTHER)
+        return self.kind not in PATIENT_LEVEL_KINDS
 
 
 _NOT_CONTENT = frozenset({"message_id", "sent_digest", "event_time_from_envelope"})
@@ -123,3 +142,7 @@ def _canonical(value: object) -> object:
     if hasattr(value, "value"):  # an enum
         return value.value  # type: ignore[attr-defined]
     raise TypeError(f"not canonical: {type(value).__name__}")
+
+
+# Events about the patient record, not a visit: no encounter, no visit rules.
+PATIENT_LEVEL_KINDS = frozenset({EncounterEventKind.MERGE, EncounterEventKind.CHANGE_ID, EncounterEventKind.OTHER})

@@ -37,6 +37,7 @@ senders declaring a version before 2.5, which only know ERR-1.
 
 from __future__ import annotations
 
+import codecs
 import re
 from dataclasses import dataclass
 from enum import StrEnum
@@ -121,8 +122,14 @@ def for_decode_error(reason: str, field: str | None) -> Verdict:
     return Verdict(AckCode.AR if protocol else AckCode.AE, AckError(code, reason, field if parsed else None))
 
 
-def for_oversize(size: int, limit: int) -> Verdict:
-    return Verdict(AckCode.AR, AckError("104", f"message is larger than the limit of {limit} bytes (read {size})"))
+def for_oversize(size: int, limit: int | None) -> Verdict:
+    """A permanent refusal: over the ingest limit, or more than the event broker takes (`limit` None)."""
+    text = (
+        f"message is larger than the limit of {limit} bytes (read {size})"
+        if limit is not None
+        else f"message is larger than the event broker accepts (read {size} bytes); do not resend it unchanged"
+    )
+    return Verdict(AckCode.AR, AckError("104", text))
 
 
 def for_broker_failure() -> Verdict:
@@ -190,6 +197,7 @@ def _location_components(location: str | None) -> list[str]:
 
 
 def _text(raw: bytes) -> tuple[str, str]:
+    raw = raw.removeprefix(codecs.BOM_UTF8)  # as the decoder does: the ACK answers the message, not the mark
     try:
         return raw.decode("utf-8"), "utf-8"
     except UnicodeDecodeError:

@@ -12,6 +12,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from aiokafka.errors import MessageSizeTooLargeError, RecordListTooLargeError
+
 from app.consumers.davinci_decode import parse_fhir_json
 from app.consumers.fhir_handler import FhirHandler
 from app.consumers.notice_handler import NoticeHandler
@@ -23,8 +25,15 @@ __all__ = ["DecodeError", "MessageTooLarge", "Published", "publish_davinci", "pu
 
 
 class MessageTooLarge(ValueError):
-    def __init__(self, size: int, limit: int) -> None:
-        super().__init__(f"message is {size} bytes; the limit is {limit}")
+    """A message to refuse for its size, permanently (HTTP 413, MLLP AR with ERR-3 104): over the ingest
+    limit, or more than the broker takes. Never a retry answer: a resend is just as large."""
+
+    def __init__(self, size: int, limit: int | None) -> None:
+        super().__init__(
+            f"message is {size} bytes; the limit is {limit}"
+            if limit is not None
+            else f"message is {size} bytes: more than the event broker accepts"
+        )
         self.size = size
         self.limit = limit
 
@@ -93,10 +102,16 @@ async def _publish(
     if check is not None:
         await check(msg)
     event_id = event_id_for(msg.idempotency_key)
-    meta = await runtime.publisher.publish(
-        topic,
-        body,
-        key=msg.partition_key,
-        headers={"carecoord-event-id": str(event_id), "carecoord-source": source, "content-type": media_type},
-    )
+    try:
+        meta = await runtime.publisher.publish(
+            topic,
+            body,
+            key=msg.partition_key,
+            headers={"carecoord-event-id": str(event_id), "carecoord-source": source, "content-type": media_type},
+        )
+    except (MessageSizeTooLargeError, RecordListTooLargeError):
+        # Kafka error 10 / 18, from the broker or from the producer's own check of the configured broker
+        # limit: resending the same bytes can never succeed, so it is a refusal, not a broker outage.
+        limit = settings.kafka_max_message_bytes
+        raise MessageTooLarge(len(body), limit if limit is not None and limit < len(body) else None) from None
     return Published(event_id, msg.message_id, meta.topic, meta.partition, meta.offset)

@@ -13,7 +13,14 @@ from app.settings import Settings
 
 class Publisher:
     def __init__(self, kafka: KafkaConnection, settings: Settings) -> None:
-        self._producer = kafka.producer(acks="all", enable_idempotence=settings.kafka_enable_idempotence)
+        # max_request_size defaults to 1 MiB in aiokafka: a message of exactly the ingest limit plus its
+        # key and headers would not fit. It is the broker's limit as configured (settings), so a message
+        # over it fails here with the same MessageSizeTooLargeError a broker answers (Kafka error 10).
+        self._producer = kafka.producer(
+            acks="all",
+            enable_idempotence=settings.kafka_enable_idempotence,
+            max_request_size=settings.broker_message_max_bytes,
+        )
 
     async def start(self) -> None:
         await self._producer.start()

@@ -27,12 +27,14 @@ class TopicSpec:
     partitions: int
     retention_ms: int
     purpose: str
+    max_message_bytes: int  # max.message.bytes: a message at exactly the ingest limit must fit
 
     def configs(self, min_insync_replicas: int) -> dict[str, str]:
         return {
             "retention.ms": str(self.retention_ms),
             "cleanup.policy": "delete",
             "min.insync.replicas": str(min_insync_replicas),
+            "max.message.bytes": str(self.max_message_bytes),
         }
 
 
@@ -48,18 +50,20 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     t = settings.topics
     inputs = settings.kafka_partitions, settings.kafka_retention_ms
     dead = settings.kafka_dead_letter_partitions, settings.kafka_dead_letter_retention_ms
+    size = settings.broker_message_max_bytes
     return [
-        TopicSpec(t.adt, *inputs, "HL7 v2 ADT input"),
-        TopicSpec(t.ens, *inputs, "Da Vinci notification input"),
-        TopicSpec(t.fhir, *inputs, "FHIR clinical input"),
-        TopicSpec(t.adt_dead_letter, *dead, "ADT dead letters"),
-        TopicSpec(t.ens_dead_letter, *dead, "notification dead letters"),
-        TopicSpec(t.fhir_dead_letter, *dead, "FHIR dead letters"),
+        TopicSpec(t.adt, *inputs, "HL7 v2 ADT input", size),
+        TopicSpec(t.ens, *inputs, "Da Vinci notification input", size),
+        TopicSpec(t.fhir, *inputs, "FHIR clinical input", size),
+        TopicSpec(t.adt_dead_letter, *dead, "ADT dead letters", size),
+        TopicSpec(t.ens_dead_letter, *dead, "notification dead letters", size),
+        TopicSpec(t.fhir_dead_letter, *dead, "FHIR dead letters", size),
         TopicSpec(
             t.task_events,
             settings.kafka_task_events_partitions,
             settings.kafka_task_events_retention_ms,
             "task lifecycle events",
+            size,
         ),
     ]
 

@@ -19,7 +19,8 @@ class EncounterEventKind(StrEnum):
     CANCEL_TRANSFER = "cancel-transfer"
     CANCEL_DISCHARGE = "cancel-discharge"
     MERGE = "merge"
-    OTHER = "other"
+    CHANGE_ID = "change-id"  # A47: an identifier was wrong and is replaced
+    OTHER = "other"  # an ADT event the service does not act on (recorded as "not acted on")
 
 
 @dataclass(frozen=True, slots=True)

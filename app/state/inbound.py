@@ -68,6 +68,10 @@ async def ledger_verdict(session: AsyncSession, idempotency_key: str, message_id
     return Seen(Verdict.REUSED, rows[0][0])
 
 
+APPLIED = "applied"
+NOT_ACTED_ON = "not-acted-on"  # recorded (a resend is a duplicate) but the event changes nothing here
+
+
 def record_applied(
     session: AsyncSession,
     *,
@@ -80,6 +84,7 @@ def record_applied(
     event_time: datetime | None,
     message_identity: str | None = None,
     content_hash: str | None = None,
+    status: str = APPLIED,
 ) -> InboundEvent:
     """`message_identity` and `content_hash` are given for messages a sender names (v2, Da Vinci);
     FHIR resources are keyed by resource identity and content already and leave them empty."""
@@ -93,7 +98,7 @@ def record_applied(
         topic=position.topic,
         partition=position.partition,
         offset=position.offset,
-        status="applied",
+        status=status,
         patient_id=patient_id,
         encounter_id=encounter_id,
         event_time=event_time,

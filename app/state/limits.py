@@ -40,7 +40,7 @@ def check_lengths(notice: EncounterNotice) -> None:
         value = getattr(notice, name)
         if value is not None and len(value) > limit:
             raise DecodeError(f"{field if v2 else name} is longer than {limit} characters", field if v2 else name)
-    for ident in (*notice.identifiers, *notice.prior_identifiers):
+    for ident in notice.named_identifiers:
         if len(ident.system) > _IDENTIFIER_LIMITS[0] or len(ident.value) > _IDENTIFIER_LIMITS[1]:
             field = "PID-3" if v2 else "identifier"
             raise DecodeError(

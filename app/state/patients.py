@@ -1,9 +1,11 @@
-"""Find or create the patient a notice is about, by any of its identifiers; merge patients (A40)."""
+"""Find or create the patient a notice is about, by any of its identifiers; merge patients (A40) and
+change a wrong identifier (A47)."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Protocol
 
@@ -20,8 +22,9 @@ from app.db.models import (
     Task,
     TaskHistory,
 )
-from app.encounters.notice import EncounterNotice
+from app.encounters.notice import DecodeError, EncounterNotice, IdentifierChange
 from app.encounters.notice import PatientIdentifier as Identifier
+from app.rules.facts import EncounterEventKind
 from app.state.care_plans import move_on_merge as move_care_plans_on_merge
 from app.state.consents import move_on_merge as move_consents_on_merge
 
@@ -113,14 +116,95 @@ async def _attach_identifiers(
             known[(ident.system, ident.value)] = row
 
 
-async def merge_patients(session: AsyncSession, survivor: Patient, notice: EncounterNotice) -> list[uuid.UUID]:
+async def find_patient(session: AsyncSession, identifiers: Sequence[Identifier]) -> Patient | None:
+    """The (surviving) patient any of `identifiers` names, without creating or changing anything."""
+    known = await _known_identifiers(session, identifiers)
+    if not known:
+        return None
+    primary = known.get((identifiers[0].system, identifiers[0].value))
+    return await _survivor(
+        session, primary.patient_id if primary else sorted((r.patient_id for r in known.values()), key=str)[0]
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _GroupClaims:
+    """A later PID of an A40/A47: its identifiers only (the message's demographics are the first PID's)."""
+
+    identifiers: tuple[Identifier, ...]
+    family_name: str | None = None
+    given_name: str | None = None
+    birth_date: date | None = None
+    sex: str | None = None
+    death_indicator: bool = False
+    death_time: datetime | None = None
+
+    @property
+    def patient_key(self) -> Identifier:
+        return self.identifiers[0]
+
+
+async def apply_identifier_changes(session: AsyncSession, notice: EncounterNotice) -> Patient:
+    """A40 / A47: every PID/MRG group in message order; returns the patient the first PID names (its
+    survivor once all groups are applied), with the message's demographics.
+
+    A40 merges the records MRG-1 names into the PID's. A47 replaces MRG-1's identifier values with
+    PID-3's on the patient that holds them: the wrong identifier stops naming the patient (it may be
+    another person's), and a PID-3 that already names a different patient is refused (that is a merge,
+    A40), so no record is silently joined.
+    """
+    first: Patient | None = None
+    for n, change in enumerate(notice.identifier_changes):
+        claims: PatientClaims = notice if n == 0 else _GroupClaims(change.identifiers)
+        if notice.kind is EncounterEventKind.CHANGE_ID:
+            await _change_identifiers(session, change)
+        patient = await resolve_patient(session, claims)
+        if notice.kind is EncounterEventKind.MERGE:
+            await merge_patients(session, patient, change.prior_identifiers)
+        first = first or patient
+    assert first is not None
+    return await _survivor(session, first.id)
+
+
+async def _change_identifiers(session: AsyncSession, change: IdentifierChange) -> None:
+    old = await _known_identifiers(session, change.prior_identifiers)
+    if not old:
+        return  # never heard of the wrong identifier: the PID alone says who the patient is
+    owners = {(await _survivor(session, r.patient_id)).id for r in old.values()}
+    new = await _known_identifiers(session, change.identifiers)
+    elsewhere = {(await _survivor(session, r.patient_id)).id for r in new.values()} - owners
+    if len(owners) > 1 or elsewhere:
+        raise DecodeError(
+            "A47: the new identifier (PID-3) already names another patient; send an A40 to merge the records"
+            if elsewhere
+            else "A47: the prior identifiers (MRG-1) name more than one patient",
+            "PID-3" if elsewhere else "MRG-1",
+            http_status=422,
+        )
+    [owner] = owners
+    replacements = [i for i in change.identifiers if (i.system, i.value) not in new]
+    kept = {(i.system, i.value) for i in change.identifiers}
+    for key, row in old.items():
+        if key not in kept:
+            await session.delete(row)
+    await session.flush()
+    for ident in replacements:
+        session.add(
+            PatientIdentifier(patient_id=owner, system=ident.system, value=ident.value, type_code=ident.type_code)
+        )
+    await session.flush()
+
+
+async def merge_patients(
+    session: AsyncSession, survivor: Patient, prior_identifiers: Sequence[Identifier]
+) -> list[uuid.UUID]:
     """A40: the records MRG-1 names are merged into the survivor; returns the merged patient ids.
 
     Identifiers, encounters, tasks, the event ledger, FHIR clinical resources, screening events, care
     plans and consents move to the survivor; the merged record keeps a pointer so nothing that referenced
     it is orphaned.
     """
-    known = await _known_identifiers(session, notice.prior_identifiers)
+    known = await _known_identifiers(session, prior_identifiers)
     merged: list[uuid.UUID] = []
     for prior_id in sorted({r.patient_id for r in known.values()}, key=str):
         prior = await _survivor(session, prior_id)
@@ -157,6 +241,6 @@ async def merge_patients(session: AsyncSession, survivor: Patient, notice: Encou
         survivor.deceased_at = survivor.deceased_at or prior.deceased_at
         merged.append(prior.id)
     # Prior identifiers no record holds yet still name this person from now on.
-    await _attach_identifiers(session, survivor, notice.prior_identifiers, known)
+    await _attach_identifiers(session, survivor, prior_identifiers, known)
     await session.flush()
     return merged

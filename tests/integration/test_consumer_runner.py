@@ -42,7 +42,10 @@ class ScriptedHandler:
 async def topics(settings: Settings) -> Settings:
     await ensure_topics(
         KafkaConnection.from_settings(settings),
-        [TopicSpec(name, 1, 3_600_000, "test") for name in (settings.topics.adt, settings.topics.adt_dead_letter)],
+        [
+            TopicSpec(name, 1, 3_600_000, "test", settings.broker_message_max_bytes)
+            for name in (settings.topics.adt, settings.topics.adt_dead_letter)
+        ],
         1,
     )
     return settings

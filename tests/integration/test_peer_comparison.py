@@ -41,7 +41,7 @@ Samples outside carecoord's encounter model (no test; no Encounter to compare):
 | ADT-A40-01 | merge patient - identifier list | modelled as a patient merge (test_adt_semantics.py): no Encounter |
 | ADT-A41-01 | merge account | account level, not modelled |
 | ADT-A45-01 | move visit information | visit re-parenting, not modelled |
-| ADT-A47-01 | change patient identifier list | identifier maintenance, not modelled |
+| ADT-A47-01 | change patient identifier list | an identifier change (test_adt_identity_events.py): no Encounter |
 | ADT-A60-01 | update adverse reaction information | allergies, not modelled |
 
 (A12 cancel transfer is in scope but has no sample.)

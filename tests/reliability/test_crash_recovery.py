@@ -65,7 +65,12 @@ def _groups(settings: Settings) -> dict[str, str]:
 
 async def _create_topics(settings: Settings, *extra: str) -> None:
     specs = topic_specs(settings)
-    specs += [TopicSpec(name, settings.kafka_partitions, settings.kafka_retention_ms, "test") for name in extra]
+    specs += [
+        TopicSpec(
+            name, settings.kafka_partitions, settings.kafka_retention_ms, "test", settings.broker_message_max_bytes
+        )
+        for name in extra
+    ]
     await ensure_topics(KafkaConnection.from_settings(settings, settings.kafka_bootstrap_servers or ""), specs, 1)
 
 
