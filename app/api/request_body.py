@@ -40,11 +40,13 @@ class InvalidJson(ValueError):
     pass
 
 
-def body_cap(setting: str) -> Callable[[F], F]:
-    """Mark an endpoint whose body may be larger than the default cap: `setting` names the Settings field."""
+def body_cap(setting: str, *, decodes_own_json: bool = False) -> Callable[[F], F]:
+    """Mark an endpoint whose body may be larger than the default cap: `setting` names the Settings field.
+    `decodes_own_json`: the endpoint decodes its JSON itself with `loads` (the ingest front doors, whose
+    errors name the resource and whose bodies are published as received), so the middleware only counts."""
 
     def mark(endpoint: F) -> F:
-        setattr(endpoint, _CAP_ATTR, setting)
+        setattr(endpoint, _CAP_ATTR, (setting, decodes_own_json))
         return endpoint
 
     return mark
@@ -173,10 +175,10 @@ class _CappedReader:
         self.seen = 0
         self.replay: list[Message] | None = None
 
-    def _cap(self) -> int:
+    def _cap(self) -> tuple[int, bool]:
         route = self.scope.get("route")
-        setting = getattr(getattr(route, "endpoint", None), _CAP_ATTR, None)
-        return int(getattr(self.settings, setting or "http_max_body_bytes"))
+        setting, own_json = getattr(getattr(route, "endpoint", None), _CAP_ATTR, ("http_max_body_bytes", False))
+        return int(getattr(self.settings, setting)), own_json
 
     def _too_large(self) -> BodyRefused:
         return BodyRefused(413, "Content Too Large", f"the request body exceeds {self.limit} bytes")
@@ -193,11 +195,11 @@ class _CappedReader:
         if self.replay:
             return self.replay.pop(0)
         if self.limit is None:
-            self.limit = self._cap()
+            self.limit, own_json = self._cap()
             for name, value in self.scope["headers"]:
                 if name == b"content-length" and value.isdigit() and int(value) > self.limit:
                     raise self._too_large()  # refused before a byte of it is read
-            if _is_json(self.scope):
+            if not own_json and _is_json(self.scope):
                 return await self._decode_whole_body()
         return await self._next()
 

@@ -69,13 +69,13 @@ async def _create(request: Request, principal: CurrentPrincipal, resource_type: 
     openapi_extra=_BODY,
     dependencies=scoped("Bundle", interaction="c"),
 )
-@body_cap("ingest_max_bytes")
+@body_cap("ingest_max_bytes", decodes_own_json=True)
 async def create_bundle(request: Request, principal: CurrentPrincipal) -> JSONResponse:
     return await _create(request, principal, "Bundle")
 
 
 def _create_route(resource_type: str) -> None:
-    @body_cap("ingest_max_bytes")
+    @body_cap("ingest_max_bytes", decodes_own_json=True)
     async def create(request: Request, principal: CurrentPrincipal) -> JSONResponse:
         return await _create(request, principal, resource_type)
 

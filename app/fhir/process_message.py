@@ -42,7 +42,7 @@ EVENT_ID_HEADER = "Carecoord-Event-Id"
     openapi_extra={"requestBody": {"content": {t: {"schema": {"type": "object"}} for t in FHIR_MEDIA_TYPES}}},
     dependencies=scoped("Bundle", interaction="c"),
 )
-@body_cap("ingest_max_bytes")
+@body_cap("ingest_max_bytes", decodes_own_json=True)
 async def process_message(request: Request, principal: CurrentPrincipal) -> JSONResponse:
     published = await accept(
         request,

@@ -9,7 +9,9 @@ import socket
 import subprocess
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from subprocess import Popen
 
 import httpx
 import pytest
@@ -24,10 +26,9 @@ from tests.integration.test_cli import CARECOORD, clean_env, wait_until_ready
 IDENTIFIER = "MRN-ACCESS-LOG-4417"
 
 
-@pytest.fixture
-def server(
-    settings: Settings, db: AsyncEngine, database_url: str, tmp_path: Path
-) -> Iterator[tuple[int, Path, subprocess.Popen[str]]]:
+@contextmanager
+def running_server(settings: Settings, database_url: str, tmp_path: Path) -> Iterator[tuple[int, Path, Popen[str]]]:
+    """`carecoord serve` on a free port against the test database and broker; its log lines go to a file."""
     port = free_loopback_port()
     log = tmp_path / "serve.log"
     env = clean_env(
@@ -50,6 +51,14 @@ def server(
             proc.wait(timeout=30)
 
 
+@pytest.fixture
+def server(
+    settings: Settings, db: AsyncEngine, database_url: str, tmp_path: Path
+) -> Iterator[tuple[int, Path, Popen[str]]]:
+    with running_server(settings, database_url, tmp_path) as running:
+        yield running
+
+
 def raw_request(port: int, head: bytes, chunks: Iterator[bytes]) -> bytes:
     with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
         sock.sendall(head)
@@ -68,9 +77,7 @@ def raw_request(port: int, head: bytes, chunks: Iterator[bytes]) -> bytes:
         return received
 
 
-def test_served_limits_headers_and_access_log(
-    server: tuple[int, Path, subprocess.Popen[str]], settings: Settings
-) -> None:
+def test_served_limits_headers_and_access_log(server: tuple[int, Path, Popen[str]], settings: Settings) -> None:
     port, log, _ = server
     token = mint_token(settings, "tester", ["SUPERVISOR", "DATA"], [], 600)
     base = f"http://127.0.0.1:{port}"
