@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 import uvicorn
+from pydantic import ValidationError
 
 from app import clock
 from app.gc_tuning import tune_gc_after_startup
@@ -26,7 +27,11 @@ if TYPE_CHECKING:
     from app.ingest.roster_import import ImportOutcome, ImportRequest, RosterImporter
     from app.runtime import Runtime
 
-cli = typer.Typer(help="carecoord: transition-of-care tasks from hospital event feeds.", no_args_is_help=True)
+cli = typer.Typer(
+    help="carecoord: transition-of-care tasks from hospital event feeds.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,  # a traceback's locals would print settings (database URL, secrets)
+)
 roster_cli = typer.Typer(help="Enrollee files: import, diff, change reports, exports.", no_args_is_help=True)
 inbox_cli = typer.Typer(help="Inbox folder of enrollee files: watch and process each file once.", no_args_is_help=True)
 cli.add_typer(rules_cli, name="rules")
@@ -64,6 +69,8 @@ def serve(
         port=port or settings.port,
         log_config=None,
         proxy_headers=False,
+        access_log=False,  # the app logs route templates instead (app/api/metrics.py): no query strings
+        h11_max_incomplete_event_size=settings.http_max_header_bytes,
     )
 
 
@@ -491,4 +498,10 @@ def inbox_watch(
 
 
 def main() -> None:
-    cli()
+    try:
+        cli()
+    except ValidationError as exc:  # a configuration error: name the settings, never their values
+        for error in exc.errors(include_input=False, include_url=False):
+            where = "CARECOORD_" + "__".join(str(part) for part in error["loc"]).upper() if error["loc"] else "settings"
+            print(f"configuration error: {where}: {error['msg']}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -78,7 +78,11 @@ class MeasureSettings(BaseModel):
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="CARECOORD_", env_nested_delimiter="__", env_file=".env", extra="ignore"
+        env_prefix="CARECOORD_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        extra="ignore",
+        hide_input_in_errors=True,  # a configuration error never prints a value (secrets, passwords in URLs)
     )
 
     environment: Literal["development", "production"] = "development"
@@ -316,6 +320,18 @@ class Settings(BaseSettings):
         ge=0,
         description="an event, admit or discharge time further than this after the broker received the message "
         "is clamped to the receipt time and listed as a data-quality finding (a sender clock running ahead)",
+    )
+    http_max_body_bytes: int = Field(
+        default=1_048_576,
+        ge=1024,
+        description="largest request body (counted while it streams, chunked too) on endpoints without their own cap",
+    )
+    http_max_header_bytes: int = Field(
+        default=16_384, ge=1024, description="largest request line plus headers; beyond it the request is refused"
+    )
+    json_max_depth: int = Field(default=64, ge=8, le=500, description="deepest nesting a JSON body or cursor may have")
+    json_max_int_digits: int = Field(
+        default=20, ge=10, le=4000, description="longest integer literal a JSON body or cursor may carry"
     )
     dead_letter_max_bytes: int = Field(
         default=262_144, ge=1024, description="dead-letter topic copies are cut to this; rejected_events keeps all"

@@ -29,6 +29,7 @@ from app.api.jwks import JwksCache
 from app.api.metrics import install_http_metrics
 from app.api.openapi import install_openapi
 from app.api.problems import install_problem_handlers
+from app.api.request_body import RequestLimitsMiddleware
 from app.api.token_cache import VerifiedTokens
 from app.fhir import audit_events as fhir_audit_events
 from app.fhir import careplan_routes as fhir_careplans
@@ -70,6 +71,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         app.state.runtime = runtime
     install_problem_handlers(app)
     install_openapi(app)
+    app.add_middleware(RequestLimitsMiddleware, settings=settings)  # inside the metrics/access-log middleware
     install_http_metrics(app)
     app.include_router(health.router)
     app.include_router(metrics.router)

@@ -132,8 +132,11 @@ def principal_from_claims(claims: dict[str, Any]) -> Principal:
         raise _unauthorized("invalid token: roles and teams must be lists")
     if scope is not None and not isinstance(scope, str):
         raise _unauthorized("invalid token: scope must be a space-separated string")
+    subject = claims.get("sub")
+    if not isinstance(subject, str) or not subject.strip():
+        raise _unauthorized("invalid token: sub must name the caller")  # audit rows must say who acted
     return Principal(
-        str(claims["sub"]),
+        subject,
         frozenset(map(str, roles)),
         frozenset(map(str, teams)),
         parse_scopes(scope) if scope is not None else None,

@@ -27,6 +27,7 @@ from app.api.access import part2_instrument_codes
 from app.api.auth import Principal, may_see_part2, role_gate
 from app.api.part2_payloads import payload_is_part2
 from app.api.problems import Problem
+from app.api.request_body import decode_cursor
 from app.consumers.notice_handler import Outcome
 from app.consumers.transient import is_transient
 from app.db.models import RejectedEvent, utcnow
@@ -111,7 +112,7 @@ def _encode_cursor(row: DeadLetterRow) -> str:
 
 def _decode_cursor(value: str) -> Cursor:
     try:
-        raw = json.loads(base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)))
+        raw = decode_cursor(value)
         created_at = datetime.fromisoformat(raw["t"])
         if created_at.tzinfo is None:
             raise ValueError("naive cursor time")

@@ -9,6 +9,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, status
 
 from app.api.auth import CurrentPrincipal
+from app.api.request_body import body_cap
 from app.api.schemas import IngestAccepted
 from app.api.scopes import scoped
 from app.ingest.http_front_door import accept
@@ -26,6 +27,7 @@ HL7_MEDIA_TYPES = ("text/plain", "application/hl7-v2", "x-application/hl7-v2+er7
     openapi_extra={"requestBody": {"content": {t: {"schema": {"type": "string"}} for t in HL7_MEDIA_TYPES}}},
     dependencies=scoped("Encounter", interaction="c"),  # ADT messages create and update encounters
 )
+@body_cap("ingest_max_bytes")
 async def ingest_hl7v2(request: Request, principal: CurrentPrincipal) -> IngestAccepted:
     published = await accept(
         request,

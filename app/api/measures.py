@@ -20,6 +20,7 @@ from pydantic import BaseModel
 from app.api.access import is_supervisor
 from app.api.audit import audit
 from app.api.auth import CurrentPrincipal, Principal
+from app.api.downloads import attachment
 from app.api.problems import Problem
 from app.api.scopes import scoped
 from app.db.models import utcnow
@@ -168,7 +169,7 @@ async def list_measures(
         return Response(
             measures_csv(results, flt),
             media_type=CSV_MEDIA,
-            headers={"Content-Disposition": f'attachment; filename="{name}"'},
+            headers={"Content-Disposition": attachment(name)},
         )
     body = MeasuresOut(
         period_start=flt.period_start,
@@ -246,7 +247,7 @@ async def measure_patient_list(
         return Response(
             patients_csv(patients),
             media_type=CSV_MEDIA,
-            headers={"Content-Disposition": f'attachment; filename="{name}"'},
+            headers={"Content-Disposition": attachment(name)},
         )
     body = MeasurePatientsOut(
         key=key,

@@ -5,6 +5,7 @@ role (`authorization: {credentials_file: ...}` in its scrape config, docs/operat
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Annotated
 
@@ -16,6 +17,7 @@ from app.api.auth import Principal, role_gate
 from app.metrics import HTTP_LATENCY, render
 
 router = APIRouter(tags=["operations"])
+access_log = logging.getLogger("carecoord.access")
 UNMATCHED = "unmatched"  # 404s and probes of unknown paths: one series, not one per path
 
 
@@ -30,7 +32,9 @@ async def metrics(principal: MetricsPrincipal) -> Response:
 
 
 class HttpLatencyMiddleware:
-    """Times every request by its route template (`/tasks/{task_id}`): a raw path can carry identifiers."""
+    """Times every request by its route template (`/tasks/{task_id}`): a raw path can carry identifiers.
+    It also writes the access log (uvicorn's is off: it prints the full path and query string), with the
+    method, route template, status and duration only."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -53,7 +57,12 @@ class HttpLatencyMiddleware:
         finally:
             route = scope.get("route")
             template = getattr(route, "path", None) or UNMATCHED
-            HTTP_LATENCY.labels(scope["method"], template, str(status)).observe(time.perf_counter() - started)
+            elapsed = time.perf_counter() - started
+            HTTP_LATENCY.labels(scope["method"], template, str(status)).observe(elapsed)
+            access_log.info(
+                "request",
+                extra={"method": scope["method"], "route": template, "status": status, "ms": round(elapsed * 1000, 1)},
+            )
 
 
 def install_http_metrics(app: FastAPI) -> None:

@@ -12,7 +12,9 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Receive, Scope, Send
 
+from app.api.request_body import BodyRefused
 from app.fhir.outcome import outcome_response
 
 PROBLEM_JSON = "application/problem+json"
@@ -79,6 +81,11 @@ def _respond(
     return problem_response(status, title, detail, instance=request.url.path, headers=headers, field=field, **extra)
 
 
+async def respond_plain(scope: Scope, receive: Receive, send: Send, status: int, title: str, detail: str) -> None:
+    """For middleware, outside the exception handlers: the same rendering by path."""
+    await _respond(Request(scope, receive), status, title, detail)(scope, receive, send)
+
+
 def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem) -> JSONResponse:
@@ -103,6 +110,10 @@ def install_problem_handlers(app: FastAPI) -> None:
             fields=[e["field"] for e in errors],
             errors=errors,
         )
+
+    @app.exception_handler(BodyRefused)
+    async def _body(request: Request, exc: BodyRefused) -> JSONResponse:
+        return _respond(request, exc.status_code, exc.title, exc.reason)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

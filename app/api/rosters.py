@@ -15,7 +15,9 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from app import clock
 from app.api.auth import Principal, role_gate
+from app.api.downloads import attachment
 from app.api.problems import Problem
+from app.api.request_body import body_cap
 from app.api.scopes import scoped
 from app.ingest.roster_files import EXPORT_KINDS, change_report_lines, export_lines, import_summary
 from app.ingest.roster_import import ImportRequest, RosterImporter
@@ -73,6 +75,7 @@ async def _save_upload(upload: UploadFile, folder: Path, limit: int) -> Path:
 
 
 @router.post("/rosters/imports", status_code=202, dependencies=scoped("Group"))
+@body_cap("roster_upload_max_bytes")
 async def upload_roster(
     request: Request,
     principal: RosterPrincipal,
@@ -256,5 +259,5 @@ async def get_roster_export(
     return StreamingResponse(
         export_lines(importer.sessions, kind, sender, today),
         media_type=media,
-        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+        headers={"Content-Disposition": attachment(name)},
     )

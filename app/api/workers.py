@@ -31,6 +31,8 @@ from app.settings import Settings
 
 APP_FACTORY = "app.api.app:worker_app"
 BACKLOG = 2048  # uvicorn's default
+# uvicorn's access log prints full query strings (identifiers): the app logs route templates instead.
+SERVER_OPTIONS: dict[str, object] = {"log_config": None, "proxy_headers": False, "access_log": False}
 STOP_TIMEOUT_S = 60.0  # graceful shutdown allowed before a worker is killed
 POLL_S = 0.5
 
@@ -86,7 +88,7 @@ def _exit_with_parent(parent: int) -> None:
 
 def _worker(host: str, port: int, parent: int) -> None:
     threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
-    config = uvicorn.Config(APP_FACTORY, factory=True, log_config=None, proxy_headers=False)
+    config = uvicorn.Config(APP_FACTORY, factory=True, **SERVER_OPTIONS)
     uvicorn.Server(config).run(sockets=[listening_socket(host, port)])
 
 
@@ -101,9 +103,7 @@ def _mark_dead(pid: int | None) -> None:
 def serve_workers(host: str, port: int, workers: int, restarts: RestartPolicy) -> int:
     """Run `workers` API processes until a stop signal; the exit status (0, or 1 when workers kept dying)."""
     if not reuse_port_supported():
-        uvicorn.run(
-            APP_FACTORY, factory=True, workers=workers, host=host, port=port, log_config=None, proxy_headers=False
-        )
+        uvicorn.run(APP_FACTORY, factory=True, workers=workers, host=host, port=port, **SERVER_OPTIONS)
         return 0
     # Without SO_REUSEPORT this bind fails against any listener on the port, ours from an earlier run too.
     _socket(host, port, reuse_port=False).close()

@@ -32,7 +32,6 @@ same encounter events):
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -43,10 +42,12 @@ from fhir.resources.R4B import get_fhir_model_class
 from fhir.resources.R4B.bundle import Bundle
 from pydantic import ValidationError
 
+from app.api.request_body import InvalidJson, loads
 from app.consumers.adt_events import V2_0004, encounter_class
 from app.consumers.hl7v2_decode import DecodeOptions
 from app.encounters.notice import DecodeError, Diagnosis, EncounterNotice, PatientIdentifier
 from app.rules.facts import EncounterEventKind
+from app.settings import Settings
 
 __all__ = [
     "EVENT_KINDS",
@@ -98,16 +99,15 @@ def _parse_json(payload: bytes) -> dict[str, Any]:
     return data
 
 
+_LIMITS = Settings.model_fields  # the documented JSON limits (consumers decode without a request)
+
+
 def parse_fhir_json(payload: bytes, what: str, error: type[DecodeError] = DecodeError) -> dict[str, Any]:
     """FHIR JSON bytes -> the top-level object; `what` names the expected content in errors."""
     try:
-        data = json.loads(payload)
-    except UnicodeDecodeError:
-        raise error(f"not a FHIR JSON {what}: the body is not UTF-8 text", what) from None
-    except json.JSONDecodeError as exc:
-        raise error(f"not a FHIR JSON {what}: {exc.msg} at line {exc.lineno}", what) from None
-    except RecursionError:
-        raise error(f"not a FHIR JSON {what}: nested too deeply", what) from None
+        data = loads(payload, _LIMITS["json_max_depth"].default, _LIMITS["json_max_int_digits"].default)
+    except InvalidJson as exc:  # not UTF-8, not JSON, nested too deeply, an integer too long
+        raise error(f"not a FHIR JSON {what}: {exc}", what) from None
     if not isinstance(data, dict):
         raise error(f"not a FHIR JSON {what}: expected a JSON object", what)
     return data

@@ -8,7 +8,6 @@ renders a Problem under /fhir as one); search follows app/fhir/routes.py (lenien
 
 from __future__ import annotations
 
-import json
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -33,6 +32,7 @@ from app.api.care_plans import (
     visible_patient,
 )
 from app.api.problems import Problem
+from app.api.request_body import json_body
 from app.api.scopes import scoped
 from app.careplans.model import CarePlanOut
 from app.careplans.versioning import PreconditionError, check_if_match, etag
@@ -73,7 +73,6 @@ SEARCH_PARAMS = ("subject", "patient", "status", "_id")
 RESULT_PARAMS = ("_count", "_cursor")
 DEFAULT_COUNT = 20
 MAX_COUNT = 100
-MAX_BODY_BYTES = 1_048_576
 _BODY = {
     "requestBody": {
         "required": True,
@@ -114,13 +113,7 @@ def _resource_response(plan: CarePlanOut, request: Request, status_code: int = 2
 
 
 async def _body(request: Request) -> dict[str, Any]:
-    raw = await request.body()
-    if len(raw) > MAX_BODY_BYTES:
-        raise Problem(413, "Payload too large", f"at most {MAX_BODY_BYTES} bytes")
-    try:
-        body = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise Problem(400, "Invalid JSON", "the body is not JSON") from None
+    body = await json_body(request)  # capped at CARECOORD_HTTP_MAX_BODY_BYTES while it streams
     if not isinstance(body, dict):
         raise Problem(400, "Invalid resource", "the body must be a CarePlan resource", field="resourceType")
     return body

@@ -29,6 +29,7 @@ from app.api.access import fhir_resource_part2_condition, patient_condition
 from app.api.audit import audit
 from app.api.auth import CurrentPrincipal
 from app.api.problems import Problem
+from app.api.request_body import body_cap
 from app.api.scopes import scoped
 from app.consumers.fhir_decode import CLINICAL_TYPES
 from app.db.models import FhirResource, Patient
@@ -68,11 +69,13 @@ async def _create(request: Request, principal: CurrentPrincipal, resource_type: 
     openapi_extra=_BODY,
     dependencies=scoped("Bundle", interaction="c"),
 )
+@body_cap("ingest_max_bytes", decodes_own_json=True)
 async def create_bundle(request: Request, principal: CurrentPrincipal) -> JSONResponse:
     return await _create(request, principal, "Bundle")
 
 
 def _create_route(resource_type: str) -> None:
+    @body_cap("ingest_max_bytes", decodes_own_json=True)
     async def create(request: Request, principal: CurrentPrincipal) -> JSONResponse:
         return await _create(request, principal, resource_type)
 

@@ -20,6 +20,7 @@ from fastapi import APIRouter, Request, status
 from fastapi.responses import JSONResponse
 
 from app.api.auth import CurrentPrincipal
+from app.api.request_body import body_cap
 from app.api.scopes import scoped
 from app.fhir.outcome import FHIR_JSON
 from app.ingest.http_front_door import accept
@@ -41,6 +42,7 @@ EVENT_ID_HEADER = "Carecoord-Event-Id"
     openapi_extra={"requestBody": {"content": {t: {"schema": {"type": "object"}} for t in FHIR_MEDIA_TYPES}}},
     dependencies=scoped("Bundle", interaction="c"),
 )
+@body_cap("ingest_max_bytes", decodes_own_json=True)
 async def process_message(request: Request, principal: CurrentPrincipal) -> JSONResponse:
     published = await accept(
         request,

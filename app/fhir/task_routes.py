@@ -13,7 +13,6 @@ modifiers refused). Paging is keyset (`_cursor` in the `next` link); `total` is 
 
 from __future__ import annotations
 
-import json
 import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -30,6 +29,7 @@ from app.api.access import is_supervisor, task_conditions
 from app.api.audit import AuditAction, AuditOutcome, audit
 from app.api.auth import CurrentPrincipal, Principal
 from app.api.problems import Problem
+from app.api.request_body import json_body
 from app.api.scopes import scoped
 from app.db.models import Task, utcnow
 from app.fhir.json_patch import PatchError, apply_patch
@@ -285,10 +285,7 @@ IfMatch = Annotated[str | None, Header(alias="If-Match", description='W/"<versio
 
 
 async def _body(request: Request) -> Any:
-    try:
-        return json.loads(await request.body())
-    except (ValueError, UnicodeDecodeError):
-        raise Problem(400, "Invalid body", "the body is not JSON") from None
+    return await json_body(request)
 
 
 async def _update(

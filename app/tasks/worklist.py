@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+from app.api.request_body import decode_cursor
 from app.tasks.lifecycle import PRIORITIES
 
 
@@ -54,7 +55,7 @@ class Cursor:
     @classmethod
     def decode(cls, text: str) -> Cursor:
         try:
-            raw = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode())
+            raw = decode_cursor(text)
             sort, order = SortKey(raw["s"]), Order(raw["o"])
             values = list(raw["k"])
             expected = [int] * (sort is SortKey.PRIORITY) + [datetime]

@@ -14,6 +14,7 @@ from markupsafe import Markup
 
 from app.api.audit import audit
 from app.api.auth import Principal
+from app.api.downloads import attachment
 from app.api.problems import Problem
 from app.db.models import utcnow
 from app.measures.charts import chart_for
@@ -135,7 +136,7 @@ async def dashboard_csv(
     _require_reader(request, principal)
     body = measures_csv(await _measures(request, principal, flt), flt)
     name = f"measures-{flt.period_start}-{flt.period_end}.csv"
-    return Response(body, media_type=CSV, headers={"Content-Disposition": f'attachment; filename="{name}"'})
+    return Response(body, media_type=CSV, headers={"Content-Disposition": attachment(name)})
 
 
 # Before the page route: "/dashboard/{key}/{part}" would otherwise take "numerator.csv" as the part.
@@ -150,7 +151,7 @@ async def drill_down_csv(
     _require_reader(request, principal)
     body = patients_csv(await _patients(request, principal, key, part, flt))
     name = f"{key}-{part}-{flt.period_start}-{flt.period_end}.csv"
-    return Response(body, media_type=CSV, headers={"Content-Disposition": f'attachment; filename="{name}"'})
+    return Response(body, media_type=CSV, headers={"Content-Disposition": attachment(name)})
 
 
 @router.get("/dashboard/{key}/{part}", summary="The patients behind a measure's numerator or denominator")

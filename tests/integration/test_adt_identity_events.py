@@ -74,7 +74,7 @@ async def test_a47_replaces_the_wrong_identifier(runtime: Runtime, settings: Set
     # Later messages under the corrected MRN reach the same patient.
     await produce(settings, adt("A08", control_id="V2", mrn="RIGHT-1").encode(), key=b"k")
     await settle(db, 3)
-    [late] = await rows(db, InboundEvent, InboundEvent.idempotency_key == "hl7v2|GOODHEALTH|V2")
+    [late] = await rows(db, InboundEvent, InboundEvent.message_identity == "hl7v2|GOODHEALTH|V2")
     assert late.patient_id == patient and len(await rows(db, Patient)) == 1
 
 

@@ -40,7 +40,7 @@ def ingest(client: httpx.AsyncClient, token: str, body: bytes) -> object:
 
 
 async def applied_ids(db: AsyncEngine) -> set[str]:
-    return {e.idempotency_key.rsplit("|", 1)[-1] for e in await rows(db, InboundEvent)}
+    return {e.message_identity.rsplit("|", 1)[-1] for e in await rows(db, InboundEvent)}
 
 
 # -- byte-order mark -----------------------------------------------------------------------------------

@@ -8,13 +8,17 @@ from __future__ import annotations
 import io
 import logging
 import re
+import subprocess
+import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from app.api.auth import mint_token
 from app.db.models import RejectedEvent, RosterMember, ScreeningEvent, Task
 from app.logging_config import configure_logging
 from app.runtime import Runtime
@@ -23,6 +27,8 @@ from tests.conftest import bearer, eventually
 from tests.fhir_builder import encode, observation
 from tests.hl7_builder import adt
 from tests.integration.test_adt_pipeline import produce
+from tests.integration.test_cli import CARECOORD, clean_env
+from tests.integration.test_http_limits_served import running_server
 from tests.roster_builder import csv_text, member
 
 FAMILY, GIVEN, MRN, DOB = "QUILLFEATHER", "OCTAVIANA", "MRN-PRIV-8642", "19610923"
@@ -106,3 +112,50 @@ async def test_logs_carry_no_patient_data(
     # the clinical value: no record carries the score, under any key or in any message
     assert not re.search(rf'"(value|score|valueInteger|result)[A-Za-z_]*":\s*"?{SCORE}\b', text)
     assert not re.search(rf"\b(score|value)\D{{0,3}}{SCORE}\b", text, re.IGNORECASE)
+
+
+@pytest.fixture
+def server(
+    settings: Settings, db: AsyncEngine, database_url: str, tmp_path: Path
+) -> Iterator[tuple[int, Path, subprocess.Popen[str]]]:
+    with running_server(settings, database_url, tmp_path) as running:
+        yield running
+
+
+def test_the_access_log_of_a_real_server_names_route_templates_only(
+    server: tuple[int, Path, subprocess.Popen[str]], settings: Settings
+) -> None:
+    """uvicorn's own access log printed every path and query string: identifiers in URLs reached the log."""
+    port, log, _ = server
+    token = mint_token(settings, "tester", ["SUPERVISOR", "PMC"], [], 600)
+    task = uuid.uuid4()
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=bearer(token), timeout=30) as client:
+        assert client.get(f"/tasks/{task}", params={"patient": MRN}).status_code == 404
+        assert client.get("/fhir/Patient", params={"identifier": f"urn:mrn|{MRN}", "family": FAMILY}).status_code < 500
+        assert client.get("/tasks", params={"q": f"{FAMILY} {DOB}"}).status_code < 500
+    text = log.read_text()
+    assert '"logger": "carecoord.access"' in text and '"route": "/tasks/{task_id}"' in text  # the access log works
+    leaked = [value for value in (MRN, FAMILY, DOB, str(task)) if value.lower() in text.lower()]
+    assert not leaked, f"identifiers in the access log: {leaked}"
+
+
+async def test_cli_output_carries_no_patient_data(db: AsyncEngine, database_url: str, tmp_path: Path) -> None:
+    """A roster import from the command line, logging at DEBUG: names, identifiers, birth dates and contact
+    details go into the database, not to the terminal (a bad row is reported by line and field)."""
+    roster = tmp_path / "roster.csv"
+    good = member(
+        1, family=ROSTER_FAMILY, given=ROSTER_GIVEN, identifier_value=ROSTER_MRN, phone=PHONE, address=ADDRESS
+    )
+    bad = member(2, family=FAMILY, given=GIVEN, identifier_value=MRN, birth_date=f"{FAMILY}X")
+    roster.write_text(csv_text([good, bad]))
+    done = run_cli(["roster", "import", str(roster), "--as-of", "2026-11-02"], tmp_path, database_url)
+    output = done.stdout + done.stderr
+    assert "rows" in output, output[-2000:]  # it ran and reported
+    forbidden = [ROSTER_FAMILY, ROSTER_GIVEN, ROSTER_MRN, PHONE, "Privet", FAMILY, GIVEN, MRN]
+    leaked = [value for value in forbidden if value.lower() in output.lower()]
+    assert not leaked, f"patient data in CLI output: {leaked}"
+
+
+def run_cli(args: list[str], cwd: Path, database_url: str) -> subprocess.CompletedProcess[str]:
+    env = clean_env(CARECOORD_DATABASE_URL=database_url, CARECOORD_AUTO_MIGRATE="false", CARECOORD_LOG_LEVEL="DEBUG")
+    return subprocess.run([CARECOORD, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=120)
