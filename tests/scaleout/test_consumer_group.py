@@ -192,7 +192,7 @@ async def test_three_consumers_apply_every_event_once_in_patient_order_through_a
         rows = (
             await conn.execute(
                 select(
-                    InboundEvent.idempotency_key,
+                    InboundEvent.message_identity,
                     InboundEvent.partition,
                     InboundEvent.offset,
                     InboundEvent.applied_at,
